@@ -1,0 +1,299 @@
+"""DistilXLSR models: a short wav2vec2 student, DistilHuBERT prediction heads, and a CTC head.
+
+This file travels to the Hugging Face Hub with the weights (``trust_remote_code=True``): it imports only torch,
+transformers and its own configuration (relative import). The backbone *is* a transformers `Wav2Vec2Model` with a
+different config class, so its weight names are wav2vec2's and `export_as_wav2vec2` only renames a prefix.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Wav2Vec2Model, Wav2Vec2PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.loss.loss_ctc import ForCTCLoss
+from transformers.modeling_outputs import CausalLMOutput, ModelOutput
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_distilxlsr import DistilXLSRConfig
+
+
+def validate_input_values(input_values: torch.Tensor, attention_mask: torch.Tensor | None, config) -> torch.Tensor:
+    """Turns bad waveforms into a clear `ValueError` instead of a shape error deep inside a convolution.
+
+    Accepts `(batch, samples)`, a single utterance `(samples,)` (returned as a batch of one), and
+    `(batch, 1, samples)` (mono with a channel axis, squeezed).
+    """
+    if not isinstance(input_values, torch.Tensor):
+        raise ValueError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}.")
+    if not input_values.is_floating_point():
+        raise ValueError(
+            f"input_values must be a float waveform, got dtype {input_values.dtype}. Convert integer PCM to float "
+            "(e.g. with Wav2Vec2FeatureExtractor, which also normalises it as in training)."
+        )
+    if input_values.dim() == 1:
+        input_values = input_values[None]
+    elif input_values.dim() == 3:
+        if input_values.shape[1] != 1:
+            raise ValueError(
+                f"input_values of shape {tuple(input_values.shape)} looks like multi-channel audio (batch, channels, "
+                "samples); the model takes mono 16 kHz audio of shape (batch, samples): mix the channels first, "
+                "e.g. input_values.mean(dim=1)."
+            )
+        input_values = input_values[:, 0]
+    elif input_values.dim() != 2:
+        raise ValueError(
+            f"input_values must have shape (batch, samples) or (samples,), got {input_values.dim()} dimensions "
+            f"{tuple(input_values.shape)}."
+        )
+    lengths = (
+        attention_mask.sum(-1) if attention_mask is not None else input_values.new_full((1,), input_values.shape[-1])
+    )
+    if attention_mask is not None and attention_mask.shape != input_values.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} does not match "
+            f"input_values {tuple(input_values.shape)}."
+        )
+    shortest = int(lengths.min())
+    if shortest < config.receptive_field:
+        raise ValueError(
+            f"Audio too short: {shortest} samples, but the CNN feature encoder needs at least {config.receptive_field} "
+            f"samples ({1000 * config.receptive_field / 16000:.0f} ms at 16 kHz) to produce one frame."
+        )
+    return input_values
+
+
+@dataclass
+class DistilXLSRModelOutput(ModelOutput):
+    """
+    last_hidden_state: output of the last student layer (after the final LayerNorm for pre-LN students).
+    extract_features: CNN features after the feature-projection LayerNorm, `(batch, frames, conv_dim[-1])`.
+    hidden_states: input of the first layer and output of each layer, `num_hidden_layers + 1` tensors.
+    attentions: attention weights, when requested.
+    frame_attention_mask: `(batch, frames)` bool, True on real frames; None when no attention mask was given.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    extract_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    frame_attention_mask: torch.BoolTensor | None = None
+
+
+@dataclass
+class DistilXLSRForDistillationOutput(ModelOutput):
+    """
+    predictions: head outputs, `(batch, len(pred_layer_ids), frames, teacher_hidden_size)`, in the order of
+        `config.pred_layer_ids`.
+    last_hidden_state, hidden_states, attentions, frame_attention_mask: as in `DistilXLSRModelOutput`.
+    """
+
+    predictions: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    frame_attention_mask: torch.BoolTensor | None = None
+
+
+class DistilXLSRPreTrainedModel(Wav2Vec2PreTrainedModel):
+    """Wav2Vec2's weight init, SDPA/flash support and output-length helpers, with our config class."""
+
+    config: DistilXLSRConfig
+    config_class = DistilXLSRConfig
+    base_model_prefix = "distilxlsr"
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, DistilXLSRPredictionHeads):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            nn.init.zeros_(module.bias)
+
+    def frame_attention_mask(self, attention_mask: torch.Tensor | None, num_frames: int) -> torch.BoolTensor | None:
+        """Sample-level mask -> frame-level bool mask (True on frames computed from real samples only)."""
+        if attention_mask is None:
+            return None
+        return self._get_feature_vector_attention_mask(num_frames, attention_mask, add_adapter=False)
+
+
+class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
+    """The student backbone: transformers' `Wav2Vec2Model` (CNN, feature projection, positional convolution,
+    `num_hidden_layers` encoder layers) with input checks and a frame-level mask in its output.
+
+    An utterance inside a padded batch gives the same frames as alone when `attention_mask` is passed (the CNN uses
+    per-frame LayerNorm, so padding never leaks into real frames).
+    """
+
+    # A distillation checkpoint carries the prediction heads: loading it as a backbone drops them on purpose.
+    _keys_to_ignore_on_load_unexpected = [r"prediction_heads\."]
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        input_values: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        cnn_features: torch.Tensor | None = None,
+        **kwargs,
+    ) -> DistilXLSRModelOutput:
+        r"""
+        input_values: mono 16 kHz waveform `(batch, samples)`, normalised as `Wav2Vec2FeatureExtractor` does.
+        attention_mask: `(batch, samples)`, 1 on real samples; pass it for padded batches.
+        mask_time_indices: SpecAugment time mask to apply (otherwise drawn from the config in training).
+        cnn_features: the CNN output `(batch, conv_dim[-1], frames)` when it was already computed, e.g. by a teacher
+            with the same frozen CNN during distillation; the student's own CNN is then skipped.
+        output_hidden_states / output_attentions / return_dict: as everywhere in transformers.
+        """
+        if cnn_features is None:
+            input_values = validate_input_values(input_values, attention_mask, self.config)
+            cnn_features = self.feature_extractor(input_values)
+        extract_features = cnn_features.transpose(1, 2)
+        frame_attention_mask = self.frame_attention_mask(attention_mask, extract_features.shape[1])
+
+        hidden_states, extract_features = self.feature_projection(extract_features)
+        hidden_states = self._mask_hidden_states(
+            hidden_states, mask_time_indices=mask_time_indices, attention_mask=frame_attention_mask
+        )
+        encoder_outputs = self.encoder(hidden_states, attention_mask=frame_attention_mask, **kwargs)
+        return DistilXLSRModelOutput(
+            last_hidden_state=encoder_outputs.last_hidden_state,
+            extract_features=extract_features,
+            frame_attention_mask=frame_attention_mask,
+        )
+
+
+class DistilXLSRPredictionHeads(nn.Module):
+    """s3prl's "expand-last" heads: one shared Linear(hidden -> hidden * N) + activation, then a separate projection
+    per predicted teacher layer, all N computed by one einsum over stacked weights."""
+
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__()
+        self.num_heads = len(config.pred_layer_ids)
+        self.hidden_size = config.hidden_size
+        self.expand = nn.Linear(config.hidden_size, config.hidden_size * self.num_heads)
+        self.activation = ACT2FN[config.head_activation]
+        self.weight = nn.Parameter(torch.empty(self.num_heads, config.hidden_size, config.teacher_hidden_size))
+        self.bias = nn.Parameter(torch.zeros(self.num_heads, config.teacher_hidden_size))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, frames, _ = hidden_states.shape
+        expanded = self.activation(self.expand(hidden_states)).view(batch, frames, self.num_heads, self.hidden_size)
+        return torch.einsum("btnh,nho->bnto", expanded, self.weight) + self.bias[None, :, None, :]
+
+
+class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
+    """Backbone + prediction heads: what `train_distill.py` trains. Its checkpoint loads into `DistilXLSRModel` and
+    `DistilXLSRForCTC` (the heads are dropped there)."""
+
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__(config)
+        self.distilxlsr = DistilXLSRModel(config)
+        self.prediction_heads = DistilXLSRPredictionHeads(config)
+        self.post_init()
+
+    def freeze_feature_encoder(self):
+        self.distilxlsr.freeze_feature_encoder()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> DistilXLSRForDistillationOutput:
+        outputs = self.distilxlsr(
+            input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states, **kwargs
+        )
+        return DistilXLSRForDistillationOutput(
+            predictions=self.prediction_heads(outputs.last_hidden_state),
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            frame_attention_mask=outputs.frame_attention_mask,
+        )
+
+
+class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
+    """Backbone + dropout + `lm_head`, trained with CTC (blank = `pad_token_id`), as `Wav2Vec2ForCTC`.
+
+    The CTC loss is always computed in float32 (log-softmax and loss), also under fp16/bf16 autocast, and
+    `ctc_zero_infinity` defaults to True: an infeasible clip (fewer frames than its label needs) cannot turn the
+    loss into inf/NaN.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"prediction_heads\."]
+
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__(config)
+        if config.vocab_size is None:
+            raise ValueError(
+                "DistilXLSRForCTC needs `config.vocab_size` (the tokenizer's size), e.g. "
+                "DistilXLSRForCTC.from_pretrained(path, vocab_size=len(tokenizer), "
+                "pad_token_id=tokenizer.pad_token_id)."
+            )
+        self.distilxlsr = DistilXLSRModel(config)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def freeze_feature_encoder(self):
+        self.distilxlsr.freeze_feature_encoder()
+
+    def freeze_base_model(self):
+        for param in self.distilxlsr.parameters():
+            param.requires_grad = False
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutput:
+        if labels is not None and labels.max() >= self.config.vocab_size:
+            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+        outputs = self.distilxlsr(
+            input_values,
+            attention_mask=attention_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        logits = self.lm_head(self.dropout(outputs.last_hidden_state))
+
+        loss = None
+        if labels is not None:
+            if outputs.frame_attention_mask is not None:
+                logit_lengths = outputs.frame_attention_mask.sum(-1)
+            else:
+                logit_lengths = torch.full((logits.shape[0],), logits.shape[1], device=logits.device)
+            with torch.autocast(device_type=logits.device.type, enabled=False):
+                loss = ForCTCLoss(
+                    logits=logits.float(),
+                    labels=labels,
+                    logit_lengths=logit_lengths.long(),
+                    blank_token_id=self.config.pad_token_id,
+                    reduction=self.config.ctc_loss_reduction,
+                    zero_infinity=self.config.ctc_zero_infinity,
+                )
+
+        return CausalLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+DistilXLSRConfig.register_for_auto_class("AutoConfig")
+DistilXLSRModel.register_for_auto_class("AutoModel")
+DistilXLSRForCTC.register_for_auto_class("AutoModelForCTC")
+DistilXLSRForDistillation.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = [
+    "DistilXLSRForCTC",
+    "DistilXLSRForDistillation",
+    "DistilXLSRModel",
+    "DistilXLSRPreTrainedModel",
+    "DistilXLSRPredictionHeads",
+]

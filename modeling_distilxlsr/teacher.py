@@ -1,0 +1,184 @@
+"""The teacher side of distillation: load a wav2vec2-family teacher, run it only as deep as needed, and initialise a
+student from it. Not part of the Hub files: the published model never needs a teacher."""
+
+import json
+import logging
+import os
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+
+from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS
+from .modeling_distilxlsr import DistilXLSRModel
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_TEACHER_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+
+
+def load_teacher_config(name_or_path: str) -> PretrainedConfig:
+    """A teacher config from a Hub id, a model folder, or a path to a config.json (for offline random-init runs)."""
+    if os.path.isfile(name_or_path):
+        with open(name_or_path) as f:
+            config_dict = json.load(f)
+        model_type = config_dict.pop("model_type", "wav2vec2")
+        return AutoConfig.for_model(model_type, **config_dict)
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except OSError as err:
+        raise ValueError(
+            f"Could not load the teacher {name_or_path!r}: {err}\nGive a Hub id (facebook/wav2vec2-large-xlsr-53), a "
+            "local model folder, or, with --teacher_random_init, a config.json (e.g. configs/xlsr53_config.json)."
+        ) from err
+
+
+def load_teacher(name_or_path: str, random_init: bool = False, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """A frozen teacher base model (Wav2Vec2Model, HubertModel, WavLMModel...) in eval mode.
+
+    `random_init` builds the architecture from its config with random weights: for smoke runs and benchmarks where
+    the real weights are not at hand. A CTC or pre-training checkpoint is reduced to its base model.
+    """
+    config = load_teacher_config(name_or_path)
+    if config.model_type not in SUPPORTED_TEACHER_TYPES:
+        raise ValueError(
+            f"Teacher {name_or_path!r} is a {config.model_type!r} model; "
+            f"supported: {', '.join(SUPPORTED_TEACHER_TYPES)}."
+        )
+    config.layerdrop = 0.0
+    if random_init:
+        logger.warning(
+            "Teacher %s built with RANDOM weights (--teacher_random_init): not a real teacher.", name_or_path
+        )
+        teacher = AutoModel.from_config(config, dtype=dtype)
+    else:
+        teacher = AutoModel.from_pretrained(name_or_path, config=config, dtype=dtype)
+    teacher = teacher.base_model
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def truncate_teacher(teacher: PreTrainedModel, deepest_layer: int) -> PreTrainedModel:
+    """Drops the layers above `deepest_layer`: their outputs are never targets, so running them is wasted time.
+
+    Hidden state i (input of layer 1 for i = 0, output of layer i otherwise) is unchanged, since layer i only sees
+    what is below it. The final encoder LayerNorm stays but only touches `last_hidden_state`, which we don't use.
+    """
+    layers = teacher.encoder.layers
+    if deepest_layer > len(layers):
+        raise ValueError(f"Cannot predict teacher layer {deepest_layer}: the teacher has {len(layers)} layers.")
+    keep = max(deepest_layer, 1)  # hidden state 0 is recorded on the way into layer 1
+    teacher.encoder.layers = nn.ModuleList(list(layers)[:keep])
+    teacher.config.num_hidden_layers = keep
+    return teacher
+
+
+class TeacherTargets(nn.Module):
+    """Runs a truncated teacher and returns the hidden states the student's heads regress, stacked as
+    `(batch, len(pred_layer_ids), frames, teacher_hidden_size)` in float32.
+
+    `normalize` applies a parameter-free LayerNorm per frame to each target (DistilXLSR's recipe for pre-LN teachers,
+    whose residual stream grows with depth; for XLSR-53 the top layer's raw output is ~10x larger than layer 8's).
+    For stable-layer-norm teachers hidden state `num_layers` is the residual stream *before* the final encoder
+    LayerNorm, as transformers 5 returns it; normalising it makes the top target the final LayerNorm's output up to
+    that LayerNorm's affine weights.
+
+    Set `capture_cnn_features` to keep the raw CNN output of the last call in `self.cnn_features`, for a student
+    whose frozen CNN equals the teacher's.
+    """
+
+    def __init__(self, teacher: PreTrainedModel, pred_layer_ids, normalize: bool, capture_cnn_features: bool = False):
+        super().__init__()
+        self.pred_layer_ids = [int(i) for i in pred_layer_ids]
+        self.teacher = truncate_teacher(teacher, max(self.pred_layer_ids))
+        self.normalize = normalize
+        self.cnn_features = None
+        if capture_cnn_features:
+            self.teacher.feature_extractor.register_forward_hook(self._keep_cnn_features)
+
+    def _keep_cnn_features(self, module, args, output):
+        self.cnn_features = output
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # the teacher is always in eval mode (no dropout)
+
+    @torch.no_grad()
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        outputs = self.teacher(input_values, attention_mask=attention_mask, output_hidden_states=True)
+        targets = torch.stack([outputs.hidden_states[i] for i in self.pred_layer_ids], dim=1).float()
+        if self.normalize:
+            targets = nn.functional.layer_norm(targets, targets.shape[-1:])
+        return targets
+
+
+def _describe_mismatch(student_config, teacher_config) -> list[str]:
+    differences = []
+    for name in TEACHER_ARCHITECTURE_FIELDS:
+        student_value, teacher_value = getattr(student_config, name, None), getattr(teacher_config, name, None)
+        if isinstance(student_value, (list, tuple)):
+            student_value, teacher_value = list(student_value), list(teacher_value or [])
+        if student_value != teacher_value:
+            differences.append(f"{name}: student {student_value!r} vs teacher {teacher_value!r}")
+    return differences
+
+
+def _backbone(student: nn.Module) -> DistilXLSRModel:
+    if isinstance(student, DistilXLSRModel):
+        return student
+    backbone = getattr(student, "distilxlsr", None)
+    if not isinstance(backbone, DistilXLSRModel):
+        raise TypeError(f"Expected a DistilXLSR model, got {type(student).__name__}.")
+    return backbone
+
+
+def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, layer_map: dict[int, int] | None = None):
+    """Copies the teacher's CNN, feature projection (with its LayerNorm), positional convolution and chosen layers
+    into the student, as DistilHuBERT does. `layer_map` maps student layer -> teacher layer (0-based); the default is
+    the first N teacher layers. Works on the backbone or any of our wrapper models; returns the student.
+
+    A WavLM teacher's layers share the wav2vec2 names except its relative-position bias, which the student lacks:
+    those weights are skipped (and logged).
+    """
+    backbone = _backbone(student)
+    teacher = teacher.base_model
+    differences = _describe_mismatch(backbone.config, teacher.config)
+    if differences:
+        raise ValueError(
+            "The student cannot be initialised from this teacher; these architecture fields differ:\n  "
+            + "\n  ".join(differences)
+            + "\nBuild the student with DistilXLSRConfig.from_teacher_config(teacher.config)."
+        )
+    num_student_layers = len(backbone.encoder.layers)
+    layer_map = dict(layer_map) if layer_map is not None else {i: i for i in range(num_student_layers)}
+    if sorted(layer_map) != list(range(num_student_layers)):
+        raise ValueError(f"layer_map must map every student layer 0..{num_student_layers - 1}, got {layer_map}.")
+    num_teacher_layers = len(teacher.encoder.layers)
+    if any(not 0 <= t < num_teacher_layers for t in layer_map.values()):
+        raise ValueError(f"layer_map {layer_map} names a teacher layer outside 0..{num_teacher_layers - 1}.")
+
+    def copy(student_module: nn.Module, teacher_module: nn.Module, what: str):
+        teacher_state = teacher_module.state_dict()
+        student_state = student_module.state_dict()
+        skipped = sorted(set(teacher_state) - set(student_state))
+        if skipped:
+            logger.info("%s: teacher weights with no student counterpart, skipped: %s", what, skipped)
+        missing = sorted(set(student_state) - set(teacher_state))
+        if missing:
+            raise ValueError(f"{what}: the teacher has no weights for {missing}.")
+        student_module.load_state_dict({k: teacher_state[k] for k in student_state})
+
+    with torch.no_grad():
+        copy(backbone.feature_extractor, teacher.feature_extractor, "CNN feature encoder")
+        copy(backbone.feature_projection, teacher.feature_projection, "feature projection")
+        copy(backbone.encoder.pos_conv_embed, teacher.encoder.pos_conv_embed, "positional convolution")
+        copy(backbone.encoder.layer_norm, teacher.encoder.layer_norm, "encoder LayerNorm")
+        for student_layer, teacher_layer in layer_map.items():
+            copy(
+                backbone.encoder.layers[student_layer],
+                teacher.encoder.layers[teacher_layer],
+                f"layer {student_layer} <- teacher layer {teacher_layer}",
+            )
+        teacher_spec_embed = getattr(teacher, "masked_spec_embed", None)
+        if teacher_spec_embed is not None and getattr(backbone, "masked_spec_embed", None) is not None:
+            backbone.masked_spec_embed.copy_(teacher_spec_embed)
+    return student
