@@ -1,0 +1,69 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_teacher_config(**overrides):
+    """A 4-layer XLSR-shaped wav2vec2 (pre-LN, CNN with bias and LayerNorm), small enough for CPU tests."""
+    from transformers import Wav2Vec2Config
+
+    fields = dict(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16, 16, 16, 16, 16),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        layerdrop=0.0,
+        vocab_size=12,
+    )
+    fields.update(overrides)
+    return Wav2Vec2Config(**fields)
+
+
+def tiny_student_config(**overrides):
+    from modeling_distilxlsr import DistilXLSRConfig
+
+    fields = dict(pred_layer_ids=(2, 4))
+    fields.update(overrides)
+    return DistilXLSRConfig.from_teacher_config(tiny_teacher_config(), **fields)
+
+
+@pytest.fixture
+def tiny_teacher():
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    return Wav2Vec2Model(tiny_teacher_config()).eval()
+
+
+def run_fresh_python(code: str, cwd, timeout=600) -> str:
+    """Runs `code` in a new interpreter that cannot import our package (cwd is not the repo, no PYTHONPATH)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    env["HF_MODULES_CACHE"] = str(cwd / "hf_modules")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"fresh process failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
