@@ -1,0 +1,78 @@
+"""Model cards rendered from `model_card/` templates with a run's facts, training curves, and the Hub upload."""
+
+import os
+import string
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_card")
+
+
+def render_card(template_name: str, out_dir: str, **facts) -> str:
+    """Writes `out_dir/README.md` from `model_card/<template_name>`; every $field of the template must be given."""
+    with open(os.path.join(TEMPLATE_DIR, template_name), encoding="utf-8") as f:
+        template = string.Template(f.read())
+    text = template.substitute({key: str(value) for key, value in facts.items()})
+    path = os.path.join(out_dir, "README.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def format_params(count: int) -> str:
+    return f"{count / 1e6:.1f}M"
+
+
+def plot_curves(history: list[dict], out_dir: str, series: dict[str, list[str]]) -> list[str]:
+    """One PNG per entry of `series` ({file name: [history keys]}), step on the x axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for file_name, keys in series.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            points = [(row["step"], row[key]) for row in history if key in row]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=key, marker="." if len(points) < 30 else None)
+        ax.set_xlabel("step")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(out_dir, file_name)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def check_hub_access(repo_id: str | None) -> str:
+    """Fails before any training if a push at the end could not happen: no repo id or no token."""
+    from huggingface_hub import get_token
+
+    if not repo_id:
+        raise ValueError("--push_to_hub needs --hub_model_id user/name.")
+    token = get_token()
+    if token is None:
+        raise ValueError(
+            "--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN, or drop --push_to_hub "
+            "and upload the output folder later."
+        )
+    return token
+
+
+def push_folder(folder: str, repo_id: str, commit_message: str) -> str:
+    """Uploads `folder` in one commit. A repo this call created is deleted again if the upload fails, so a failed
+    push never leaves a half-made repo behind."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=check_hub_access(repo_id))
+    existed = api.repo_exists(repo_id)
+    url = api.create_repo(repo_id, exist_ok=True)
+    try:
+        api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message)
+    except Exception:
+        if not existed:
+            api.delete_repo(repo_id)
+        raise
+    return str(url)

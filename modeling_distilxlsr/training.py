@@ -1,0 +1,99 @@
+"""Pieces both training scripts share: resumable loop state, checkpoint rotation, weight-decay groups, and the
+default corpus. Not part of the Hub files."""
+
+import logging
+import os
+import re
+import shutil
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+
+
+class TrainingState:
+    """What a killed run needs, beyond model/optimizer/scheduler/RNG (which `accelerator.save_state` keeps), to go on
+    exactly where it stopped: the step, the epoch and the position inside it, audio seen, the logged history."""
+
+    def __init__(self):
+        self.step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.audio_seconds = 0.0
+        self.history: list[dict] = []
+        self.best_metric: float | None = None
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict):
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def list_checkpoints(checkpoint_dir: str) -> list[str]:
+    """Checkpoint folders `step_K`, oldest first."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    steps = sorted(int(m.group(1)) for name in os.listdir(checkpoint_dir) if (m := CHECKPOINT_PATTERN.match(name)))
+    return [os.path.join(checkpoint_dir, f"step_{step}") for step in steps]
+
+
+def checkpoint_to_resume(resume_from_checkpoint: str | None, checkpoint_dir: str) -> str | None:
+    """`latest` -> the newest checkpoint in `checkpoint_dir` (None if there is none yet, so `latest` is safe to pass on
+    a first run); a path -> that path, which must exist."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(checkpoint_dir)
+        if not checkpoints:
+            logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting fresh", checkpoint_dir)
+        return checkpoints[-1] if checkpoints else None
+    if not os.path.isdir(resume_from_checkpoint):
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such checkpoint folder.")
+    return resume_from_checkpoint
+
+
+def save_checkpoint(accelerator, checkpoint_dir: str, step: int, keep: int) -> str:
+    """`accelerator.save_state` into `checkpoint_dir/step_K`, then drop all but the `keep` newest.
+
+    Written under a temporary name and renamed when complete: a run killed while saving leaves no half checkpoint
+    for `--resume_from_checkpoint latest` to trip on."""
+    path = os.path.join(checkpoint_dir, f"step_{step}")
+    partial = path + ".partial"
+    accelerator.save_state(partial)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(partial, path)
+        if keep > 0:
+            for old in list_checkpoints(checkpoint_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on weight matrices only, none on biases, norms and 1-D parameters."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or name.endswith(".bias") or "norm" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def default_corpus_split(split: str, accelerator=None) -> str:
+    """The project's synthetic pt-BR corpus, made on first use in the cache folder (by the main process; the others
+    wait): what the scripts train on when no data is given."""
+    from .corpus import default_corpus_dir, ensure_corpus
+
+    corpus_dir = default_corpus_dir()
+    if accelerator is None:
+        ensure_corpus(corpus_dir)
+    else:
+        with accelerator.main_process_first():
+            ensure_corpus(corpus_dir, quiet=not accelerator.is_main_process)
+    return os.path.join(corpus_dir, split)

@@ -1,0 +1,387 @@
+"""Distil a wav2vec2-family teacher (XLSR-53 by default) into a DistilXLSR student on unlabeled audio.
+
+    accelerate launch train_distill.py --teacher facebook/wav2vec2-large-xlsr-53 --train_data DATA --output_dir out/
+    accelerate launch train_distill.py configs/xlsr53_bp.yaml
+
+DistilHuBERT (arXiv 2110.01900) as in s3prl, with three differences: padded frames are left out of the loss, the
+teacher runs only up to the deepest predicted layer, and pre-LN teachers get layer-normalised targets (DistilXLSR).
+One loop, top to bottom, in the manner of accelerate's examples; the pieces it calls live in `modeling_distilxlsr/`.
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, get_linear_schedule_with_warmup
+
+from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
+from modeling_distilxlsr.data import (
+    AudioCollator,
+    AudioDataset,
+    LengthGroupedSampler,
+    SkipCounter,
+    find_utterances,
+    split_eval,
+)
+from modeling_distilxlsr.export import save_for_hub
+from modeling_distilxlsr.losses import distillation_loss
+from modeling_distilxlsr.model_card import check_hub_access, format_params, plot_curves, push_folder, render_card
+from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher
+from modeling_distilxlsr.training import (
+    TrainingState,
+    checkpoint_to_resume,
+    decay_parameter_groups,
+    default_corpus_split,
+    save_checkpoint,
+)
+
+logger = logging.getLogger("train_distill")
+
+
+@dataclass
+class DistillArguments:
+    teacher: str = field(
+        default="facebook/wav2vec2-large-xlsr-53",
+        metadata={
+            "help": "Teacher: Hub id or local folder of a Wav2Vec2/HuBERT/WavLM model (or a config.json "
+            "with --teacher_random_init)."
+        },
+    )
+    teacher_random_init: bool = field(
+        default=False, metadata={"help": "Random teacher weights from its config: smoke runs and benchmarks only."}
+    )
+    train_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Audio folder, manifest (.csv/.tsv/.jsonl) or HF dataset. Default: the project's "
+            "synthetic pt-BR corpus (made on first use)."
+        },
+    )
+    eval_data: str | None = field(default=None, metadata={"help": "Held-out audio; default: --eval_fraction of train."})
+    eval_fraction: float = field(default=0.02, metadata={"help": "Fraction of train held out when no --eval_data."})
+    output_dir: str = field(default="out/distilxlsr")
+    max_steps: int = field(default=200_000, metadata={"help": "Optimizer steps (DistilHuBERT: 200k x 24 utts)."})
+    per_device_batch_size: int = field(default=8)
+    gradient_accumulation_steps: int = field(default=1)
+    learning_rate: float = field(default=2e-4)
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.98)
+    adam_epsilon: float = field(default=1e-6)
+    weight_decay: float = field(default=0.01, metadata={"help": "On weights only; biases and norms get none."})
+    warmup_fraction: float = field(default=0.07, metadata={"help": "Linear warm-up over this fraction of steps."})
+    max_grad_norm: float = field(default=5.0)
+    pred_layer_ids: list[int] = field(
+        default_factory=lambda: [8, 16, 24], metadata={"help": "Teacher layers the heads predict."}
+    )
+    num_student_layers: int = field(default=2)
+    init_teacher_layers: list[int] | None = field(
+        default=None, metadata={"help": "Teacher layer (0-based) copied into each student layer; default: the first N."}
+    )
+    normalize_targets: str = field(
+        default="auto",
+        metadata={
+            "help": "Layer-normalise teacher targets: auto (yes for pre-LN teachers), yes, no.",
+            "choices": ["auto", "yes", "no"],
+        },
+    )
+    cosine_weight: float = field(default=1.0, metadata={"help": "lambda of the -log sigmoid(cosine) term."})
+    freeze_cnn: bool = field(
+        default=False,
+        metadata={"help": "Freeze the student's CNN; it then equals the teacher's, whose features are reused."},
+    )
+    max_audio_samples: int = field(default=250_000, metadata={"help": "Random crops of at most this many samples."})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader workers per process."})
+    logging_steps: int = field(default=10)
+    eval_steps: int = field(default=500)
+    save_steps: int = field(default=1000)
+    save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept in output_dir/checkpoints."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    report_to: str = field(default="tensorboard", metadata={"help": "accelerate tracker(s), or 'none'."})
+    push_to_hub: bool = field(default=False)
+    hub_model_id: str | None = field(default=None)
+    seed: int = field(default=0)
+
+
+def parse_args(argv=None) -> DistillArguments:
+    parser = HfArgumentParser(DistillArguments)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(argv[0])[0]
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])[0]
+    return parser.parse_args_into_dataclasses(argv)[0]
+
+
+def make_loader(utterances, args, train: bool, collator):
+    dataset = AudioDataset(utterances, max_samples=args.max_audio_samples, random_crop=train)
+    sampler = LengthGroupedSampler(dataset.lengths, args.per_device_batch_size, seed=args.seed) if train else None
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.per_device_batch_size,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=args.num_workers,
+        persistent_workers=args.num_workers > 0,
+    )
+
+
+@torch.no_grad()
+def evaluate(student, teacher_targets, loader, args, accelerator, skips: SkipCounter) -> dict:
+    """Held-out loss and per-layer cosine, weighted by real frames across all ranks."""
+    student.eval()
+    sums = None
+    for batch in loader:
+        for reason in batch["skipped"]:
+            skips.skip(reason)
+        if "input_values" not in batch:
+            continue
+        targets = teacher_targets(batch["input_values"], batch["attention_mask"])
+        outputs = student(batch["input_values"], attention_mask=batch["attention_mask"])
+        result = distillation_loss(outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight)
+        frames = result.num_frames
+        batch_sums = torch.cat([(result.loss * frames)[None], result.cosine_per_layer * frames, frames[None]])
+        sums = batch_sums if sums is None else sums + batch_sums
+    if sums is None:
+        sums = torch.zeros(len(args.pred_layer_ids) + 2, device=accelerator.device)
+    sums = accelerator.reduce(sums, reduction="sum")
+    student.train()
+    frames = sums[-1].clamp(min=1)
+    metrics = {"eval/loss": (sums[0] / frames).item()}
+    for layer_id, cosine in zip(args.pred_layer_ids, (sums[1:-1] / frames).tolist(), strict=True):
+        metrics[f"eval/cosine_layer_{layer_id}"] = cosine
+    return metrics
+
+
+def main(args: DistillArguments):
+    ddp_kwargs = DistributedDataParallelKwargs(find_unused_parameters=False)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+        kwargs_handlers=[ddp_kwargs],
+    )
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    for name in ("train_distill", "modeling_distilxlsr"):
+        logging.getLogger(name).setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    logger.info(
+        "%s, %d process(es), mixed precision: %s",
+        accelerator.distributed_type,
+        accelerator.num_processes,
+        accelerator.mixed_precision,
+    )
+    set_seed(args.seed)
+    if args.push_to_hub:
+        check_hub_access(args.hub_model_id)
+
+    # Teacher and student: every configuration error surfaces here, before any data is read.
+    teacher = load_teacher(args.teacher, random_init=args.teacher_random_init)
+    config = DistilXLSRConfig.from_teacher_config(
+        teacher.config,
+        num_hidden_layers=args.num_student_layers,
+        pred_layer_ids=args.pred_layer_ids,
+        teacher_name_or_path=args.teacher,
+    )
+    student = DistilXLSRForDistillation(config)
+    layer_map = dict(enumerate(args.init_teacher_layers)) if args.init_teacher_layers else None
+    init_student_from_teacher(student, teacher, layer_map=layer_map)
+    if args.freeze_cnn:
+        student.freeze_feature_encoder()
+    teacher_params = sum(p.numel() for p in teacher.parameters())  # before truncation
+    normalize = (
+        teacher.config.do_stable_layer_norm if args.normalize_targets == "auto" else args.normalize_targets == "yes"
+    )
+    teacher_targets = TeacherTargets(
+        teacher, args.pred_layer_ids, normalize=normalize, capture_cnn_features=args.freeze_cnn
+    )
+    teacher_targets.to(accelerator.device)
+    logger.info(
+        "teacher %s%s; student: %s backbone + %s heads; targets: layers %s, normalised=%s",
+        args.teacher,
+        " (RANDOM weights)" if args.teacher_random_init else "",
+        format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
+        format_params(sum(p.numel() for p in student.prediction_heads.parameters())),
+        args.pred_layer_ids,
+        normalize,
+    )
+
+    # Data: lengths from headers; unreadable/empty/too-short files counted and left out.
+    skips = SkipCounter()
+    train_source = args.train_data or default_corpus_split("train", accelerator)
+    utterances = find_utterances(train_source, skips, min_samples=config.receptive_field)
+    if args.eval_data:
+        eval_utterances = find_utterances(args.eval_data, skips, min_samples=config.receptive_field)
+    else:
+        utterances, eval_utterances = split_eval(utterances, args.eval_fraction, args.seed)
+    logger.info(
+        "train: %d utterances (%.2f h), held out: %d",
+        len(utterances),
+        sum(u.seconds for u in utterances) / 3600,
+        len(eval_utterances),
+    )
+    collator = AudioCollator()
+    train_loader = make_loader(utterances, args, train=True, collator=collator)
+    eval_loader = make_loader(eval_utterances, args, train=False, collator=collator)
+
+    optimizer = torch.optim.AdamW(
+        decay_parameter_groups(student, args.weight_decay),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(args.warmup_fraction * args.max_steps), args.max_steps
+    )
+    student, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        student, optimizer, train_loader, eval_loader, scheduler
+    )
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
+    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir)
+    if resume_path:
+        accelerator.load_state(resume_path)
+        logger.info("resumed from %s at step %d", resume_path, state.step)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+    if args.report_to != "none":
+        accelerator.init_trackers("distill", config={k: str(v) for k, v in asdict(args).items()})
+    if state.step == 0:
+        state.history.append({"step": 0, **evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)})
+        logger.info("initial held-out: %s", state.history[-1])
+
+    progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="distil")
+    seconds_since_log = torch.zeros((), device=accelerator.device)
+    started = time.time()
+    while state.step < args.max_steps:
+        train_loader.set_epoch(state.epoch)
+        epoch_loader = train_loader
+        if state.batches_in_epoch:
+            epoch_loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
+        for batch in epoch_loader:
+            state.batches_in_epoch += 1
+            for reason in batch["skipped"]:
+                skips.skip(reason)
+            if "input_values" not in batch:
+                continue
+            with accelerator.accumulate(student):
+                targets = teacher_targets(batch["input_values"], batch["attention_mask"])
+                cnn_features = teacher_targets.cnn_features if args.freeze_cnn else None
+                with accelerator.autocast():
+                    outputs = student(
+                        batch["input_values"], attention_mask=batch["attention_mask"], cnn_features=cnn_features
+                    )
+                result = distillation_loss(
+                    outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight
+                )
+                accelerator.backward(result.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            seconds_since_log += batch["attention_mask"].sum() / 16_000
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            progress.update(1)
+            if state.step % args.logging_steps == 0 or state.step == args.max_steps:
+                state.audio_seconds += accelerator.reduce(seconds_since_log, reduction="sum").item()
+                seconds_since_log.zero_()
+                row = {"step": state.step, "train/loss": result.loss.item(), "lr": scheduler.get_last_lr()[0]}
+                for layer_id, l1, cosine in zip(
+                    args.pred_layer_ids, result.l1_per_layer.tolist(), result.cosine_per_layer.tolist(), strict=True
+                ):
+                    row[f"train/l1_layer_{layer_id}"] = l1
+                    row[f"train/cosine_layer_{layer_id}"] = cosine
+                row["audio_hours"] = state.audio_seconds / 3600
+                state.history.append(row)
+                accelerator.log(row, step=state.step)
+                progress.set_postfix(loss=f"{row['train/loss']:.3f}", hours=f"{row['audio_hours']:.2f}")
+            if state.step % args.eval_steps == 0 or state.step == args.max_steps:
+                metrics = evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)
+                state.history.append({"step": state.step, **metrics})
+                accelerator.log(metrics, step=state.step)
+                logger.info("step %d held-out: %s", state.step, metrics)
+            if state.step % args.save_steps == 0 or state.step == args.max_steps:
+                save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
+            if state.step >= args.max_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    progress.close()
+    elapsed = time.time() - started
+
+    # Skips happen in each rank's workers: gather them for one summary line.
+    decode_skips = SkipCounter()
+    for counts in gather_object([dict(skips.reasons)]):
+        decode_skips.reasons.update(counts)
+    skips.reasons = decode_skips.reasons
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        summary = skips.summary()
+        logger.info(summary)
+        final = next(row for row in reversed(state.history) if "eval/loss" in row)
+        write_output(accelerator.unwrap_model(student), args, state, final, summary, teacher_params)
+        logger.info(
+            "done: %d steps, %.2f h of audio in %.0f s (%.1f audio s/s) -> %s",
+            state.step,
+            state.audio_seconds / 3600,
+            elapsed,
+            state.audio_seconds / max(elapsed, 1e-9),
+            args.output_dir,
+        )
+        if args.push_to_hub:
+            logger.info(
+                "pushed to %s", push_folder(args.output_dir, args.hub_model_id, f"DistilXLSR, {state.step} steps")
+            )
+    accelerator.end_training()
+
+
+def write_output(student, args, state, final_eval: dict, skips_summary: str, teacher_params: int):
+    """The hub-ready folder: weights + config + code + feature extractor, curves, and the model card."""
+    save_for_hub(student, args.output_dir)
+    plot_curves(
+        state.history,
+        args.output_dir,
+        {
+            "loss_curve.png": ["train/loss", "eval/loss"],
+            "cosine_per_layer.png": [f"eval/cosine_layer_{i}" for i in args.pred_layer_ids],
+        },
+    )
+    config = student.config
+    render_card(
+        "distilled.md",
+        args.output_dir,
+        language="pt",
+        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        repo_id=args.hub_model_id or args.output_dir,
+        teacher=args.teacher,
+        teacher_note=" (**random weights: a smoke run, not a usable model**)" if args.teacher_random_init else "",
+        teacher_params=format_params(teacher_params),
+        backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        pred_layer_ids=", ".join(map(str, config.pred_layer_ids)),
+        target_norm=args.normalize_targets,
+        train_data=args.train_data or "the project's synthetic pt-BR corpus",
+        hours_seen=f"{state.audio_seconds / 3600:.2f}",
+        steps=state.step,
+        eval_loss=f"{final_eval['eval/loss']:.4f}",
+        eval_cosine=", ".join(f"layer {i}: {final_eval[f'eval/cosine_layer_{i}']:.3f}" for i in args.pred_layer_ids),
+        skips=skips_summary,
+    )
+
+
+if __name__ == "__main__":
+    main(parse_args())
