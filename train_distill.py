@@ -271,8 +271,11 @@ def main(args: DistillArguments):
             state.batches_in_epoch += 1
             for reason in batch["skipped"]:
                 skips.skip(reason)
-            if "input_values" not in batch:
-                continue
+            all_skipped = "input_values" not in batch
+            if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
+                silence = torch.zeros(1, 4 * config.receptive_field, device=accelerator.device)
+                batch = {"input_values": silence, "attention_mask": torch.zeros_like(silence, dtype=torch.long)}
+                batch["attention_mask"][:, : config.receptive_field] = 1
             with accelerator.accumulate(student):
                 targets = teacher_targets(batch["input_values"], batch["attention_mask"])
                 cnn_features = teacher_targets.cnn_features if args.freeze_cnn else None
@@ -283,18 +286,20 @@ def main(args: DistillArguments):
                 result = distillation_loss(
                     outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight
                 )
-                accelerator.backward(result.loss)
+                accelerator.backward(result.loss * (0.0 if all_skipped else 1.0))
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            seconds_since_log += batch["attention_mask"].sum() / 16_000
+            if not all_skipped:
+                seconds_since_log += batch["attention_mask"].sum() / 16_000
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
             progress.update(1)
-            if state.step % args.logging_steps == 0 or state.step == args.max_steps:
+            saving = state.step % args.save_steps == 0 or state.step == args.max_steps
+            if saving or state.step % args.logging_steps == 0:  # all ranks' audio, counted before any checkpoint
                 state.audio_seconds += accelerator.reduce(seconds_since_log, reduction="sum").item()
                 seconds_since_log.zero_()
                 row = {"step": state.step, "train/loss": result.loss.item(), "lr": scheduler.get_last_lr()[0]}
@@ -312,7 +317,7 @@ def main(args: DistillArguments):
                 state.history.append({"step": state.step, **metrics})
                 accelerator.log(metrics, step=state.step)
                 logger.info("step %d held-out: %s", state.step, metrics)
-            if state.step % args.save_steps == 0 or state.step == args.max_steps:
+            if saving:
                 save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
             if state.step >= args.max_steps:
                 break
@@ -331,8 +336,19 @@ def main(args: DistillArguments):
     if accelerator.is_main_process:
         summary = skips.summary()
         logger.info(summary)
-        final = next(row for row in reversed(state.history) if "eval/loss" in row)
-        write_output(accelerator.unwrap_model(student), args, state, final, summary, teacher_params)
+        evals = [row for row in state.history if "eval/loss" in row]
+        write_output(accelerator.unwrap_model(student), args, state, evals[-1], summary, teacher_params)
+        results = {
+            "initial_eval": evals[0],
+            "final_eval": evals[-1],
+            "steps": state.step,
+            "audio_hours": state.audio_seconds / 3600,
+            "num_processes": accelerator.num_processes,
+            "skipped": summary,
+            "train_seconds": elapsed,
+        }
+        with open(os.path.join(args.output_dir, "distill_results.json"), "w") as f:
+            json.dump(results, f, indent=2)
         logger.info(
             "done: %d steps, %.2f h of audio in %.0f s (%.1f audio s/s) -> %s",
             state.step,

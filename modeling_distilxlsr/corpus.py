@@ -106,11 +106,18 @@ def load_sentences() -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-def plan_corpus(seed: int = 0, utterances_per_sentence: int = 2, dev_sentences: int = 60, test_sentences: int = 100):
-    """(split, sentence, voice) for every utterance: disjoint sentences across splits, test voices unseen."""
+def plan_corpus(
+    seed: int = 0,
+    utterances_per_sentence: int = 2,
+    dev_sentences: int = 60,
+    test_sentences: int = 100,
+    num_sentences: int | None = None,
+):
+    """(split, sentence, voice) for every utterance: disjoint sentences across splits, test voices unseen.
+    `num_sentences` uses a subset of the sentence list (small corpora for tests)."""
     rng = np.random.default_rng(seed)
     sentences = load_sentences()
-    order = rng.permutation(len(sentences))
+    order = rng.permutation(len(sentences))[:num_sentences]
     test_ids, dev_ids = order[:test_sentences], order[test_sentences : test_sentences + dev_sentences]
     train_ids = order[test_sentences + dev_sentences :]
     train_voices, test_voices = VOICES[:-NUM_TEST_VOICES], VOICES[-NUM_TEST_VOICES:]
@@ -123,11 +130,11 @@ def plan_corpus(seed: int = 0, utterances_per_sentence: int = 2, dev_sentences: 
     return plan
 
 
-def make_corpus(out_dir: str, seed: int = 0, utterances_per_sentence: int = 2, quiet: bool = False) -> str:
+def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options) -> str:
     """Synthesises the corpus into `out_dir` (built in a temporary folder and moved in place at the end, so an
-    interrupted run never leaves a half corpus behind)."""
+    interrupted run never leaves a half corpus behind). `plan_options` go to `plan_corpus`."""
     espeak = Espeak()
-    plan = plan_corpus(seed, utterances_per_sentence)
+    plan = plan_corpus(seed, **plan_options)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     work_dir = tempfile.mkdtemp(prefix=".corpus-", dir=parent)

@@ -69,7 +69,8 @@ class SkipCounter:
         skipped = sum(self.reasons.values())
         if not skipped:
             return f"skipped 0 of {self.total:,} {what}"
-        details = ", ".join(f"{n} {reason}" for reason, n in self.reasons.most_common())
+        ordered = sorted(self.reasons.items(), key=lambda item: (-item[1], item[0]))
+        details = ", ".join(f"{n} {reason}" for reason, n in ordered)
         return f"skipped {skipped:,} of {self.total:,} {what}: {details}"
 
     def state_dict(self):

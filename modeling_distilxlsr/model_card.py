@@ -18,7 +18,7 @@ def render_card(template_name: str, out_dir: str, **facts) -> str:
 
 
 def format_params(count: int) -> str:
-    return f"{count / 1e6:.1f}M"
+    return f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.1f}K"
 
 
 def plot_curves(history: list[dict], out_dir: str, series: dict[str, list[str]]) -> list[str]:

@@ -67,3 +67,37 @@ def run_fresh_python(code: str, cwd, timeout=600) -> str:
     if result.returncode != 0:
         raise AssertionError(f"fresh process failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory):
+    """A saved tiny wav2vec2 teacher folder, as `--teacher` takes it."""
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher")
+    Wav2Vec2Model(tiny_teacher_config()).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """A small corpus from the real corpus maker: 60 sentences, each spoken once (about 2 s of synthesis)."""
+    from modeling_distilxlsr.corpus import make_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "pt-br"
+    make_corpus(
+        str(path), seed=0, quiet=True, num_sentences=60, dev_sentences=8, test_sentences=8, utterances_per_sentence=1
+    )
+    return path
+
+
+def run_script(args: list[str], timeout=600, env_extra=None, check=True) -> subprocess.CompletedProcess:
+    """Runs one of the repo's scripts (or `accelerate launch`) as a user would, from the repo root."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
+    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-5000:]}\n{result.stderr[-8000:]}"
+        )
+    return result

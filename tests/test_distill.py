@@ -1,0 +1,286 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import REPO_ROOT, run_fresh_python, run_script, tiny_student_config, tiny_teacher_config
+
+from modeling_distilxlsr import DistilXLSRForDistillation
+from modeling_distilxlsr.losses import distillation_loss
+from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher
+
+TINY_RUN = [
+    "--pred_layer_ids",
+    "2",
+    "4",
+    "--per_device_batch_size",
+    "4",
+    "--max_audio_samples",
+    "32000",
+    "--num_workers",
+    "0",
+    "--report_to",
+    "none",
+]
+
+
+def distill(teacher_dir, train_data, output_dir, *extra, launcher=(sys.executable,), **kwargs):
+    args = [
+        *launcher,
+        "train_distill.py",
+        "--teacher",
+        teacher_dir,
+        "--train_data",
+        str(train_data),
+        "--output_dir",
+        str(output_dir),
+        *TINY_RUN,
+        *map(str, extra),
+    ]
+    return run_script(args, **kwargs)
+
+
+def test_masked_loss_of_a_padded_batch_equals_the_loss_of_its_items():
+    torch.manual_seed(0)
+    student = DistilXLSRForDistillation(tiny_student_config()).eval()
+    teacher_targets = TeacherTargets(
+        __import__("transformers").Wav2Vec2Model(tiny_teacher_config()).eval(), (2, 4), normalize=True
+    )
+    waves = [torch.randn(16000), torch.randn(7000)]
+    batch = torch.zeros(2, 16000)
+    mask = torch.zeros(2, 16000, dtype=torch.long)
+    for i, wave in enumerate(waves):
+        batch[i, : len(wave)], mask[i, : len(wave)] = wave, 1
+    with torch.no_grad():
+        out = student(batch, attention_mask=mask)
+        padded = distillation_loss(out.predictions, teacher_targets(batch, mask), out.frame_attention_mask)
+        alone = []
+        for wave in waves:
+            single = student(wave[None])
+            alone.append(distillation_loss(single.predictions, teacher_targets(wave[None])))
+        # Unmasked, the padding frames would enter the mean: the bug this guards against.
+        unmasked = distillation_loss(out.predictions, teacher_targets(batch, mask))
+    frames = torch.stack([a.num_frames for a in alone])
+    expected_l1 = (torch.stack([a.l1_per_layer for a in alone]) * frames[:, None]).sum(0) / frames.sum()
+    expected_cos = (torch.stack([a.cosine_per_layer for a in alone]) * frames[:, None]).sum(0) / frames.sum()
+    torch.testing.assert_close(padded.l1_per_layer, expected_l1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded.cosine_per_layer, expected_cos, atol=1e-5, rtol=1e-5)
+    assert padded.num_frames == frames.sum()
+    assert not torch.allclose(unmasked.l1_per_layer, expected_l1, atol=1e-3)
+
+
+def test_loss_is_l1_plus_log_sigmoid_cosine_summed_over_layers():
+    predictions = torch.randn(2, 3, 5, 8)
+    targets = torch.randn(2, 3, 5, 8)
+    result = distillation_loss(predictions, targets, cosine_weight=0.5)
+    l1 = (predictions - targets).abs().mean((0, 2, 3))
+    cos = torch.nn.functional.cosine_similarity(predictions, targets, dim=-1)
+    expected = (l1 - 0.5 * torch.nn.functional.logsigmoid(cos).mean((0, 2))).sum()
+    torch.testing.assert_close(result.loss, expected)
+    assert distillation_loss(targets, targets).cosine_per_layer.allclose(torch.ones(3))
+
+
+def test_truncated_teacher_gives_the_same_targets_as_the_full_one(tiny_teacher):
+    import copy
+
+    wave = torch.randn(2, 12000)
+    with torch.no_grad():
+        full = tiny_teacher(wave, output_hidden_states=True).hidden_states
+    targets = TeacherTargets(copy.deepcopy(tiny_teacher), (1, 3), normalize=False)
+    assert len(targets.teacher.encoder.layers) == 3  # layer 4 is never run
+    out = targets(wave)
+    torch.testing.assert_close(out[:, 0], full[1])
+    torch.testing.assert_close(out[:, 1], full[3])
+    normalized = TeacherTargets(copy.deepcopy(tiny_teacher), (3,), normalize=True)(wave)
+    torch.testing.assert_close(normalized[:, 0], torch.nn.functional.layer_norm(full[3], (32,)), atol=1e-5, rtol=0)
+
+
+def test_shared_cnn_features_give_the_same_predictions(tiny_teacher):
+    student = DistilXLSRForDistillation(tiny_student_config()).eval()
+    init_student_from_teacher(student, tiny_teacher)
+    targets = TeacherTargets(tiny_teacher, (2, 4), normalize=True, capture_cnn_features=True)
+    wave = torch.randn(2, 12000)
+    targets(wave)
+    with torch.no_grad():
+        shared = student(wave, cnn_features=targets.cnn_features).predictions
+        own = student(wave).predictions
+    torch.testing.assert_close(shared, own)
+
+
+def test_a_run_lowers_held_out_loss_and_raises_cosine(tiny_teacher_dir, small_corpus, tmp_path):
+    out = tmp_path / "out"
+    distill(
+        tiny_teacher_dir,
+        small_corpus / "train",
+        out,
+        "--max_steps",
+        40,
+        "--eval_steps",
+        20,
+        "--save_steps",
+        20,
+        "--logging_steps",
+        5,
+        "--eval_fraction",
+        0.15,
+        "--learning_rate",
+        1e-3,
+    )
+    results = json.loads((out / "distill_results.json").read_text())
+    initial, final = results["initial_eval"], results["final_eval"]
+    assert final["eval/loss"] < initial["eval/loss"] - 0.05
+    for layer in (2, 4):
+        assert final[f"eval/cosine_layer_{layer}"] > initial[f"eval/cosine_layer_{layer}"] + 0.05
+    assert results["steps"] == 40 and results["audio_hours"] > 0
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "modeling_distilxlsr.py",
+        "configuration_distilxlsr.py",
+        "training_args.json",
+        "loss_curve.png",
+        "cosine_per_layer.png",
+    ):
+        assert (out / name).exists(), name
+    card = (out / "README.md").read_text()
+    assert tiny_teacher_dir in card and "2, 4" in card and f"{final['eval/loss']:.4f}" in card
+    assert sorted(os.listdir(out / "checkpoints")) == ["step_20", "step_40"]
+
+
+def test_yaml_config_and_bad_setups_fail_before_training(tiny_teacher_dir, small_corpus, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"teacher: {tiny_teacher_dir}\ntrain_data: {small_corpus / 'train'}\noutput_dir: {tmp_path / 'o'}\n"
+        "pred_layer_ids: [2, 9]\nreport_to: none\n"
+    )
+    result = run_script([sys.executable, "train_distill.py", str(config)], check=False)
+    assert result.returncode != 0 and "only 4 layers" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = distill(tiny_teacher_dir, empty, tmp_path / "o", check=False)
+    assert result.returncode != 0 and "No usable audio" in result.stderr
+    result = distill(str(tmp_path / "no-such-teacher"), small_corpus / "train", tmp_path / "o", check=False)
+    assert result.returncode != 0 and "Could not load the teacher" in result.stderr
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_bad_files_are_skipped_and_counted(tiny_teacher_dir, small_corpus, tmp_path):
+    data = tmp_path / "messy"
+    data.mkdir()
+    for name in sorted(os.listdir(small_corpus / "dev"))[:6]:
+        if name.endswith(".flac"):
+            (data / name).write_bytes((small_corpus / "dev" / name).read_bytes())
+    (data / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage" * 10)
+    (data / "empty.flac").write_bytes(b"")
+    sf.write(data / "tiny.wav", np.random.randn(80).astype("float32") * 0.1, 16000)  # 5 ms
+    t = np.arange(8000 * 2) / 8000
+    stereo = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)], axis=1) * 0.3
+    sf.write(data / "stereo_8k.wav", stereo.astype("float32"), 8000)
+    out = tmp_path / "out"
+    result = distill(
+        tiny_teacher_dir, data, out, "--max_steps", 4, "--eval_steps", 4, "--save_steps", 4, "--eval_fraction", 0.3
+    )
+    assert "skipped 3 of 10 files: 1 empty (0 bytes), 1 too short, 1 unreadable" in result.stderr
+    assert "skipped 3 of 10 files" in json.loads((out / "distill_results.json").read_text())["skipped"]
+
+
+def test_two_real_ddp_ranks_write_one_output_that_loads_in_a_fresh_process(tiny_teacher_dir, small_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = distill(
+        tiny_teacher_dir,
+        small_corpus / "train",
+        out,
+        "--max_steps",
+        6,
+        "--eval_steps",
+        3,
+        "--save_steps",
+        3,
+        launcher=(
+            "accelerate",
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ),
+        env_extra={"ACCELERATE_USE_CPU": "1"},
+    )
+    assert "MULTI_CPU, 2 process(es)" in result.stderr
+    results = json.loads((out / "distill_results.json").read_text())
+    assert results["num_processes"] == 2 and results["steps"] == 6
+    assert result.stderr.count("done: 6 steps") == 1  # the output is written once, by the main process
+    run_fresh_python(
+        f"""
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == "DistilXLSRModel"
+        print(model(torch.randn(1, 16000)).last_hidden_state.shape)
+        """,
+        cwd=tmp_path,
+    )
+
+
+def _optimizer_and_scheduler(checkpoint):
+    optimizer = torch.load(os.path.join(checkpoint, "optimizer.bin"), weights_only=False)
+    scheduler = torch.load(os.path.join(checkpoint, "scheduler.bin"), weights_only=False)
+    steps = {float(s["step"]) for s in optimizer["state"].values()}
+    return steps, scheduler["last_epoch"], scheduler["_last_lr"]
+
+
+def test_killed_run_resumes_to_the_same_step_optimizer_state_and_lr(tiny_teacher_dir, small_corpus, tmp_path):
+    common = ["--max_steps", 24, "--eval_steps", 100, "--save_steps", 8, "--logging_steps", 4, "--seed", 3]
+    straight = tmp_path / "straight"
+    distill(tiny_teacher_dir, small_corpus / "train", straight, *common)
+
+    killed = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "train_distill.py",
+        "--teacher",
+        tiny_teacher_dir,
+        "--train_data",
+        str(small_corpus / "train"),
+        "--output_dir",
+        str(killed),
+        *TINY_RUN,
+        *map(str, common),
+        "--max_audio_samples",
+        "32000",
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step_8").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoints" / "step_8").exists() and not (killed / "distill_results.json").exists()
+
+    distill(tiny_teacher_dir, small_corpus / "train", killed, *common, "--resume_from_checkpoint", "latest")
+    steps_a, epoch_a, lr_a = _optimizer_and_scheduler(straight / "checkpoints" / "step_24")
+    steps_b, epoch_b, lr_b = _optimizer_and_scheduler(killed / "checkpoints" / "step_24")
+    assert steps_a == steps_b == {24.0}
+    assert epoch_a == epoch_b == 24 and lr_a == lr_b
+    a = json.loads((straight / "distill_results.json").read_text())
+    b = json.loads((killed / "distill_results.json").read_text())
+    assert a["steps"] == b["steps"] == 24
+    assert b["audio_hours"] == pytest.approx(a["audio_hours"], rel=1e-6)  # same data position after resume
