@@ -4,7 +4,8 @@
 
 Writes 16 kHz FLAC in the Hugging Face audiofolder layout, `OUT_DIR/{train,dev,test}/metadata.csv` with
 `file_name,transcription,speaker`. Test uses sentences *and* voices that train does not; dev uses unseen sentences
-with the training voices. Deterministic for a seed. Synthesis goes through the espeak-ng library bundled in the
+with the training voices. Deterministic for a seed: the same command gives byte-identical files (espeak-ng keeps some state between utterances
+inside one process, so two corpora made in the *same* process differ slightly). Synthesis goes through the espeak-ng library bundled in the
 `espeakng-loader` wheel (ctypes, no binary needed), or a system libespeak-ng when the wheel is absent.
 
 Not real speech: one synthesiser, clean prosody. It exists so that tests, CI and a laptop can run the whole pipeline
@@ -87,8 +88,10 @@ class Espeak:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
         return 0
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
-        """float32 audio at `self.sample_rate`."""
+    def synthesize(self, text: str, voice: Voice, seed: int = 0) -> np.ndarray:
+        """float32 audio at `self.sample_rate`. espeak-ng jitters its voices with its own random generator: seeding it
+        per utterance (and synthesising in a fixed order) makes the output reproducible."""
+        self.lib.espeak_ng_SetRandSeed(seed)
         if self.lib.espeak_SetVoiceByName(f"pt-br+{voice.variant}".encode()) != 0:
             raise RuntimeError(f"espeak-ng has no voice pt-br+{voice.variant}.")
         for parameter, value in ((self.RATE, voice.rate), (self.PITCH, voice.pitch), (self.RANGE, voice.pitch_range)):
@@ -141,7 +144,7 @@ def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options
     rows = {"train": [], "dev": [], "test": []}
     rng = np.random.default_rng(seed + 1)
     for index, (split, sentence, voice) in enumerate(tqdm(plan, desc="synthesising pt-BR", disable=quiet)):
-        audio = espeak.synthesize(sentence, voice)
+        audio = espeak.synthesize(sentence, voice, seed=seed * 1_000_003 + index)
         audio = soxr.resample(audio, espeak.sample_rate, SAMPLING_RATE)
         # Light, seeded variation so clips are not bit-identical renditions: gain and a little background noise.
         audio = audio * rng.uniform(0.5, 1.0) + rng.normal(0.0, rng.uniform(0.0005, 0.004), len(audio))
@@ -181,8 +184,18 @@ def main(argv=None):
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--utterances_per_sentence", type=int, default=2, help="Train voices per train sentence.")
+    parser.add_argument("--num_sentences", type=int, default=None, help="Use only this many sentences (all: 757).")
+    parser.add_argument("--dev_sentences", type=int, default=60)
+    parser.add_argument("--test_sentences", type=int, default=100)
     args = parser.parse_args(argv)
-    make_corpus(args.out_dir, seed=args.seed, utterances_per_sentence=args.utterances_per_sentence)
+    make_corpus(
+        args.out_dir,
+        seed=args.seed,
+        utterances_per_sentence=args.utterances_per_sentence,
+        num_sentences=args.num_sentences,
+        dev_sentences=args.dev_sentences,
+        test_sentences=args.test_sentences,
+    )
     for split in ("train", "dev", "test"):
         with open(os.path.join(args.out_dir, split, "metadata.csv"), encoding="utf-8") as f:
             print(f"{split}: {sum(1 for _ in f) - 1} utterances")

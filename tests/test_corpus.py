@@ -1,0 +1,86 @@
+import csv
+import os
+import sys
+
+import soundfile as sf
+from conftest import run_script
+
+from modeling_distilxlsr.corpus import NUM_TEST_VOICES, VOICES, load_sentences, make_corpus, plan_corpus
+
+BP_DIACRITICS = "áàâãéêíóôõúüç"
+
+
+def read_split(corpus, split):
+    with open(corpus / split / "metadata.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sentence_list_is_varied_and_covers_every_bp_letter():
+    sentences = load_sentences()
+    assert len(sentences) >= 600 and len(set(sentences)) == len(sentences)
+    assert all(3 <= len(s.split()) <= 20 for s in sentences)
+    assert sum(s.endswith("?") for s in sentences) >= 50
+    text = " ".join(sentences).lower()
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        assert letter in text, letter
+    for mark in BP_DIACRITICS:
+        assert text.count(mark) >= 20, mark
+
+
+def test_plan_splits_are_disjoint_in_sentences_and_test_voices_are_unseen():
+    plan = plan_corpus(seed=0)
+    by_split = {s: [(text, voice) for split, text, voice in plan if split == s] for s in ("train", "dev", "test")}
+    sentences = {s: {text for text, _ in rows} for s, rows in by_split.items()}
+    voices = {s: {voice for _, voice in rows} for s, rows in by_split.items()}
+    assert not sentences["train"] & sentences["test"] and not sentences["train"] & sentences["dev"]
+    assert not sentences["dev"] & sentences["test"]
+    assert not voices["train"] & voices["test"] and not voices["dev"] & voices["test"]
+    assert len(voices["train"]) >= 8 and len(VOICES) - NUM_TEST_VOICES >= 8
+
+
+def test_corpus_files_and_metadata(small_corpus):
+    for split in ("train", "dev", "test"):
+        rows = read_split(small_corpus, split)
+        assert rows and set(rows[0]) == {"file_name", "transcription", "speaker"}
+        for row in rows:
+            info = sf.info(small_corpus / split / row["file_name"])
+            assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
+            assert 0.5 < info.duration < 15
+
+
+def make_with_command(out_dir, seed=0):
+    started = time.time()
+    run_script(
+        [
+            sys.executable,
+            "-m",
+            "modeling_distilxlsr.corpus",
+            str(out_dir),
+            "--seed",
+            str(seed),
+            "--num_sentences",
+            "120",
+            "--dev_sentences",
+            "10",
+            "--test_sentences",
+            "10",
+        ]
+    )
+    return time.time() - started
+
+
+def test_corpus_command_is_deterministic_for_a_seed(tmp_path):
+    make_with_command(tmp_path / "a")
+    make_with_command(tmp_path / "b")
+    utterances = 0
+    for split in ("train", "dev", "test"):
+        rows = read_split(tmp_path / "a", split)
+        assert rows == read_split(tmp_path / "b", split)
+        for row in rows:
+            a = (tmp_path / "a" / split / row["file_name"]).read_bytes()
+            assert a == (tmp_path / "b" / split / row["file_name"]).read_bytes(), row["file_name"]
+        utterances += len(rows)
+    assert utterances == 200 + 10 + 10  # 100 train sentences x 2 voices, 10 dev, 10 test
+    make_with_command(tmp_path / "c", seed=1)
+    assert read_split(tmp_path / "c", "test") != read_split(tmp_path / "a", "test")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".corpus-")]  # no half-made work folders left

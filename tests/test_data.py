@@ -1,0 +1,147 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from modeling_distilxlsr.data import (
+    AudioCollator,
+    AudioDataset,
+    LengthGroupedSampler,
+    ManifestError,
+    SkipCounter,
+    find_utterances,
+    load_audio,
+    normalize,
+)
+
+
+def write_wav(path, seconds, sample_rate=16000, channels=1, seed=0):
+    rng = np.random.default_rng(seed)
+    audio = (rng.standard_normal((int(seconds * sample_rate), channels)) * 0.1).astype("float32")
+    sf.write(path, audio if channels > 1 else audio[:, 0], sample_rate)
+    return path
+
+
+def test_audio_folder_recursive_with_lengths_from_headers(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    write_wav(tmp_path / "one.wav", 1.0)
+    write_wav(tmp_path / "a" / "two.flac", 0.5)
+    write_wav(tmp_path / "a" / "b" / "three.ogg", 0.25, sample_rate=8000, channels=2)
+    (tmp_path / "notes.txt").write_text("not audio")
+    skips = SkipCounter()
+    utterances = find_utterances(str(tmp_path), skips)
+    assert sorted(u.num_samples for u in utterances) == [4000, 8000, 16000]
+    assert skips.summary() == "skipped 0 of 3 files"
+    for u in utterances:  # the header length is the decoded length at 16 kHz
+        assert abs(len(load_audio(u.source)) - u.num_samples) <= 1
+
+
+def test_audiofolder_metadata_csv_gives_transcripts(tmp_path):
+    write_wav(tmp_path / "x.wav", 0.5)
+    write_wav(tmp_path / "y.wav", 0.5)
+    (tmp_path / "metadata.csv").write_text("file_name,transcription\nx.wav,olá mundo\ny.wav,\n", encoding="utf-8")
+    skips = SkipCounter()
+    utterances = find_utterances(str(tmp_path), skips, need_text=True)
+    assert [u.text for u in utterances] == ["olá mundo"]
+    assert skips.summary() == "skipped 1 of 2 files: 1 no transcript"
+
+
+def test_manifests_csv_tsv_jsonl_with_relative_paths(tmp_path):
+    (tmp_path / "audio").mkdir()
+    for name in ("p.wav", "q.wav"):
+        write_wav(tmp_path / "audio" / name, 0.3)
+    (tmp_path / "m.csv").write_text("path,text\naudio/p.wav,um\naudio/q.wav,dois\n")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "audio/p.wav", "sentence": "três"}) + "\n")
+    for manifest, texts in (("m.csv", ["um", "dois"]), ("m.jsonl", ["três"])):
+        utterances = find_utterances(str(tmp_path / manifest), SkipCounter())
+        assert [u.text for u in utterances] == texts
+
+
+def test_common_voice_tsv_layout_resolves_clips_folder(tmp_path):
+    (tmp_path / "clips").mkdir()
+    write_wav(tmp_path / "clips" / "common_voice_pt_1.mp3.wav", 0.4)
+    with open(tmp_path / "validated.tsv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, escapechar="\\")
+        writer.writerow(["client_id", "path", "sentence", "up_votes"])
+        writer.writerow(["abc", "common_voice_pt_1.mp3.wav", 'Ele disse "sim".', "2"])
+    (utterance,) = find_utterances(str(tmp_path / "validated.tsv"), SkipCounter())
+    assert utterance.text == 'Ele disse "sim".' and utterance.speaker == "abc"
+    assert utterance.source == str(tmp_path / "clips" / "common_voice_pt_1.mp3.wav")
+
+
+def test_hugging_face_dataset_from_disk(tmp_path):
+    import datasets
+
+    paths = [str(write_wav(tmp_path / f"{i}.wav", 0.5, seed=i)) for i in range(3)]
+    dataset = datasets.Dataset.from_dict({"audio": paths, "text": ["a", "b", "c"]})
+    dataset = dataset.cast_column("audio", datasets.Audio(decode=False))
+    dataset.save_to_disk(str(tmp_path / "hf"))
+    utterances = find_utterances(str(tmp_path / "hf"), SkipCounter())
+    assert [u.text for u in utterances] == ["a", "b", "c"]
+    assert all(len(load_audio(u.source)) == 8000 for u in utterances)
+
+
+def test_non_utf8_manifest_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes("path,text\na.wav,ok\nb.wav,a\xe7\xe3o\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"bad.csv, line 3: not valid UTF-8"):
+        find_utterances(str(path), SkipCounter())
+
+
+def test_manifest_without_path_column_is_a_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_text("filename,text\na.wav,x\n")
+    with pytest.raises(ManifestError, match="no audio path column"):
+        find_utterances(str(tmp_path / "m.csv"), SkipCounter())
+
+
+def test_decode_nan_stereo_and_resampling(tmp_path):
+    write_wav(tmp_path / "s.wav", 1.0, sample_rate=44100, channels=2)
+    audio = load_audio(str(tmp_path / "s.wav"))
+    assert audio.ndim == 1 and len(audio) == 16000 and audio.dtype == np.float32
+    bad = np.zeros(16000, dtype="float32")
+    bad[100] = np.nan
+    sf.write(tmp_path / "nan.wav", bad, 16000, subtype="FLOAT")
+    dataset = AudioDataset(find_utterances(str(tmp_path), SkipCounter()))
+    items = [dataset[i] for i in range(len(dataset))]
+    assert {"skip": "NaN/Inf samples", "name": str(tmp_path / "nan.wav")} in items
+
+
+def test_normalize_matches_the_feature_extractor_and_crops(tmp_path):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    write_wav(tmp_path / "long.wav", 2.0)
+    audio = load_audio(str(tmp_path / "long.wav")) * 3 + 0.5
+    expected = Wav2Vec2FeatureExtractor(do_normalize=True)(audio, sampling_rate=16000).input_values[0]
+    np.testing.assert_allclose(normalize(audio), expected, atol=1e-6)
+    dataset = AudioDataset(find_utterances(str(tmp_path), SkipCounter()), max_samples=5000)
+    item = dataset[0]
+    assert len(item["input_values"]) == 5000 and abs(float(np.mean(item["input_values"]))) < 1e-5
+
+
+def test_length_grouped_batches_have_little_padding_and_the_same_order_on_every_rank():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(8000, 250000, size=400).tolist()
+    order = list(LengthGroupedSampler(lengths, batch_size=8, seed=1))
+    assert sorted(order) == list(range(400))
+    assert order == list(LengthGroupedSampler(lengths, batch_size=8, seed=1))  # what each DDP rank computes
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=1)
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+    def padding(indices):
+        batches = [indices[i : i + 8] for i in range(0, len(indices), 8)]
+        return sum(max(lengths[j] for j in b) * len(b) - sum(lengths[j] for j in b) for b in batches)
+
+    assert padding(order) < 0.2 * padding(rng.permutation(400).tolist())
+
+
+def test_collator_pads_with_attention_mask_and_passes_on_skips():
+    collator = AudioCollator()
+    batch = collator(
+        [{"input_values": np.ones(5, "float32")}, {"skip": "unreadable"}, {"input_values": np.ones(3, "float32")}]
+    )
+    assert batch["input_values"].shape == (2, 5) and batch["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 0, 0]]
+    assert batch["skipped"] == ["unreadable"]
+    assert "input_values" not in collator([{"skip": "unreadable"}])
