@@ -5,7 +5,7 @@ import sys
 import soundfile as sf
 from conftest import run_script
 
-from modeling_distilxlsr.corpus import NUM_TEST_VOICES, VOICES, load_sentences, make_corpus, plan_corpus
+from modeling_distilxlsr.corpus import NUM_TEST_VOICES, VOICES, load_sentences, plan_corpus
 
 BP_DIACRITICS = "áàâãéêíóôõúüç"
 
@@ -49,24 +49,8 @@ def test_corpus_files_and_metadata(small_corpus):
 
 
 def make_with_command(out_dir, seed=0):
-    started = time.time()
-    run_script(
-        [
-            sys.executable,
-            "-m",
-            "modeling_distilxlsr.corpus",
-            str(out_dir),
-            "--seed",
-            str(seed),
-            "--num_sentences",
-            "120",
-            "--dev_sentences",
-            "10",
-            "--test_sentences",
-            "10",
-        ]
-    )
-    return time.time() - started
+    args = ["--seed", seed, "--num_sentences", 120, "--dev_sentences", 10, "--test_sentences", 10]
+    run_script([sys.executable, "-m", "modeling_distilxlsr.corpus", str(out_dir), *map(str, args)])
 
 
 def test_corpus_command_is_deterministic_for_a_seed(tmp_path):
