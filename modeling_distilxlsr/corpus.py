@@ -6,7 +6,8 @@ Writes 16 kHz FLAC in the Hugging Face audiofolder layout, `OUT_DIR/{train,dev,t
 `file_name,transcription,speaker`. Test uses sentences *and* voices that train does not; dev uses unseen sentences
 with the training voices. Deterministic for a seed: the same command gives byte-identical files (espeak-ng keeps some
 state between utterances inside one process, so two corpora made in the *same* process differ slightly). Synthesis
-goes through the espeak-ng library bundled in the `espeakng-loader` wheel (ctypes, no binary needed), or a system libespeak-ng when the wheel is absent.
+goes through the espeak-ng library bundled in the `espeakng-loader` wheel (ctypes, no binary needed), or a system
+libespeak-ng when the wheel is absent.
 
 Not real speech: one synthesiser, clean prosody. It exists so that tests, CI and a laptop can run the whole pipeline
 in minutes, and so that the mini-lab can show distillation transferring what a teacher knows.
