@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -20,17 +19,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-from modeling_distilxlsr.data import (
-    AudioCollator,
-    AudioDataset,
-    LengthGroupedSampler,
-    SkipCounter,
-    find_utterances,
-    split_eval,
-)
+from modeling_distilxlsr.data import AudioCollator, AudioDataset, SkipCounter, find_utterances, make_loader, split_eval
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.losses import distillation_loss
 from modeling_distilxlsr.model_card import check_hub_access, format_params, plot_curves, push_folder, render_card
@@ -40,7 +32,9 @@ from modeling_distilxlsr.training import (
     checkpoint_to_resume,
     decay_parameter_groups,
     default_corpus_split,
+    parse_args,
     save_checkpoint,
+    setup_logging,
 )
 
 logger = logging.getLogger("train_distill")
@@ -110,29 +104,6 @@ class DistillArguments:
     seed: int = field(default=0)
 
 
-def parse_args(argv=None) -> DistillArguments:
-    parser = HfArgumentParser(DistillArguments)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])[0]
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])[0]
-    return parser.parse_args_into_dataclasses(argv)[0]
-
-
-def make_loader(utterances, args, train: bool, collator):
-    dataset = AudioDataset(utterances, max_samples=args.max_audio_samples, random_crop=train)
-    sampler = LengthGroupedSampler(dataset.lengths, args.per_device_batch_size, seed=args.seed) if train else None
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=args.per_device_batch_size,
-        sampler=sampler,
-        collate_fn=collator,
-        num_workers=args.num_workers,
-        persistent_workers=args.num_workers > 0,
-    )
-
-
 @torch.no_grad()
 def evaluate(student, teacher_targets, loader, args, accelerator, skips: SkipCounter) -> dict:
     """Held-out loss and per-layer cosine, weighted by real frames across all ranks."""
@@ -168,15 +139,7 @@ def main(args: DistillArguments):
         project_dir=args.output_dir,
         kwargs_handlers=[ddp_kwargs],
     )
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
-    for name in ("train_distill", "modeling_distilxlsr"):
-        logging.getLogger(name).setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
-    logger.info(
-        "%s, %d process(es), mixed precision: %s",
-        accelerator.distributed_type,
-        accelerator.num_processes,
-        accelerator.mixed_precision,
-    )
+    setup_logging(accelerator, "train_distill")
     set_seed(args.seed)
     if args.push_to_hub:
         check_hub_access(args.hub_model_id)
@@ -227,8 +190,12 @@ def main(args: DistillArguments):
         len(eval_utterances),
     )
     collator = AudioCollator()
-    train_loader = make_loader(utterances, args, train=True, collator=collator)
-    eval_loader = make_loader(eval_utterances, args, train=False, collator=collator)
+    loader_options = dict(batch_size=args.per_device_batch_size, collator=collator, num_workers=args.num_workers)
+    train_dataset = AudioDataset(utterances, max_samples=args.max_audio_samples, random_crop=True)
+    train_loader = make_loader(train_dataset, shuffle_seed=args.seed, **loader_options)
+    eval_loader = make_loader(
+        AudioDataset(eval_utterances, max_samples=args.max_audio_samples, random_crop=False), **loader_options
+    )
 
     optimizer = torch.optim.AdamW(
         decay_parameter_groups(student, args.weight_decay),
@@ -400,4 +367,4 @@ def write_output(student, args, state, final_eval: dict, skips_summary: str, tea
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main(parse_args(DistillArguments))

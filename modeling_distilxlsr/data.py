@@ -344,3 +344,19 @@ def split_eval(utterances: list[Utterance], fraction: float, seed: int) -> tuple
     train = [u for i, u in enumerate(utterances) if i not in eval_ids]
     held_out = [u for i, u in enumerate(utterances) if i in eval_ids]
     return train, held_out
+
+
+def make_loader(
+    dataset: AudioDataset, batch_size: int, collator, num_workers: int = 0, shuffle_seed: int | None = None
+):
+    """A DataLoader over `dataset`: length-grouped and reshuffled per epoch when `shuffle_seed` is given (training),
+    in order otherwise (evaluation)."""
+    sampler = LengthGroupedSampler(dataset.lengths, batch_size, seed=shuffle_seed) if shuffle_seed is not None else None
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )

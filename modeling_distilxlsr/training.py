@@ -5,8 +5,10 @@ import logging
 import os
 import re
 import shutil
+import sys
 
 from torch import nn
+from transformers import HfArgumentParser
 
 logger = logging.getLogger(__name__)
 
@@ -97,3 +99,28 @@ def default_corpus_split(split: str, accelerator=None) -> str:
         with accelerator.main_process_first():
             ensure_corpus(corpus_dir, quiet=not accelerator.is_main_process)
     return os.path.join(corpus_dir, split)
+
+
+def parse_args(dataclass_type, argv=None):
+    """Command-line flags, or a single YAML/JSON file holding the same fields."""
+    parser = HfArgumentParser(dataclass_type)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(argv[0])[0]
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])[0]
+    return parser.parse_args_into_dataclasses(argv)[0]
+
+
+def setup_logging(accelerator, script_logger_name: str):
+    """INFO from our code on the main process only; libraries stay at WARNING."""
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    level = logging.INFO if accelerator.is_main_process else logging.WARNING
+    for name in (script_logger_name, "modeling_distilxlsr"):
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger(script_logger_name).info(
+        "%s, %d process(es), mixed precision: %s",
+        accelerator.distributed_type,
+        accelerator.num_processes,
+        accelerator.mixed_precision,
+    )

@@ -1,0 +1,127 @@
+"""Brazilian Portuguese text for CTC: one normaliser for training labels, evaluation references and the vocabulary,
+and the character tokenizer built on it.
+
+One function everywhere matters: a reference normalised differently from the labels inflates WER for no reason, and
+an NFD "ação" (a + combining tilde) would become unknown tokens if the vocabulary were NFC.
+"""
+
+import json
+import os
+import re
+import unicodedata
+from collections import Counter
+
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
+
+BP_LETTERS = "abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúüç"
+APOSTROPHE = "'"
+WORD_DELIMITER = "|"
+PAD_TOKEN = "[PAD]"  # also the CTC blank
+UNK_TOKEN = "[UNK]"
+
+_DASHES = re.compile(r"[\-\u2010-\u2015\u2212\u2E3A\u2E3B]")  # hyphen, figure/en/em dashes, minus
+_APOSTROPHES = re.compile(r"[\u2018\u2019\u02BC\u0060\u00B4]")  # typographic apostrophes -> '
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SPACES = re.compile(r"\s+")
+
+
+def _spell_number(token: str) -> str:
+    from num2words import num2words
+
+    if re.fullmatch(r"\d{1,3}(?:\.\d{3})+", token):  # BP thousands separator: 1.000 = mil
+        token = token.replace(".", "")
+    if "," in token or "." in token:  # decimal comma (or point): "3,5" -> "três vírgula cinco"
+        whole, _, fraction = token.replace(".", ",").partition(",")
+        fraction = fraction.replace(",", "")
+        return f"{num2words(int(whole), lang='pt_BR')} vírgula {num2words(int(fraction), lang='pt_BR')}"
+    return num2words(int(token), lang="pt_BR")
+
+
+class TextNormalizer:
+    """NFC, lowercase, BP letters kept (a-z and á à â ã é ê í ó ô õ ú ü ç), punctuation and quotes removed (so a `|`
+    in a transcript can never collide with the word delimiter), hyphens and dashes to spaces ("guarda-chuva" ->
+    "guarda chuva"), digits spelled out with num2words (`digits="spell"`) or the utterance dropped (`digits="drop"`),
+    whitespace collapsed.
+
+    Letters outside the alphabet are counted in `self.out_of_alphabet` and reported: accented foreign letters are
+    reduced to their base letter ("ñ" -> "n"), anything else is removed.
+    """
+
+    def __init__(self, digits: str = "spell", keep_apostrophe: bool = False):
+        if digits not in ("spell", "drop"):
+            raise ValueError(f"digits must be 'spell' or 'drop', got {digits!r}.")
+        self.digits = digits
+        self.keep_apostrophe = keep_apostrophe
+        self.alphabet = set(BP_LETTERS) | ({APOSTROPHE} if keep_apostrophe else set())
+        self.out_of_alphabet: Counter = Counter()
+
+    def __call__(self, text: str) -> str | None:
+        """The normalised text; None when the utterance must be dropped (digits with `digits="drop"`)."""
+        text = unicodedata.normalize("NFC", text).lower()
+        text = _APOSTROPHES.sub(APOSTROPHE, _DASHES.sub(" ", text))
+        if _NUMBER.search(text):
+            if self.digits == "drop":
+                return None
+            text = text.replace("%", " por cento ")
+            text = _NUMBER.sub(lambda m: f" {_spell_number(m.group())} ", text)
+        kept = []
+        for char in text:
+            if char in self.alphabet or char.isspace():
+                kept.append(char)
+            elif char == APOSTROPHE:
+                kept.append("")  # "d'água" -> "dágua"
+            elif unicodedata.category(char)[0] in "PSZC":
+                kept.append(" ")  # punctuation, symbols, quotes: a word boundary at most
+            else:
+                self.out_of_alphabet[char] += 1
+                base = unicodedata.normalize("NFD", char)[0]
+                kept.append(base if base in self.alphabet else "")
+        return _SPACES.sub(" ", "".join(kept)).strip()
+
+    def report(self) -> str:
+        if not self.out_of_alphabet:
+            return "no characters outside the alphabet"
+        chars = ", ".join(f"{c!r} x{n}" for c, n in self.out_of_alphabet.most_common(20))
+        return f"{sum(self.out_of_alphabet.values())} characters outside the alphabet: {chars}"
+
+
+def normalize_text(text: str, digits: str = "spell", keep_apostrophe: bool = False) -> str | None:
+    return TextNormalizer(digits, keep_apostrophe)(text)
+
+
+def build_vocab(texts=None, keep_apostrophe: bool = True) -> dict[str, int]:
+    """`[PAD]` (the CTC blank) = 0, `[UNK]` = 1, `|` = 2, then the characters. Without `texts`, the fixed BP alphabet,
+    so that models trained on different corpora share one vocabulary; with `texts` (already normalised), the
+    characters they use."""
+    if texts is None:
+        chars = list(BP_LETTERS) + ([APOSTROPHE] if keep_apostrophe else [])
+    else:
+        chars = sorted({c for text in texts for c in text if c != " "})
+    vocab = {PAD_TOKEN: 0, UNK_TOKEN: 1, WORD_DELIMITER: 2}
+    for char in chars:
+        vocab.setdefault(char, len(vocab))
+    return vocab
+
+
+def build_processor(vocab: dict[str, int], feature_extractor, work_dir: str) -> Wav2Vec2Processor:
+    """A `Wav2Vec2Processor` (feature extractor + character CTC tokenizer) for `vocab`."""
+    os.makedirs(work_dir, exist_ok=True)
+    vocab_file = os.path.join(work_dir, "vocab.json")
+    with open(vocab_file, "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    tokenizer = Wav2Vec2CTCTokenizer(
+        vocab_file,
+        unk_token=UNK_TOKEN,
+        pad_token=PAD_TOKEN,
+        word_delimiter_token=WORD_DELIMITER,
+        bos_token=None,
+        eos_token=None,
+        do_lower_case=False,
+    )
+    return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+def ctc_min_frames(label_ids: list[int]) -> int:
+    """Frames CTC needs for a label sequence: one per label plus a blank between each pair of equal neighbours."""
+    repeats = sum(1 for a, b in zip(label_ids, label_ids[1:], strict=False) if a == b)
+    return len(label_ids) + repeats
