@@ -46,7 +46,8 @@ def save_for_hub(model, out_dir: str, processor=None) -> str:
     """Writes model.safetensors, config.json (auto_map for AutoConfig, AutoModel, AutoModelForCTC and
     AutoModelForPreTraining), the two code files, and the processor (or the default feature extractor)."""
     os.makedirs(out_dir, exist_ok=True)
-    model.config.auto_map = DistilXLSRConfig().auto_map  # custom_object_save only adds the saving class' entry
+    if isinstance(model.config, DistilXLSRConfig):
+        model.config.auto_map = DistilXLSRConfig().auto_map  # custom_object_save only adds the saving class' entry
     model.save_pretrained(out_dir)
     (processor if processor is not None else default_feature_extractor()).save_pretrained(out_dir)
     return out_dir

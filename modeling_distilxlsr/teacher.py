@@ -8,8 +8,9 @@ import os
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import cached_file
 
-from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS
+from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
 from .modeling_distilxlsr import DistilXLSRModel
 
 logger = logging.getLogger(__name__)
@@ -17,20 +18,26 @@ logger = logging.getLogger(__name__)
 SUPPORTED_TEACHER_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
 
-def load_teacher_config(name_or_path: str) -> PretrainedConfig:
-    """A teacher config from a Hub id, a model folder, or a path to a config.json (for offline random-init runs)."""
-    if os.path.isfile(name_or_path):
-        with open(name_or_path) as f:
-            config_dict = json.load(f)
-        model_type = config_dict.pop("model_type", "wav2vec2")
-        return AutoConfig.for_model(model_type, **config_dict)
+def load_config(name_or_path: str) -> PretrainedConfig:
+    """A model config from a Hub id, a model folder, or a path to a config.json (for offline random-init runs).
+    DistilXLSR configs load with this package's class, never with a folder's remote code."""
     try:
-        return AutoConfig.from_pretrained(name_or_path)
-    except OSError as err:
+        config_file = name_or_path if os.path.isfile(name_or_path) else cached_file(name_or_path, "config.json")
+        with open(config_file) as f:
+            config_dict = json.load(f)
+    except (OSError, ValueError) as err:
         raise ValueError(
-            f"Could not load the teacher {name_or_path!r}: {err}\nGive a Hub id (facebook/wav2vec2-large-xlsr-53), a "
-            "local model folder, or, with --teacher_random_init, a config.json (e.g. configs/xlsr53_config.json)."
+            f"Could not load the model {name_or_path!r}: {err}\nGive a Hub id (facebook/wav2vec2-large-xlsr-53), a "
+            "local model folder, or, with --teacher_random_init / --from_scratch, a config.json (e.g. "
+            "configs/xlsr53_config.json)."
         ) from err
+    model_type = config_dict.pop("model_type", "wav2vec2")
+    if model_type == DistilXLSRConfig.model_type:
+        config = DistilXLSRConfig.from_dict(config_dict)
+    else:
+        config = AutoConfig.for_model(model_type, **config_dict)
+    config._name_or_path = name_or_path
+    return config
 
 
 def load_teacher(name_or_path: str, random_init: bool = False, dtype: torch.dtype | None = None) -> PreTrainedModel:
@@ -39,7 +46,7 @@ def load_teacher(name_or_path: str, random_init: bool = False, dtype: torch.dtyp
     `random_init` builds the architecture from its config with random weights: for smoke runs and benchmarks where
     the real weights are not at hand. A CTC or pre-training checkpoint is reduced to its base model.
     """
-    config = load_teacher_config(name_or_path)
+    config = load_config(name_or_path)
     if config.model_type not in SUPPORTED_TEACHER_TYPES:
         raise ValueError(
             f"Teacher {name_or_path!r} is a {config.model_type!r} model; "

@@ -8,6 +8,7 @@ an NFD "ação" (a + combining tilde) would become unknown tokens if the vocabul
 import json
 import os
 import re
+import tempfile
 import unicodedata
 from collections import Counter
 
@@ -103,21 +104,21 @@ def build_vocab(texts=None, keep_apostrophe: bool = True) -> dict[str, int]:
     return vocab
 
 
-def build_processor(vocab: dict[str, int], feature_extractor, work_dir: str) -> Wav2Vec2Processor:
+def build_processor(vocab: dict[str, int], feature_extractor) -> Wav2Vec2Processor:
     """A `Wav2Vec2Processor` (feature extractor + character CTC tokenizer) for `vocab`."""
-    os.makedirs(work_dir, exist_ok=True)
-    vocab_file = os.path.join(work_dir, "vocab.json")
-    with open(vocab_file, "w", encoding="utf-8") as f:
-        json.dump(vocab, f, ensure_ascii=False)
-    tokenizer = Wav2Vec2CTCTokenizer(
-        vocab_file,
-        unk_token=UNK_TOKEN,
-        pad_token=PAD_TOKEN,
-        word_delimiter_token=WORD_DELIMITER,
-        bos_token=None,
-        eos_token=None,
-        do_lower_case=False,
-    )
+    with tempfile.TemporaryDirectory() as work_dir:  # the tokenizer reads its vocabulary from a file
+        vocab_file = os.path.join(work_dir, "vocab.json")
+        with open(vocab_file, "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=False)
+        tokenizer = Wav2Vec2CTCTokenizer(
+            vocab_file,
+            unk_token=UNK_TOKEN,
+            pad_token=PAD_TOKEN,
+            word_delimiter_token=WORD_DELIMITER,
+            bos_token=None,
+            eos_token=None,
+            do_lower_case=False,
+        )
     return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 

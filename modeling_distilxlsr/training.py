@@ -25,7 +25,8 @@ class TrainingState:
         self.batches_in_epoch = 0
         self.audio_seconds = 0.0
         self.history: list[dict] = []
-        self.best_metric: float | None = None
+        self.best_metric: float | None = None  # fine-tuning keeps the model with the best eval CER
+        self.best_step: int | None = None
 
     def state_dict(self) -> dict:
         return dict(vars(self))

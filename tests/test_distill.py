@@ -167,7 +167,7 @@ def test_yaml_config_and_bad_setups_fail_before_training(tiny_teacher_dir, small
     result = distill(tiny_teacher_dir, empty, tmp_path / "o", check=False)
     assert result.returncode != 0 and "No usable audio" in result.stderr
     result = distill(str(tmp_path / "no-such-teacher"), small_corpus / "train", tmp_path / "o", check=False)
-    assert result.returncode != 0 and "Could not load the teacher" in result.stderr
+    assert result.returncode != 0 and "Could not load the model" in result.stderr
     assert not (tmp_path / "o" / "checkpoints").exists()
 
 

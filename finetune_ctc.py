@@ -1,0 +1,369 @@
+"""Fine-tune a distilled DistilXLSR model (or any wav2vec2-family checkpoint) for Brazilian Portuguese speech
+recognition with a character CTC tokenizer.
+
+    python finetune_ctc.py --model DISTILLED_DIR_OR_HUB_ID --train_data DATA --eval_data DATA --output_dir asr/
+    accelerate launch finetune_ctc.py configs/finetune_bp.yaml
+
+The output folder works with `pipeline("automatic-speech-recognition", model="asr/", trust_remote_code=True)` and
+`python transcribe.py asr/ audio/`.
+
+An Accelerate loop rather than `Trainer`: it shares the distillation script's data loading, length grouping,
+checkpointing and resume code, and keeps the CTC-specific guards (skipped infeasible clips, fp32 loss, all-skipped
+batches under DDP) in plain sight.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import jiwer
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import AutoModelForCTC, get_linear_schedule_with_warmup
+
+from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
+from modeling_distilxlsr.data import (
+    AudioDataset,
+    CTCCollator,
+    SkipCounter,
+    find_utterances,
+    make_loader,
+    prepare_ctc_utterances,
+)
+from modeling_distilxlsr.export import default_feature_extractor, save_for_hub
+from modeling_distilxlsr.model_card import check_hub_access, format_params, push_folder, render_card
+from modeling_distilxlsr.teacher import load_config
+from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
+from modeling_distilxlsr.training import (
+    TrainingState,
+    checkpoint_to_resume,
+    decay_parameter_groups,
+    default_corpus_split,
+    parse_args,
+    save_checkpoint,
+    setup_logging,
+)
+
+logger = logging.getLogger("finetune_ctc")
+
+
+@dataclass
+class FinetuneArguments:
+    model: str = field(
+        metadata={
+            "help": "Distilled DistilXLSR folder or Hub id, any wav2vec2-family CTC/base checkpoint, or (with "
+            "--from_scratch) a config.json."
+        }
+    )
+    from_scratch: bool = field(default=False, metadata={"help": "Random init from the model's config (baselines)."})
+    train_data: str | None = field(
+        default=None, metadata={"help": "Transcribed audio; default: the synthetic pt-BR corpus' train split."}
+    )
+    eval_data: list[str] | None = field(
+        default=None, metadata={"help": "One or more eval sets; default: the corpus' dev split."}
+    )
+    train_fraction: float = field(default=1.0, metadata={"help": "Use this fraction of the training utterances."})
+    output_dir: str = field(default="out/asr")
+    max_steps: int = field(default=5000)
+    per_device_batch_size: int = field(default=8)
+    gradient_accumulation_steps: int = field(default=1)
+    learning_rate: float = field(default=3e-4)
+    weight_decay: float = field(default=0.005)
+    warmup_fraction: float = field(default=0.1)
+    max_grad_norm: float = field(default=1.0)
+    freeze_cnn: bool = field(default=True, metadata={"help": "Keep the CNN feature encoder frozen (standard)."})
+    mask_time_prob: float = field(default=0.05, metadata={"help": "SpecAugment time-masking probability."})
+    vocab: str = field(
+        default="fixed",
+        metadata={
+            "help": "fixed: the BP alphabet (shared across corpora); corpus: the characters of the training "
+            "transcripts.",
+            "choices": ["fixed", "corpus"],
+        },
+    )
+    digits: str = field(
+        default="spell",
+        metadata={"help": "Digits in transcripts: spell out, or drop the utterance.", "choices": ["spell", "drop"]},
+    )
+    keep_apostrophe: bool = field(default=False)
+    max_audio_seconds: float = field(default=20.0, metadata={"help": "Longer training clips are skipped (counted)."})
+    num_workers: int = field(default=2)
+    logging_steps: int = field(default=10)
+    eval_steps: int = field(default=500)
+    save_steps: int = field(default=500)
+    save_total_limit: int = field(default=2)
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    report_to: str = field(default="tensorboard")
+    push_to_hub: bool = field(default=False)
+    hub_model_id: str | None = field(default=None)
+    seed: int = field(default=0)
+
+
+def load_ctc_model(args: FinetuneArguments, processor):
+    """DistilXLSR checkpoints load with our own class (so the saved code is this version's); anything else through
+    AutoModelForCTC. The head is sized to the tokenizer; CTC settings that avoid inf/NaN are forced."""
+    overrides = dict(
+        vocab_size=len(processor.tokenizer),
+        pad_token_id=processor.tokenizer.pad_token_id,
+        ctc_zero_infinity=True,
+        ctc_loss_reduction="mean",
+        layerdrop=0.0,  # a skipped layer leaves unused parameters: DDP would fail
+        mask_time_prob=args.mask_time_prob,
+    )
+    config = load_config(args.model)
+    model_class = DistilXLSRForCTC if isinstance(config, DistilXLSRConfig) else AutoModelForCTC
+    if args.from_scratch:
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        model = DistilXLSRForCTC(config) if model_class is DistilXLSRForCTC else AutoModelForCTC.from_config(config)
+    else:
+        model = model_class.from_pretrained(args.model, ignore_mismatched_sizes=True, **overrides)
+    if args.freeze_cnn:
+        model.freeze_feature_encoder()
+    return model
+
+
+def greedy_transcripts(model, batch, processor) -> list[str]:
+    """Argmax CTC decoding of the real frames of each item."""
+    logits = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
+    frames = model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1))
+    ids = logits.argmax(-1)
+    ids[torch.arange(ids.shape[1], device=ids.device)[None, :] >= frames[:, None]] = processor.tokenizer.pad_token_id
+    return processor.batch_decode(ids.cpu().numpy())
+
+
+@torch.no_grad()
+def evaluate(model, loader, processor, accelerator) -> dict:
+    """WER and CER (jiwer) on normalised text, and the share of empty outputs (the blank-only failure)."""
+    model.eval()
+    predictions, references = [], []
+    for batch in loader:
+        if "input_values" not in batch:
+            continue
+        texts = greedy_transcripts(accelerator.unwrap_model(model), batch, processor)
+        predictions += accelerator.gather_for_metrics(texts, use_gather_object=True)
+        references += accelerator.gather_for_metrics(batch["texts"], use_gather_object=True)
+    model.train()
+    return {
+        "wer": jiwer.wer(references, predictions),
+        "cer": jiwer.cer(references, predictions),
+        "empty_outputs": float(np.mean([not p.strip() for p in predictions])),
+        "examples": [{"reference": r, "prediction": p} for r, p in list(zip(references, predictions, strict=True))[:3]],
+    }
+
+
+def main(args: FinetuneArguments):
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+    )
+    setup_logging(accelerator, "finetune_ctc")
+    set_seed(args.seed)
+    if args.push_to_hub:
+        check_hub_access(args.hub_model_id)
+
+    # Text: one normaliser for labels, references and vocabulary.
+    normalizer = TextNormalizer(digits=args.digits, keep_apostrophe=args.keep_apostrophe)
+    skips = SkipCounter()
+    train_source = args.train_data or default_corpus_split("train", accelerator)
+    eval_sources = args.eval_data or [default_corpus_split("dev", accelerator)]
+    train_raw = find_utterances(train_source, skips, need_text=True)
+    if args.vocab == "fixed":
+        vocab = build_vocab(keep_apostrophe=args.keep_apostrophe)
+    else:
+        vocab = build_vocab([t for u in train_raw if (t := TextNormalizer(args.digits, args.keep_apostrophe)(u.text))])
+    processor = build_processor(vocab, default_feature_extractor())
+    model = load_ctc_model(args, processor)
+
+    def prepare(utterances, max_samples):
+        return prepare_ctc_utterances(
+            utterances, normalizer, processor.tokenizer, model._get_feat_extract_output_lengths, skips, max_samples
+        )
+
+    max_samples = int(args.max_audio_seconds * 16_000)
+    train_utterances = prepare(train_raw, max_samples)
+    if args.train_fraction < 1.0:
+        keep = np.random.default_rng(args.seed).permutation(len(train_utterances))
+        keep = sorted(keep[: max(1, round(args.train_fraction * len(train_utterances)))])
+        train_utterances = [train_utterances[i] for i in keep]
+    eval_sets = {source: prepare(find_utterances(source, skips, need_text=True), None) for source in eval_sources}
+    if not train_utterances:
+        raise ValueError(f"No usable transcribed audio in {train_source} ({skips.summary()}).")
+    logger.info(
+        "model %s%s: %s parameters; train: %d utterances (%.2f h); eval: %s; %s",
+        args.model,
+        " (from scratch)" if args.from_scratch else "",
+        format_params(sum(p.numel() for p in model.parameters())),
+        len(train_utterances),
+        sum(u.seconds for u in train_utterances) / 3600,
+        {k: len(v) for k, v in eval_sets.items()},
+        normalizer.report(),
+    )
+
+    collator = CTCCollator(processor)
+    loader_options = dict(batch_size=args.per_device_batch_size, collator=collator, num_workers=args.num_workers)
+    train_loader = make_loader(AudioDataset(train_utterances), shuffle_seed=args.seed, **loader_options)
+    eval_loaders = [make_loader(AudioDataset(v), **loader_options) for v in eval_sets.values()]
+    optimizer = torch.optim.AdamW(
+        decay_parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.98), eps=1e-8
+    )
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(args.warmup_fraction * args.max_steps), args.max_steps
+    )
+    model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
+        model, optimizer, train_loader, scheduler, *eval_loaders
+    )
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
+    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir)
+    if resume_path:
+        accelerator.load_state(resume_path)
+        logger.info("resumed from %s at step %d", resume_path, state.step)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+    if args.report_to != "none":
+        accelerator.init_trackers("finetune_ctc", config={k: str(v) for k, v in asdict(args).items()})
+
+    def run_evals():
+        results = {}
+        for name, loader in zip(eval_sets, eval_loaders, strict=True):
+            results[name] = evaluate(model, loader, processor, accelerator)
+        return results
+
+    if state.step == 0:
+        state.history.append({"step": 0, "eval": run_evals()})
+        logger.info("initial eval: %s", _brief(state.history[-1]["eval"]))
+
+    progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="ctc")
+    started = time.time()
+    while state.step < args.max_steps:
+        train_loader.set_epoch(state.epoch)
+        epoch_loader = train_loader
+        if state.batches_in_epoch:
+            epoch_loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
+        for batch in epoch_loader:
+            state.batches_in_epoch += 1
+            for reason in batch["skipped"]:
+                skips.skip(reason)
+            all_skipped = "input_values" not in batch
+            if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
+                batch = collator([{"input_values": np.zeros(1600, np.float32), "text": "a"}])
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    outputs = model(
+                        batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+                    )
+                accelerator.backward(outputs.loss * (0.0 if all_skipped else 1.0))
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not all_skipped:
+                state.audio_seconds += batch["attention_mask"].sum().item() / 16_000
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            progress.update(1)
+            if state.step % args.logging_steps == 0:
+                row = {"step": state.step, "train/loss": outputs.loss.item(), "lr": scheduler.get_last_lr()[0]}
+                state.history.append(row)
+                accelerator.log(row, step=state.step)
+                progress.set_postfix(loss=f"{row['train/loss']:.3f}")
+            if state.step % args.eval_steps == 0 or state.step == args.max_steps:
+                results = run_evals()
+                state.history.append({"step": state.step, "eval": results})
+                accelerator.log(
+                    {f"eval/{k}": v for k, v in next(iter(results.values())).items() if k != "examples"},
+                    step=state.step,
+                )
+                logger.info("step %d eval: %s", state.step, _brief(results))
+                cer = next(iter(results.values()))["cer"]
+                if state.best_metric is None or cer < state.best_metric:  # keep the best model in output_dir
+                    state.best_metric = cer
+                    state.best_step = state.step
+                    if accelerator.is_main_process:
+                        save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor)
+                accelerator.wait_for_everyone()
+            if state.step % args.save_steps == 0 or state.step == args.max_steps:
+                save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
+            if state.step >= args.max_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    progress.close()
+    elapsed = time.time() - started
+
+    for counts in gather_object([dict(skips.reasons)])[1:]:  # other ranks' decode skips
+        skips.reasons.update(counts)
+    if accelerator.is_main_process:
+        summary = skips.summary("utterances")
+        logger.info(summary)
+        write_card_and_results(args, state, summary, elapsed, accelerator.unwrap_model(model), processor)
+        if args.push_to_hub:
+            logger.info("pushed to %s", push_folder(args.output_dir, args.hub_model_id, f"CTC, {state.step} steps"))
+    accelerator.end_training()
+
+
+def _brief(results: dict) -> str:
+    return "; ".join(
+        f"{os.path.basename(os.path.normpath(name))}: WER {r['wer']:.3f} CER {r['cer']:.3f} empty {r['empty_outputs']:.2f}"
+        for name, r in results.items()
+    )
+
+
+def write_card_and_results(args, state, skips_summary, elapsed, model, processor):
+    evals = [row for row in state.history if "eval" in row]
+    initial, best = evals[0]["eval"], next(row["eval"] for row in evals if row["step"] == state.best_step)
+    table = ["| eval set | WER | CER | WER before fine-tuning | CER before |", "|---|---|---|---|---|"]
+    for name, result in best.items():
+        table.append(
+            f"| {name} | {result['wer']:.3f} | {result['cer']:.3f} | {initial[name]['wer']:.3f} | "
+            f"{initial[name]['cer']:.3f} |"
+        )
+    if any(r["empty_outputs"] > 0.5 for r in best.values()):
+        logger.warning(
+            "More than half of the eval outputs are empty: the model predicts only blanks. Train longer, "
+            "raise the learning rate, or check the transcripts."
+        )
+    render_card(
+        "asr.md",
+        args.output_dir,
+        language="pt",
+        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        repo_id=args.hub_model_id or args.output_dir,
+        base_model=args.model + (" (random init)" if args.from_scratch else ""),
+        params=format_params(sum(p.numel() for p in model.parameters())),
+        train_data=args.train_data or "the project's synthetic pt-BR corpus",
+        vocab_size=len(processor.tokenizer),
+        results_table="\n".join(table),
+        steps=f"best of {state.step} (step {state.best_step})",
+        skips=skips_summary,
+    )
+    results = {
+        "initial_eval": initial,
+        "best_eval": best,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "train_seconds": elapsed,
+        "audio_hours": state.audio_seconds / 3600,
+        "skipped": skips_summary,
+    }
+    with open(os.path.join(args.output_dir, "ctc_results.json"), "w") as f:
+        json.dump(results, f, indent=2, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main(parse_args(FinetuneArguments))
