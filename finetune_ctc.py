@@ -319,7 +319,8 @@ def main(args: FinetuneArguments):
 
 def _brief(results: dict) -> str:
     return "; ".join(
-        f"{os.path.basename(os.path.normpath(name))}: WER {r['wer']:.3f} CER {r['cer']:.3f} empty {r['empty_outputs']:.2f}"
+        f"{os.path.basename(os.path.normpath(name))}: WER {r['wer']:.3f} CER {r['cer']:.3f} "
+        f"empty {r['empty_outputs']:.2f}"
         for name, r in results.items()
     )
 

@@ -27,7 +27,13 @@ PROCESSOR_FILES = (
     "special_tokens_map.json",
     "added_tokens.json",
 )
-DISTILXLSR_ONLY_FIELDS = ("pred_layer_ids", "teacher_hidden_size", "head_activation", "teacher_name_or_path")
+DISTILXLSR_ONLY_FIELDS = (
+    "pred_layer_ids",
+    "teacher_hidden_size",
+    "head_activation",
+    "teacher_name_or_path",
+    "fast_feature_encoder",
+)
 
 
 def default_feature_extractor() -> Wav2Vec2FeatureExtractor:

@@ -13,6 +13,7 @@ from transformers import Wav2Vec2Model, Wav2Vec2PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.loss.loss_ctc import ForCTCLoss
 from transformers.modeling_outputs import CausalLMOutput, ModelOutput
+from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2LayerNormConvLayer
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
@@ -62,6 +63,52 @@ def validate_input_values(input_values: torch.Tensor, attention_mask: torch.Tens
             f"samples ({1000 * config.receptive_field / 16000:.0f} ms at 16 kHz) to produce one frame."
         )
     return input_values
+
+
+def supports_time_major_cnn(feature_encoder: nn.Module) -> bool:
+    """The fast CNN path covers the per-layer-LayerNorm CNN (XLSR-53, XLS-R, our students), not group norm."""
+    return all(isinstance(layer, Wav2Vec2LayerNormConvLayer) for layer in feature_encoder.conv_layers)
+
+
+def time_major_conv_features(feature_encoder: nn.Module, input_values: torch.Tensor) -> torch.Tensor:
+    """`Wav2Vec2FeatureEncoder.forward` for a LayerNorm CNN, with the same parameters and the same result (float
+    noise only), computed time-major.
+
+    transformers' layers run each Conv1d channel-first and transpose around every per-frame LayerNorm; on CPU the
+    layout copies cost about as much as the convolutions. Here activations stay (batch, frames, channels) end to end,
+    so the LayerNorm needs no transpose, and each convolution is a matmul over a *view* of its input: with stride s,
+    s consecutive frames are one row of the (frames / s, s * channels) view, so a kernel of s taps is one matmul and
+    a kernel of s + 1 taps (3 taps at stride 2) is that matmul plus one more over every s-th frame. Returns
+    `(batch, channels, frames)` like the original, as a transposed view (no copy).
+    """
+    batch = input_values.shape[0]
+    hidden = None
+    for index, layer in enumerate(feature_encoder.conv_layers):
+        weight = layer.conv.weight  # (out, in, kernel)
+        kernel, stride = layer.conv.kernel_size[0], layer.conv.stride[0]
+        if index == 0:  # one input channel: windows of the waveform
+            frames = (input_values.shape[1] - kernel) // stride + 1
+            hidden = input_values.unfold(1, kernel, stride) @ weight[:, 0, :].t()
+        else:
+            channels = hidden.shape[2]
+            frames = (hidden.shape[1] - kernel) // stride + 1
+            if kernel in (stride, stride + 1):
+                rows = hidden[:, : frames * stride].reshape(batch, frames, stride * channels)
+                taps = weight[:, :, :stride].permute(2, 1, 0).reshape(stride * channels, -1)
+                output = rows @ taps
+                if kernel == stride + 1:
+                    output = output + hidden[:, stride : stride * frames + 1 : stride] @ weight[:, :, stride].t()
+                hidden = output
+            else:
+                windows = hidden.unfold(1, kernel, stride).reshape(batch, frames, channels * kernel)
+                hidden = windows @ weight.reshape(weight.shape[0], -1).t()
+        if layer.conv.bias is not None:
+            hidden = hidden + layer.conv.bias
+        norm = layer.layer_norm
+        hidden = layer.activation(
+            nn.functional.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        )
+    return hidden.transpose(1, 2)
 
 
 @dataclass
@@ -127,6 +174,15 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
     # A distillation checkpoint carries the prediction heads: loading it as a backbone drops them on purpose.
     _keys_to_ignore_on_load_unexpected = [r"prediction_heads\."]
 
+    def conv_features(self, input_values: torch.Tensor) -> torch.Tensor:
+        """CNN features `(batch, channels, frames)`: the time-major fast path when the config allows it (and no
+        gradient checkpointing is asked for), transformers' module otherwise."""
+        encoder = self.feature_extractor
+        checkpointing = encoder.gradient_checkpointing and self.training
+        if self.config.fast_feature_encoder and not checkpointing and supports_time_major_cnn(encoder):
+            return time_major_conv_features(encoder, input_values)
+        return encoder(input_values)
+
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
@@ -146,7 +202,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
         """
         if cnn_features is None:
             input_values = validate_input_values(input_values, attention_mask, self.config)
-            cnn_features = self.feature_extractor(input_values)
+            cnn_features = self.conv_features(input_values)
         extract_features = cnn_features.transpose(1, 2)
         frame_attention_mask = self.frame_attention_mask(attention_mask, extract_features.shape[1])
 

@@ -1,6 +1,7 @@
 """The teacher side of distillation: load a wav2vec2-family teacher, run it only as deep as needed, and initialise a
 student from it. Not part of the Hub files: the published model never needs a teacher."""
 
+import functools
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.utils import cached_file
 
 from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
-from .modeling_distilxlsr import DistilXLSRModel
+from .modeling_distilxlsr import DistilXLSRModel, supports_time_major_cnn, time_major_conv_features
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class TeacherTargets(nn.Module):
         super().__init__()
         self.pred_layer_ids = [int(i) for i in pred_layer_ids]
         self.teacher = truncate_teacher(teacher, max(self.pred_layer_ids))
+        encoder = self.teacher.feature_extractor
+        if supports_time_major_cnn(encoder):  # the student's fast CNN path, for the teacher's CNN too
+            encoder.forward = functools.partial(time_major_conv_features, encoder)
         self.normalize = normalize
         self.cnn_features = None
         if capture_cnn_features:

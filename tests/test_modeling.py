@@ -212,6 +212,8 @@ def test_real_xlsr53_architecture_initialises_the_default_student_exactly():
     teacher = load_teacher("configs/xlsr53_config.json", random_init=True)
     assert sum(p.numel() for p in teacher.parameters()) == pytest.approx(315.4e6, rel=0.01)
     student_config = DistilXLSRConfig.from_teacher_config(teacher.config)
+    assert student_config.teacher_name_or_path == "configs/xlsr53_config.json"
+    student_config.teacher_name_or_path = None
     assert student_config.to_diff_dict() == DistilXLSRConfig().to_diff_dict()  # the default student *is* XLSR-53's
     student = DistilXLSRForDistillation(student_config).eval()
     init_student_from_teacher(student, teacher)
@@ -301,3 +303,53 @@ def test_export_command_line(tmp_path):
         capture_output=True,
     )
     assert (tmp_path / "plain" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("seconds", [0.025, 0.0251, 1.0, 3.3377])
+def test_fast_cnn_path_matches_transformers_feature_encoder(seconds):
+    from transformers import Wav2Vec2Config
+    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
+
+    from modeling_distilxlsr.modeling_distilxlsr import time_major_conv_features
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(conv_bias=True, feat_extract_norm="layer", conv_dim=(64,) * 7)
+    encoder = Wav2Vec2FeatureEncoder(config).eval()
+    for layer in encoder.conv_layers:  # non-trivial LayerNorm and bias values
+        torch.nn.init.normal_(layer.layer_norm.weight, 1.0, 0.2)
+        torch.nn.init.normal_(layer.layer_norm.bias, 0.0, 0.2)
+    waves = torch.randn(3, int(16000 * seconds))
+    with torch.no_grad():
+        expected = encoder(waves)
+        fast = time_major_conv_features(encoder, waves)
+    assert fast.shape == expected.shape
+    torch.testing.assert_close(fast, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_cnn_path_gives_the_same_model_outputs_and_gradients():
+    torch.manual_seed(0)
+    model = DistilXLSRForCTC(tiny_student_config(vocab_size=12)).train()
+    model.config.mask_time_prob = 0.0
+    wave = torch.randn(2, 9000)
+    labels = torch.tensor([[3, 4, 5], [6, 7, -100]])
+    grads = {}
+    for fast in (True, False):
+        model.config.fast_feature_encoder = fast
+        model.zero_grad()
+        torch.manual_seed(1)  # same dropout masks
+        model(wave, labels=labels).loss.backward()
+        grads[fast] = model.distilxlsr.feature_extractor.conv_layers[0].conv.weight.grad.clone()
+    torch.testing.assert_close(grads[True], grads[False], atol=1e-5, rtol=1e-4)
+
+
+def test_teacher_targets_use_the_fast_cnn_with_unchanged_results(tiny_teacher):
+    import copy
+
+    from modeling_distilxlsr.teacher import TeacherTargets
+
+    wave = torch.randn(2, 12000)
+    with torch.no_grad():
+        reference = tiny_teacher(wave, output_hidden_states=True).hidden_states[2]
+    targets = TeacherTargets(copy.deepcopy(tiny_teacher), (2,), normalize=False)
+    assert isinstance(targets.teacher.feature_extractor.forward, __import__("functools").partial)
+    torch.testing.assert_close(targets(wave)[:, 0], reference, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,212 @@
+"""The mini-lab: the offline stand-in for "XLSR-53 -> DistilXLSR -> BP ASR", measured end to end.
+
+    python benchmarks/minilab.py [--out out/minilab] [--corpus DIR] [--scale cpu|gpu]
+
+1. Teacher: a small wav2vec2 (configs/minilab_teacher.json, 6 pre-LN layers) trained with CTC on the synthetic pt-BR
+   corpus' train split: the model that "knows" pt-BR phonetics.
+2. Distil it into a 2-layer student with train_distill.py on the train audio, *without labels*.
+3. Fine-tune the student with finetune_ctc.py on 10% of the labelled train split.
+4. Baselines under the same fine-tuning budget: the same student architecture from random init, and the teacher itself.
+
+Prints a table (CER/WER on the test split, whose sentences and voices training never saw; parameters; wall time per
+stage) and writes it to OUT/minilab.json and OUT/minilab.md. Every stage runs the repo's own scripts as a user would.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCALES = {
+    # steps for: teacher CTC training, distillation, each 10% fine-tune
+    "cpu": {"teacher": 2000, "distill": 1200, "finetune": 600, "batch": 8},
+    "gpu": {"teacher": 8000, "distill": 6000, "finetune": 2000, "batch": 16},
+}
+
+
+def run(stage: str, args: list[str], log_dir: str) -> float:
+    started = time.time()
+    log_path = os.path.join(log_dir, f"{stage}.log")
+    print(f"[{stage}] {' '.join(args)}", flush=True)
+    with open(log_path, "w") as log:
+        result = subprocess.run([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise SystemExit(f"[{stage}] failed, see {log_path}")
+    seconds = time.time() - started
+    print(f"[{stage}] done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def ctc_results(folder: str) -> dict:
+    with open(os.path.join(folder, "ctc_results.json")) as f:
+        return json.load(f)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="out/minilab")
+    parser.add_argument("--corpus", default=None, help="Corpus folder (default: the cached synthetic corpus).")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--pred_layer_ids", default="2 4 6")
+    parser.add_argument("--skip_existing", action="store_true", help="Reuse stages whose output already exists.")
+    args = parser.parse_args()
+    scale = SCALES[args.scale]
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    sys.path.insert(0, REPO)
+    from modeling_distilxlsr.corpus import default_corpus_dir, ensure_corpus
+
+    corpus = args.corpus or ensure_corpus(default_corpus_dir())
+    train, dev, test = (os.path.join(corpus, s) for s in ("train", "dev", "test"))
+    common = ["--report_to", "none", "--num_workers", "2", "--per_device_batch_size", str(scale["batch"])]
+    finetune = [
+        "finetune_ctc.py",
+        "--train_data",
+        train,
+        "--eval_data",
+        dev,
+        test,
+        *common,
+        "--mask_time_prob",
+        "0.0",
+        "--eval_steps",
+        "200",
+        "--save_steps",
+        "100000",
+    ]
+    dirs = {name: os.path.join(out, name) for name in ("teacher", "distilled", "student_distilled", "student_scratch")}
+    times = {}
+
+    def stage(name, stage_args):
+        done = os.path.exists(os.path.join(dirs[name], "config.json"))
+        times[name] = 0.0 if (done and args.skip_existing) else run(name, stage_args, out)
+
+    stage(
+        "teacher",
+        [
+            *finetune,
+            "--model",
+            "configs/minilab_teacher.json",
+            "--from_scratch",
+            "--freeze_cnn",
+            "false",
+            "--output_dir",
+            dirs["teacher"],
+            "--max_steps",
+            str(scale["teacher"]),
+            "--learning_rate",
+            "2e-3",
+        ],
+    )
+    stage(
+        "distilled",
+        [
+            "train_distill.py",
+            "--teacher",
+            dirs["teacher"],
+            "--train_data",
+            train,
+            "--output_dir",
+            dirs["distilled"],
+            "--max_steps",
+            str(scale["distill"]),
+            *common,
+            "--pred_layer_ids",
+            *args.pred_layer_ids.split(),
+            "--learning_rate",
+            "1e-3",
+            "--max_audio_samples",
+            "64000",
+            "--eval_steps",
+            "500",
+            "--save_steps",
+            "100000",
+        ],
+    )
+    tenth = ["--train_fraction", "0.1", "--max_steps", str(scale["finetune"]), "--learning_rate", "1e-3"]
+    stage(
+        "student_distilled",
+        [*finetune, "--model", dirs["distilled"], "--output_dir", dirs["student_distilled"], *tenth],
+    )
+    stage(
+        "student_scratch",
+        [
+            *finetune,
+            "--model",
+            os.path.join(dirs["distilled"], "config.json"),
+            "--from_scratch",
+            "--freeze_cnn",
+            "false",
+            "--output_dir",
+            dirs["student_scratch"],
+            *tenth,
+        ],
+    )
+
+    rows = []
+    labels = {
+        "teacher": "teacher (wav2vec2, 6 layers, CTC on 100% of labels)",
+        "student_distilled": "distilled student, fine-tuned on 10%",
+        "student_scratch": "same student from random init, fine-tuned on 10%",
+    }
+    for name, label in labels.items():
+        results = ctc_results(dirs[name])
+        test_result, dev_result = results["best_eval"][test], results["best_eval"][dev]
+        params = json.load(open(os.path.join(dirs[name], "config.json")))
+        rows.append(
+            {
+                "model": label,
+                "test_cer": test_result["cer"],
+                "test_wer": test_result["wer"],
+                "dev_cer": dev_result["cer"],
+                "params": sum_params(dirs[name]),
+                "hidden_layers": params["num_hidden_layers"],
+                "steps": results["steps"],
+                "stage_seconds": times[name] + (times["distilled"] if name == "student_distilled" else 0.0),
+            }
+        )
+    distill = json.load(open(os.path.join(dirs["distilled"], "distill_results.json")))
+    report = {"rows": rows, "distillation": distill, "scale": args.scale, "corpus": corpus, "stage_seconds": times}
+    with open(os.path.join(out, "minilab.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    lines = [
+        "| model | test CER | test WER | dev CER | params | layers | fine-tune steps | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['test_cer']:.3f} | {r['test_wer']:.3f} | {r['dev_cer']:.3f} | "
+            f"{r['params'] / 1e6:.2f}M | {r['hidden_layers']} | {r['steps']} | {r['stage_seconds']:.0f} |"
+        )
+    final = distill["final_eval"]
+    lines.append("")
+    lines.append(
+        f"Distillation: {distill['steps']} steps, {distill['audio_hours']:.2f} h of audio, held-out loss "
+        f"{distill['initial_eval']['eval/loss']:.3f} -> {final['eval/loss']:.3f}; cosine per layer: "
+        + ", ".join(f"{k.split('_')[-1]}: {v:.3f}" for k, v in final.items() if "cosine" in k)
+    )
+    table = "\n".join(lines)
+    with open(os.path.join(out, "minilab.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+def sum_params(folder: str) -> int:
+    """Parameters of the saved model, prediction heads excluded (they are dropped after distillation)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(os.path.join(folder, "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            if "prediction_heads" not in key:
+                shape = f.get_slice(key).get_shape()
+                total += math.prod(shape)
+    return total
+
+
+if __name__ == "__main__":
+    main()
