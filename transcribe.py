@@ -15,6 +15,8 @@ import os
 import sys
 from collections import deque
 
+import numpy as np
+
 from modeling_distilxlsr.data import AUDIO_EXTENSIONS, SAMPLING_RATE, AudioDecodeError, SkipCounter, load_audio
 
 
@@ -84,6 +86,48 @@ def transcribe(model, inputs, batch_size=8, chunk_length_s=20.0, return_timestam
     yield from _drain(failed)
 
 
+def onnx_logits(session, audio, chunk_samples: int | None, ratio: int = 320) -> np.ndarray:
+    """CTC logits of one utterance; long audio in overlapping chunks whose overlaps (a sixth of a chunk on each
+    side) are dropped before the logits are joined, as the transformers pipeline does."""
+    from modeling_distilxlsr.data import normalize
+    from modeling_distilxlsr.onnx_export import run_onnx
+
+    if not chunk_samples or len(audio) <= chunk_samples:
+        return run_onnx(session, [normalize(audio)])[0]
+    stride = (chunk_samples // 6) // ratio * ratio
+    step = chunk_samples - 2 * stride
+    pieces = []
+    for start in range(0, len(audio), step):
+        chunk = audio[max(0, start - stride) : start + step + stride]
+        if len(chunk) < 400:
+            break
+        logits = run_onnx(session, [normalize(chunk)])[0]
+        left = (start - max(0, start - stride)) // ratio
+        keep = logits[left : left + max(1, step // ratio)] if start + step < len(audio) else logits[left:]
+        pieces.append(keep)
+    return np.concatenate(pieces)
+
+
+def transcribe_onnx(model_dir, inputs, chunk_length_s=20.0):
+    """The same as `transcribe`, with ONNX Runtime (model_int8.onnx if present, else model.onnx) and greedy CTC."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    from modeling_distilxlsr.onnx_export import onnx_session
+
+    int8 = os.path.join(model_dir, "model_int8.onnx")
+    session = onnx_session(int8 if os.path.exists(int8) else os.path.join(model_dir, "model.onnx"))
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model_dir)
+    chunk_samples = int(chunk_length_s * SAMPLING_RATE) if chunk_length_s else None
+    for path in list_audio_files(inputs):
+        try:
+            audio = load_audio(path)
+        except AudioDecodeError as err:
+            yield path, None, str(err)
+            continue
+        ids = onnx_logits(session, audio, chunk_samples).argmax(-1)
+        yield path, {"text": tokenizer.decode(ids)}, None
+
+
 def _drain(failed: deque):
     while failed:
         path, error = failed.popleft()
@@ -101,22 +145,34 @@ def main(argv=None):
     parser.add_argument("--return_timestamps", choices=["char", "word"])
     parser.add_argument("--lm", help="KenLM n-gram (ARPA or binary) for beam-search decoding with pyctcdecode.")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0")
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: a folder written by `python -m modeling_distilxlsr.onnx_export` (greedy decoding).",
+    )
     args = parser.parse_args(argv)
+    if args.backend == "onnx" and (args.lm or args.return_timestamps):
+        parser.error("--backend onnx supports neither --lm nor --return_timestamps.")
 
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
     if writer:
         writer.writerow(["path", "text", "error"])
     skips = SkipCounter()
-    for path, result, error in transcribe(
-        args.model,
-        args.inputs,
-        args.batch_size,
-        args.chunk_length_s or None,
-        args.return_timestamps,
-        args.lm,
-        args.device,
-    ):
+    if args.backend == "onnx":
+        results = transcribe_onnx(args.model, args.inputs, args.chunk_length_s or None)
+    else:
+        results = transcribe(
+            args.model,
+            args.inputs,
+            args.batch_size,
+            args.chunk_length_s or None,
+            args.return_timestamps,
+            args.lm,
+            args.device,
+        )
+    for path, result, error in results:
         skips.total += 1
         text = result["text"] if result else ""
         if error:

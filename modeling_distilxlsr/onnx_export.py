@@ -1,0 +1,174 @@
+"""ONNX export for ONNX Runtime, with optional int8 quantisation, and the drift it causes, measured.
+
+    python -m modeling_distilxlsr.onnx_export MODEL_DIR OUT_DIR [--quantize dynamic|static] [--eval_data DIR]
+
+The graph takes `input_values` and `attention_mask` (int64), both (batch, samples) with dynamic batch and length, and
+returns `logits` (CTC models) or `last_hidden_state`. The processor files are copied beside `model.onnx`, so
+`transcribe.py --backend onnx OUT_DIR ...` can use the folder directly.
+
+Quantisation uses onnxruntime.quantization: "dynamic" quantises weights to int8 and activations on the fly;
+"static" also quantises activations, with ranges calibrated on a few utterances of `--calibration_data` (default:
+the project's synthetic pt-BR corpus).
+"""
+
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+
+from .data import SkipCounter, find_utterances, load_audio
+from .export import PROCESSOR_FILES, default_feature_extractor
+from .modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
+
+
+class _OnnxGraph(torch.nn.Module):
+    """The two tensors in, one tensor out: what the exporter traces."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values, attention_mask):
+        outputs = self.model(input_values, attention_mask=attention_mask)
+        return outputs.logits if hasattr(outputs, "logits") else outputs.last_hidden_state
+
+
+def load_for_export(model_dir: str):
+    """Our CTC model or backbone from a DistilXLSR folder (a distillation checkpoint exports its backbone)."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        architectures = json.load(f).get("architectures") or []
+    model_class = DistilXLSRForCTC if "DistilXLSRForCTC" in architectures else DistilXLSRModel
+    return model_class.from_pretrained(model_dir).eval()
+
+
+def calibration_waves(data: str | None, count: int = 8, max_seconds: float = 8.0) -> list[np.ndarray]:
+    """A few normalised utterances (the first `count` of `data`), for static quantisation and drift checks."""
+    from .data import normalize
+
+    if data is None:
+        from .training import default_corpus_split
+
+        data = default_corpus_split("dev")
+    utterances = find_utterances(data, SkipCounter())[:count]
+    return [normalize(load_audio(u.source)[: int(max_seconds * 16_000)]) for u in utterances]
+
+
+def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calibration_data: str | None = None) -> str:
+    """Writes OUT_DIR/model.onnx (fp32) and, with `quantize`, OUT_DIR/model_int8.onnx; returns the path to use."""
+    os.makedirs(out_dir, exist_ok=True)
+    model = load_for_export(model_dir)
+    example = (torch.randn(2, 16_000), torch.ones(2, 16_000, dtype=torch.long))
+    batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=400)
+    output_name = "logits" if isinstance(model, DistilXLSRForCTC) else "last_hidden_state"
+    fp32_path = os.path.join(out_dir, "model.onnx")
+    torch.onnx.export(
+        _OnnxGraph(model),
+        example,
+        fp32_path,
+        input_names=["input_values", "attention_mask"],
+        output_names=[output_name],
+        dynamic_shapes={"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}},
+        dynamo=True,
+        external_data=False,
+    )
+    for name in PROCESSOR_FILES + ("config.json",):
+        if os.path.exists(os.path.join(model_dir, name)):
+            shutil.copy(os.path.join(model_dir, name), os.path.join(out_dir, name))
+    if not os.path.exists(os.path.join(out_dir, "preprocessor_config.json")) and not os.path.exists(
+        os.path.join(out_dir, "processor_config.json")
+    ):
+        default_feature_extractor().save_pretrained(out_dir)
+    if quantize is None:
+        return fp32_path
+    return quantize_onnx(fp32_path, os.path.join(out_dir, "model_int8.onnx"), quantize, calibration_data)
+
+
+def quantize_onnx(fp32_path: str, int8_path: str, mode: str, calibration_data: str | None = None) -> str:
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = fp32_path.replace(".onnx", ".prep.onnx")
+    quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
+    if mode == "dynamic":
+        quantize_dynamic(prepared, int8_path, weight_type=QuantType.QInt8)
+    elif mode == "static":
+        waves = calibration_waves(calibration_data)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.items = iter(
+                    {"input_values": w[None].astype(np.float32), "attention_mask": np.ones((1, len(w)), np.int64)}
+                    for w in waves
+                )
+
+            def get_next(self):
+                return next(self.items, None)
+
+        quantize_static(
+            prepared,
+            int8_path,
+            Reader(),
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            per_channel=True,
+        )
+    else:
+        raise ValueError(f"quantize must be None, 'dynamic' or 'static', got {mode!r}.")
+    os.remove(prepared)
+    return int8_path
+
+
+def onnx_session(path: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, waves: list[np.ndarray]) -> np.ndarray:
+    """One padded batch through an ONNX session."""
+    batch = default_feature_extractor().pad(
+        {"input_values": waves}, padding=True, return_attention_mask=True, return_tensors="np"
+    )
+    feeds = {
+        "input_values": batch["input_values"].astype(np.float32),
+        "attention_mask": batch["attention_mask"].astype(np.int64),
+    }
+    return session.run(None, feeds)[0]
+
+
+def drift(model_dir: str, onnx_path: str, data: str | None = None) -> dict:
+    """Mean cosine similarity, per frame, between the ONNX model's outputs and the fp32 torch model's, on real
+    utterances, and the largest absolute difference."""
+    model = load_for_export(model_dir)
+    session = onnx_session(onnx_path)
+    cosines, max_diff = [], 0.0
+    for wave in calibration_waves(data):
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(wave)[None])
+        reference = (outputs.logits if hasattr(outputs, "logits") else outputs.last_hidden_state)[0].numpy()
+        got = run_onnx(session, [wave])[0]
+        cos = (reference * got).sum(-1) / (np.linalg.norm(reference, axis=-1) * np.linalg.norm(got, axis=-1) + 1e-9)
+        cosines.append(float(cos.mean()))
+        max_diff = max(max_diff, float(np.abs(reference - got).max()))
+    return {"cosine": float(np.mean(cosines)), "max_abs_diff": max_diff}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Export a DistilXLSR folder to ONNX (optionally int8).")
+    parser.add_argument("model_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--quantize", choices=["dynamic", "static"], default=None)
+    parser.add_argument("--calibration_data", default=None, help="Audio for static calibration and the drift check.")
+    args = parser.parse_args(argv)
+    path = export_onnx(args.model_dir, args.out_dir, args.quantize, args.calibration_data)
+    report = drift(args.model_dir, path, args.calibration_data)
+    print(f"{path}: cosine to fp32 torch {report['cosine']:.5f}, max |diff| {report['max_abs_diff']:.2e}")
+
+
+if __name__ == "__main__":
+    main()
