@@ -1,0 +1,74 @@
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_script, tiny_student_config
+
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRForDistillation
+from modeling_distilxlsr.export import save_for_hub
+from modeling_distilxlsr.onnx_export import export_onnx, onnx_session, run_onnx
+from modeling_distilxlsr.text import build_processor, build_vocab
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements-dev.txt")
+
+
+@pytest.fixture(scope="module")
+def tiny_ctc_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    processor = build_processor(
+        build_vocab(), __import__("modeling_distilxlsr.export").export.default_feature_extractor()
+    )
+    model = DistilXLSRForCTC(tiny_student_config(vocab_size=len(processor.tokenizer), pad_token_id=0)).eval()
+    path = tmp_path_factory.mktemp("ctc")
+    save_for_hub(model, str(path), processor)
+    return path, model
+
+
+def test_onnx_fp32_matches_torch_with_dynamic_batch_length_and_padding(tiny_ctc_dir, tmp_path):
+    model_dir, model = tiny_ctc_dir
+    path = export_onnx(str(model_dir), str(tmp_path / "onnx"))
+    session = onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == ["input_values", "attention_mask"]
+    rng = np.random.default_rng(0)
+    for lengths in ([16000], [12000, 7001, 20000]):
+        waves = [rng.standard_normal(n).astype(np.float32) for n in lengths]
+        got = run_onnx(session, waves)
+        for i, wave in enumerate(waves):
+            with torch.no_grad():
+                expected = model(torch.from_numpy(wave)[None]).logits[0].numpy()
+            np.testing.assert_allclose(got[i, : len(expected)], expected, atol=1e-4, rtol=0)
+    assert (tmp_path / "onnx" / "vocab.json").exists() and (tmp_path / "onnx" / "config.json").exists()
+
+
+def test_backbone_export_and_dynamic_int8(tmp_path):
+    from modeling_distilxlsr.onnx_export import drift
+
+    torch.manual_seed(0)
+    save_for_hub(DistilXLSRForDistillation(tiny_student_config()), str(tmp_path / "distilled"))
+    path = export_onnx(str(tmp_path / "distilled"), str(tmp_path / "onnx"), quantize="dynamic")
+    assert path.endswith("model_int8.onnx")
+    assert [o.name for o in onnx_session(path).get_outputs()] == ["last_hidden_state"]
+    fp32 = drift(str(tmp_path / "distilled"), str(tmp_path / "onnx" / "model.onnx"), data=_speech(tmp_path))
+    assert fp32["cosine"] > 0.99999 and fp32["max_abs_diff"] < 1e-4
+
+
+def _speech(tmp_path):
+    import soundfile as sf
+
+    folder = tmp_path / "speech"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        sf.write(folder / f"{i}.wav", (rng.standard_normal(16000 + 3000 * i) * 0.1).astype(np.float32), 16000)
+    return str(folder)
+
+
+def test_transcribe_onnx_backend_matches_torch_greedy(tiny_ctc_dir, tmp_path):
+    model_dir, _ = tiny_ctc_dir
+    export_onnx(str(model_dir), str(tmp_path / "onnx"))
+    audio = _speech(tmp_path)
+    torch_out = run_script([sys.executable, "transcribe.py", str(model_dir), audio]).stdout
+    onnx_out = run_script([sys.executable, "transcribe.py", str(tmp_path / "onnx"), audio, "--backend", "onnx"]).stdout
+    assert len(onnx_out.strip().splitlines()) == 3
+    assert onnx_out == torch_out
