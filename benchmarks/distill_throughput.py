@@ -1,0 +1,150 @@
+"""Distillation throughput: audio seconds distilled per second and peak memory, our loop vs an s3prl-style baseline.
+
+    python benchmarks/distill_throughput.py [--steps 3] [--batch_seconds 4 2.5] [--device cpu|cuda]
+
+The real XLSR-53 architecture (configs/xlsr53_config.json, random weights) teaches the default 2-layer student.
+Each row runs in its own process (so peak memory is that row's) doing warm-up + `--steps` optimizer steps on one
+padded batch of random audio:
+
+- s3prl-style baseline: the full fp32 teacher (all 24 layers, transformers' CNN), a separate student CNN, and the loss
+  averaged over every frame, padding included;
+- ours: the teacher truncated at the deepest predicted layer, the time-major CNN path in teacher and student, the
+  loss over real frames only (and, with --freeze_cnn, the teacher's CNN features reused by the student).
+
+Prints a table with ratios against the baseline of the same run.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = {
+    "s3prl-style baseline (8/16/24)": {"ours": False, "pred": [8, 16, 24], "freeze_cnn": False},
+    "ours (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False},
+    "ours, --freeze_cnn (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": True},
+    "ours (4/8/12: teacher cut at 12)": {"ours": True, "pred": [4, 8, 12], "freeze_cnn": False},
+}
+
+
+def worker(spec: dict) -> dict:
+    sys.path.insert(0, REPO)
+    import torch
+
+    from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
+    from modeling_distilxlsr.losses import distillation_loss
+    from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher
+
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    teacher = load_teacher(os.path.join(REPO, "configs", "xlsr53_config.json"), random_init=True)
+    config = DistilXLSRConfig.from_teacher_config(
+        teacher.config, pred_layer_ids=spec["pred"], fast_feature_encoder=spec["ours"]
+    )
+    student = DistilXLSRForDistillation(config)
+    init_student_from_teacher(student, teacher)
+    if spec["freeze_cnn"]:
+        student.freeze_feature_encoder()
+    student.to(device).train()
+    teacher.to(device)
+    if spec["ours"]:
+        targets_fn = TeacherTargets(teacher, spec["pred"], normalize=True, capture_cnn_features=spec["freeze_cnn"])
+    else:
+
+        @torch.no_grad()
+        def targets_fn(input_values, attention_mask):  # s3prl: every layer, then pick
+            states = teacher(input_values, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+            targets = torch.stack([states[i] for i in spec["pred"]], 1)
+            return torch.nn.functional.layer_norm(targets, targets.shape[-1:])
+
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=2e-4)
+    lengths = [int(s * 16_000) for s in spec["batch_seconds"]]
+    waves = torch.randn(len(lengths), max(lengths), device=device)
+    mask = torch.zeros_like(waves, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        waves[i, n:] = 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"])
+
+    def step():
+        with autocast:
+            targets = targets_fn(waves, mask)
+            cnn = targets_fn.cnn_features if spec["ours"] and spec["freeze_cnn"] else None
+            out = student(waves, attention_mask=mask, cnn_features=cnn)
+        frame_mask = out.frame_attention_mask if spec["ours"] else None  # baseline: padding averaged in
+        loss = distillation_loss(out.predictions, targets, frame_mask).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(spec["steps"]):
+        step()
+    seconds = (time.perf_counter() - started) / spec["steps"]
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "step_seconds": seconds,
+        "audio_seconds_per_second": sum(spec["batch_seconds"]) / seconds,
+        "peak_memory_mb": peak_mb,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch_seconds", type=float, nargs="+", default=[4.0, 2.5])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--json", default=None, help="Also write the table here.")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    results = {}
+    for name, row in ROWS.items():
+        spec = {
+            **row,
+            "steps": args.steps,
+            "batch_seconds": args.batch_seconds,
+            "device": args.device,
+            "bf16": args.bf16,
+        }
+        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{name}: {results[name]}", file=sys.stderr)
+    base = results[next(iter(ROWS))]
+    memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "peak RSS (MiB)"
+    lines = [
+        f"device: {args.device}{' bf16' if args.bf16 else ' fp32'}; batch: {args.batch_seconds} s padded to the "
+        f"longest; {args.steps} steps after 1 warm-up",
+        "",
+        f"| loop | s/step | audio s / s | speed-up | {memory} | memory ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['step_seconds']:.2f} | {r['audio_seconds_per_second']:.2f} | "
+            f"{r['audio_seconds_per_second'] / base['audio_seconds_per_second']:.2f}x | {r['peak_memory_mb']:.0f} | "
+            f"{r['peak_memory_mb'] / base['peak_memory_mb']:.2f} |"
+        )
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Inference speed: the XLSR-53 architecture vs the default DistilXLSR student, eager / torch.compile / ONNX Runtime.
+
+    python benchmarks/inference.py [--durations 1 10 30] [--batch_sizes 1 8] [--backends eager compile onnx onnx-int8]
+                                   [--device cuda --dtype bf16]
+
+Random weights, real shapes (configs/xlsr53_config.json and `DistilXLSRConfig()`). Every (model, backend) runs in its
+own process, so its peak memory (RSS on CPU, allocator peak on GPU) is its own; each cell is the median of
+`--repeats` timed forwards after a warm-up. Prints one table with real-time factor (compute seconds per audio second)
+and the speed-up against the teacher's eager forward of the same input.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {
+    "XLSR-53 (teacher arch)": "teacher",
+    "student backbone, transformers CNN": "student_slow_cnn",
+    "student backbone": "student",
+    "student CTC": "student_ctc",
+}
+
+
+def build(kind: str):
+    sys.path.insert(0, REPO)
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC, DistilXLSRModel
+
+    if kind == "teacher":
+        with open(os.path.join(REPO, "configs", "xlsr53_config.json")) as f:
+            fields = json.load(f)
+        fields.pop("model_type")
+        return Wav2Vec2Model(Wav2Vec2Config(**fields))
+    if kind == "student_ctc":
+        return DistilXLSRForCTC(DistilXLSRConfig(vocab_size=43, pad_token_id=0))
+    return DistilXLSRModel(DistilXLSRConfig(fast_feature_encoder=kind == "student"))
+
+
+def worker(spec: dict) -> dict:
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    model = build(spec["model"]).eval()
+    device = torch.device(spec["device"])
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]]
+    backend = spec["backend"]
+    run = None
+    if backend in ("eager", "compile"):
+        model.to(device, dtype)
+        forward = torch.compile(model, dynamic=True) if backend == "compile" else model
+
+        def run(x, mask):
+            with torch.no_grad():
+                forward(torch.from_numpy(x).to(device, dtype), attention_mask=torch.from_numpy(mask).to(device))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+    else:
+        from modeling_distilxlsr.onnx_export import _OnnxGraph, onnx_session, quantize_onnx
+
+        folder = tempfile.mkdtemp()
+        path = os.path.join(folder, "model.onnx")
+        batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=400)
+        example = (torch.randn(1, 16000), torch.ones(1, 16000, dtype=torch.long))
+        torch.onnx.export(
+            _OnnxGraph(model),
+            example,
+            path,
+            input_names=["input_values", "attention_mask"],
+            output_names=["out"],
+            dynamic_shapes={"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}},
+            dynamo=True,
+            external_data=False,
+        )
+        if backend == "onnx-int8":
+            path = quantize_onnx(path, os.path.join(folder, "model_int8.onnx"), "dynamic")
+        session = onnx_session(path)
+
+        def run(x, mask):
+            session.run(None, {"input_values": x, "attention_mask": mask})
+
+    results = {}
+    for seconds in spec["durations"]:
+        for batch_size in spec["batch_sizes"]:
+            x = np.random.default_rng(0).standard_normal((batch_size, int(seconds * 16000))).astype(np.float32)
+            mask = np.ones_like(x, dtype=np.int64)
+            run(x, mask)  # warm-up (and compilation)
+            times = []
+            for _ in range(spec["repeats"]):
+                started = time.perf_counter()
+                run(x, mask)
+                times.append(time.perf_counter() - started)
+            results[f"{seconds}x{batch_size}"] = statistics.median(times)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"times": results, "peak_memory_mb": peak}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--durations", type=float, nargs="+", default=[1, 10, 30])
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx", "onnx-int8"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS.values()))
+    parser.add_argument("--teacher_backends", nargs="+", default=["eager"], help="Backends also run for XLSR-53.")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    rows = {}
+    for label, kind in MODELS.items():
+        if kind not in args.models:
+            continue
+        for backend in args.backends:
+            if kind == "teacher" and backend not in args.teacher_backends:
+                continue
+            if backend.startswith("onnx") and args.device != "cpu":
+                continue
+            spec = dict(
+                model=kind,
+                backend=backend,
+                durations=args.durations,
+                batch_sizes=args.batch_sizes,
+                repeats=args.repeats,
+                device=args.device,
+                dtype=args.dtype,
+            )
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                print(f"{label} / {backend} failed: {out.stderr[-1500:]}", file=sys.stderr)
+                continue
+            rows[(label, backend)] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{label} / {backend}: {rows[(label, backend)]}", file=sys.stderr, flush=True)
+    baseline = rows.get(("XLSR-53 (teacher arch)", "eager"))
+    cells = [f"{d:g}x{b}" for d in args.durations for b in args.batch_sizes]
+    keys = [f"{d}x{b}" for d in args.durations for b in args.batch_sizes]
+    header = " | ".join(f"{c} s: latency s (RTF, speed-up)" for c in cells)
+    lines = [
+        f"device: {args.device} {args.dtype}; cells are input seconds x batch size; median of {args.repeats}",
+        "",
+        f"| model | backend | {header} | peak memory (MiB) |",
+        "|---" * (3 + len(cells)) + "|",
+    ]
+    for (label, backend), result in rows.items():
+        parts = []
+        for cell, key in zip(cells, keys, strict=True):
+            seconds = result["times"][key]
+            duration, batch_size = (float(v) for v in cell.split("x"))
+            rtf = seconds / (duration * batch_size)
+            speedup = f", {baseline['times'][key] / seconds:.2f}x" if baseline else ""
+            parts.append(f"{seconds:.3f} ({rtf:.3f}{speedup})")
+        lines.append(f"| {label} | {backend} {args.dtype} | {' | '.join(parts)} | {result['peak_memory_mb']:.0f} |")
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{k[0]} / {k[1]}": v for k, v in rows.items()}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
