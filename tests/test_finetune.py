@@ -7,12 +7,15 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT, run_script, tiny_student_config
+from conftest import REPO_ROOT, run_fresh_python, run_script, tiny_student_config
 
 from modeling_distilxlsr import DistilXLSRForDistillation
 from modeling_distilxlsr.export import save_for_hub
 
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student")
+# Calibrated on the committed fixture (see test_finetune_lowers_cer_and_does_not_collapse_to_blanks).
+FINETUNE_STEPS = 200
+MAX_TEST_CER = 0.6
 QUICK = ["--report_to", "none", "--num_workers", "0", "--per_device_batch_size", "4", "--mask_time_prob", "0.0"]
 
 
@@ -76,3 +79,124 @@ def test_non_utf8_manifest_is_a_clear_error(tiny_distilled, tmp_path):
     manifest.write_bytes("path,sentence\na.wav,ol\xe1\n".encode("latin-1"))
     result = finetune(tiny_distilled, manifest, [manifest], tmp_path / "o", "--max_steps", 1, check=False)
     assert result.returncode != 0 and "train.csv, line 2: not valid UTF-8" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def asr_corpus(tmp_path_factory):
+    """200 sentences: 160 for training (x2 voices), 20 dev, 20 test with unseen sentences and voices."""
+    from modeling_distilxlsr.corpus import make_corpus
+
+    path = tmp_path_factory.mktemp("asr-corpus") / "pt-br"
+    make_corpus(str(path), seed=0, quiet=True, num_sentences=200, dev_sentences=20, test_sentences=20)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finetuned(asr_corpus, tmp_path_factory):
+    """The user flow on a distilled student (tests/fixtures/distilled_student, made by benchmarks/minilab.py:
+    distilled without labels from a small CTC-trained teacher): fine-tune with CTC, evaluate on unseen test."""
+    out = tmp_path_factory.mktemp("asr") / "out"
+    finetune(
+        FIXTURE,
+        asr_corpus / "train",
+        [asr_corpus / "test"],
+        out,
+        "--max_steps",
+        FINETUNE_STEPS,
+        "--eval_steps",
+        FINETUNE_STEPS // 2,
+        "--save_steps",
+        FINETUNE_STEPS,
+        "--learning_rate",
+        "1e-3",
+    )
+    return out
+
+
+def test_finetune_lowers_cer_and_does_not_collapse_to_blanks(finetuned, asr_corpus):
+    results = json.loads((finetuned / "ctc_results.json").read_text())
+    initial = results["initial_eval"][str(asr_corpus / "test")]
+    best = results["best_eval"][str(asr_corpus / "test")]
+    assert best["cer"] < initial["cer"] - 0.2, (initial, best)
+    assert best["cer"] < MAX_TEST_CER and best["empty_outputs"] < 0.1, best
+    card = (finetuned / "README.md").read_text(encoding="utf-8")
+    assert f"{best['cer']:.3f}" in card and "| eval set | WER | CER |" in card
+    for name in ("model.safetensors", "config.json", "vocab.json", "tokenizer_config.json", "modeling_distilxlsr.py"):
+        assert (finetuned / name).exists(), name
+    assert json.loads((finetuned / "config.json").read_text())["auto_map"]["AutoModelForCTC"].endswith("ForCTC")
+
+
+def _char_error_rate(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return jiwer.cer(reference, hypothesis)
+
+
+def test_pipeline_in_a_fresh_process_on_stereo_22khz_and_a_60_second_file(finetuned, asr_corpus, tmp_path):
+    import librosa
+
+    from modeling_distilxlsr.text import normalize_text
+
+    rows = list(csv.DictReader(open(asr_corpus / "test" / "metadata.csv", encoding="utf-8")))
+    audio, _ = sf.read(asr_corpus / "test" / rows[0]["file_name"], dtype="float32")
+    resampled = librosa.resample(audio, orig_sr=16000, target_sr=22050)
+    stereo = np.stack([resampled, 0.8 * resampled], axis=1)
+    sf.write(tmp_path / "stereo_22k.wav", stereo, 22050)
+    pieces, texts = [], []
+    while sum(len(p) for p in pieces) < 60 * 16000:
+        row = rows[len(texts) % len(rows)]
+        clip, _ = sf.read(asr_corpus / "test" / row["file_name"], dtype="float32")
+        pieces += [clip, np.zeros(4800, np.float32)]
+        texts.append(normalize_text(row["transcription"]))
+    long_audio = np.concatenate(pieces)[: 60 * 16000]
+    sf.write(tmp_path / "long_60s.wav", long_audio, 16000)
+    out = run_fresh_python(
+        f"""
+        import json
+        from transformers import pipeline
+        asr = pipeline("automatic-speech-recognition", model={str(finetuned)!r}, trust_remote_code=True)
+        short = asr({str(tmp_path / "stereo_22k.wav")!r})["text"]
+        long = asr({str(tmp_path / "long_60s.wav")!r}, chunk_length_s=10, batch_size=4)["text"]
+        print(json.dumps({{"short": short, "long": long, "model": type(asr.model).__name__}}))
+        """,
+        cwd=tmp_path,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["model"] == "DistilXLSRForCTC"
+    assert _char_error_rate(normalize_text(rows[0]["transcription"]), result["short"]) < MAX_TEST_CER + 0.15
+    # the 60 s file ends mid-sentence: compare with the sentences it holds, allowing for the cut-off tail
+    assert len(result["long"]) > 0.5 * len(" ".join(texts))
+    assert _char_error_rate(" ".join(texts), result["long"]) < MAX_TEST_CER + 0.25
+
+
+def test_transcribe_writes_one_line_per_file(finetuned, asr_corpus, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    names = sorted(p for p in os.listdir(asr_corpus / "test") if p.endswith(".flac"))[:5]
+    for i, name in enumerate(names):
+        shutil.copy(asr_corpus / "test" / name, folder / ("sub" if i % 2 else "") / name)
+    result = run_script([sys.executable, "transcribe.py", str(finetuned), str(folder), "--format", "csv"])
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert sorted(os.path.basename(r["path"]) for r in rows) == names
+    assert all(r["text"].strip() and not r["error"] for r in rows)
+    words = run_script(
+        [
+            sys.executable,
+            "transcribe.py",
+            str(finetuned),
+            str(folder / names[0]),
+            "--format",
+            "jsonl",
+            "--return_timestamps",
+            "word",
+        ]
+    ).stdout
+    row = json.loads(words)
+    assert row["chunks"] and all(len(c["timestamp"]) == 2 for c in row["chunks"])
+
+
+def test_lm_option_without_pyctcdecode_says_how_to_install(finetuned, asr_corpus):
+    result = run_script(
+        [sys.executable, "transcribe.py", str(finetuned), str(asr_corpus / "test"), "--lm", "x.arpa"], check=False
+    )
+    assert result.returncode != 0 and "pip install pyctcdecode kenlm" in result.stderr
