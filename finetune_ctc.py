@@ -17,13 +17,13 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import jiwer
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForCTC, get_linear_schedule_with_warmup
 
@@ -42,12 +42,13 @@ from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (
     TrainingState,
-    checkpoint_to_resume,
     decay_parameter_groups,
     default_corpus_split,
     parse_args,
+    resumable_batches,
     save_checkpoint,
     setup_logging,
+    start_run,
 )
 
 logger = logging.getLogger("finetune_ctc")
@@ -221,18 +222,8 @@ def main(args: FinetuneArguments):
         model, optimizer, train_loader, scheduler, *eval_loaders
     )
     state = TrainingState()
-    accelerator.register_for_checkpointing(state)
+    start_run(accelerator, args, state, "finetune_ctc")
     checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
-    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir)
-    if resume_path:
-        accelerator.load_state(resume_path)
-        logger.info("resumed from %s at step %d", resume_path, state.step)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=2)
-    if args.report_to != "none":
-        accelerator.init_trackers("finetune_ctc", config={k: str(v) for k, v in asdict(args).items()})
 
     def run_evals():
         results = {}
@@ -246,68 +237,56 @@ def main(args: FinetuneArguments):
 
     progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="ctc")
     started = time.time()
-    while state.step < args.max_steps:
-        train_loader.set_epoch(state.epoch)
-        epoch_loader = train_loader
-        if state.batches_in_epoch:
-            epoch_loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
-        for batch in epoch_loader:
-            state.batches_in_epoch += 1
-            for reason in batch["skipped"]:
-                skips.skip(reason)
-            all_skipped = "input_values" not in batch
-            if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
-                batch = collator([{"input_values": np.zeros(1600, np.float32), "text": "a"}])
-                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    outputs = model(
-                        batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-                    )
-                accelerator.backward(outputs.loss * (0.0 if all_skipped else 1.0))
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            if not all_skipped:
-                state.audio_seconds += batch["attention_mask"].sum().item() / 16_000
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            progress.update(1)
-            if state.step % args.logging_steps == 0:
-                row = {"step": state.step, "train/loss": outputs.loss.item(), "lr": scheduler.get_last_lr()[0]}
-                state.history.append(row)
-                accelerator.log(row, step=state.step)
-                progress.set_postfix(loss=f"{row['train/loss']:.3f}")
-            if state.step % args.eval_steps == 0 or state.step == args.max_steps:
-                results = run_evals()
-                state.history.append({"step": state.step, "eval": results})
-                accelerator.log(
-                    {f"eval/{k}": v for k, v in next(iter(results.values())).items() if k != "examples"},
-                    step=state.step,
-                )
-                logger.info("step %d eval: %s", state.step, _brief(results))
-                cer = next(iter(results.values()))["cer"]
-                if state.best_metric is None or cer < state.best_metric:  # keep the best model in output_dir
-                    state.best_metric = cer
-                    state.best_step = state.step
-                    if accelerator.is_main_process:
-                        save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor)
-                accelerator.wait_for_everyone()
-            if state.step % args.save_steps == 0 or state.step == args.max_steps:
-                save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
-            if state.step >= args.max_steps:
-                break
-        else:
-            state.epoch += 1
-            state.batches_in_epoch = 0
+    for batch in resumable_batches(accelerator, train_loader, state):
+        if state.step >= args.max_steps:
+            break
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
+        all_skipped = "input_values" not in batch
+        if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
+            batch = collator([{"input_values": np.zeros(1600, np.float32), "text": "a"}])
+            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                outputs = model(batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            accelerator.backward(outputs.loss * (0.0 if all_skipped else 1.0))
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        if not all_skipped:
+            state.audio_seconds += batch["attention_mask"].sum().item() / 16_000
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        progress.update(1)
+        if state.step % args.logging_steps == 0:
+            row = {"step": state.step, "train/loss": outputs.loss.item(), "lr": scheduler.get_last_lr()[0]}
+            state.history.append(row)
+            accelerator.log(row, step=state.step)
+            progress.set_postfix(loss=f"{row['train/loss']:.3f}")
+        if state.step % args.eval_steps == 0 or state.step == args.max_steps:
+            results = run_evals()
+            state.history.append({"step": state.step, "eval": results})
+            accelerator.log(
+                {f"eval/{k}": v for k, v in next(iter(results.values())).items() if k != "examples"},
+                step=state.step,
+            )
+            logger.info("step %d eval: %s", state.step, _brief(results))
+            cer = next(iter(results.values()))["cer"]
+            if state.best_metric is None or cer < state.best_metric:  # keep the best model in output_dir
+                state.best_metric = cer
+                state.best_step = state.step
+                if accelerator.is_main_process:
+                    save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor)
+            accelerator.wait_for_everyone()
+        if state.step % args.save_steps == 0 or state.step == args.max_steps:
+            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
     progress.close()
     elapsed = time.time() - started
 
-    for counts in gather_object([dict(skips.reasons)])[1:]:  # other ranks' decode skips
-        skips.reasons.update(counts)
+    skips.merge_ranks()
     if accelerator.is_main_process:
         summary = skips.summary("utterances")
         logger.info(summary)

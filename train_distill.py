@@ -13,11 +13,11 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -29,12 +29,13 @@ from modeling_distilxlsr.model_card import check_hub_access, format_params, plot
 from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (
     TrainingState,
-    checkpoint_to_resume,
     decay_parameter_groups,
     default_corpus_split,
     parse_args,
+    resumable_batches,
     save_checkpoint,
     setup_logging,
+    start_run,
 )
 
 logger = logging.getLogger("train_distill")
@@ -110,8 +111,8 @@ def evaluate(student, teacher_targets, loader, args, accelerator, skips: SkipCou
     student.eval()
     sums = None
     for batch in loader:
-        for reason in batch["skipped"]:
-            skips.skip(reason)
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
         if "input_values" not in batch:
             continue
         targets = teacher_targets(batch["input_values"], batch["attention_mask"])
@@ -210,18 +211,8 @@ def main(args: DistillArguments):
         student, optimizer, train_loader, eval_loader, scheduler
     )
     state = TrainingState()
-    accelerator.register_for_checkpointing(state)
+    start_run(accelerator, args, state, "distill")
     checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
-    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir)
-    if resume_path:
-        accelerator.load_state(resume_path)
-        logger.info("resumed from %s at step %d", resume_path, state.step)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=2)
-    if args.report_to != "none":
-        accelerator.init_trackers("distill", config={k: str(v) for k, v in asdict(args).items()})
     if state.step == 0:
         state.history.append({"step": 0, **evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)})
         logger.info("initial held-out: %s", state.history[-1])
@@ -229,76 +220,62 @@ def main(args: DistillArguments):
     progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="distil")
     seconds_since_log = torch.zeros((), device=accelerator.device)
     started = time.time()
-    while state.step < args.max_steps:
-        train_loader.set_epoch(state.epoch)
-        epoch_loader = train_loader
-        if state.batches_in_epoch:
-            epoch_loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
-        for batch in epoch_loader:
-            state.batches_in_epoch += 1
-            for reason in batch["skipped"]:
-                skips.skip(reason)
-            all_skipped = "input_values" not in batch
-            if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
-                silence = torch.zeros(1, 4 * config.receptive_field, device=accelerator.device)
-                batch = {"input_values": silence, "attention_mask": torch.zeros_like(silence, dtype=torch.long)}
-                batch["attention_mask"][:, : config.receptive_field] = 1
-            with accelerator.accumulate(student):
-                targets = teacher_targets(batch["input_values"], batch["attention_mask"])
-                cnn_features = teacher_targets.cnn_features if args.freeze_cnn else None
-                with accelerator.autocast():
-                    outputs = student(
-                        batch["input_values"], attention_mask=batch["attention_mask"], cnn_features=cnn_features
-                    )
-                result = distillation_loss(
-                    outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight
+    for batch in resumable_batches(accelerator, train_loader, state):
+        if state.step >= args.max_steps:
+            break
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
+        all_skipped = "input_values" not in batch
+        if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
+            silence = torch.zeros(1, 4 * config.receptive_field, device=accelerator.device)
+            batch = {"input_values": silence, "attention_mask": torch.zeros_like(silence, dtype=torch.long)}
+            batch["attention_mask"][:, : config.receptive_field] = 1
+        with accelerator.accumulate(student):
+            targets = teacher_targets(batch["input_values"], batch["attention_mask"])
+            cnn_features = teacher_targets.cnn_features if args.freeze_cnn else None
+            with accelerator.autocast():
+                outputs = student(
+                    batch["input_values"], attention_mask=batch["attention_mask"], cnn_features=cnn_features
                 )
-                accelerator.backward(result.loss * (0.0 if all_skipped else 1.0))
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            if not all_skipped:
-                seconds_since_log += batch["attention_mask"].sum() / 16_000
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            progress.update(1)
-            saving = state.step % args.save_steps == 0 or state.step == args.max_steps
-            if saving or state.step % args.logging_steps == 0:  # all ranks' audio, counted before any checkpoint
-                state.audio_seconds += accelerator.reduce(seconds_since_log, reduction="sum").item()
-                seconds_since_log.zero_()
-                row = {"step": state.step, "train/loss": result.loss.item(), "lr": scheduler.get_last_lr()[0]}
-                for layer_id, l1, cosine in zip(
-                    args.pred_layer_ids, result.l1_per_layer.tolist(), result.cosine_per_layer.tolist(), strict=True
-                ):
-                    row[f"train/l1_layer_{layer_id}"] = l1
-                    row[f"train/cosine_layer_{layer_id}"] = cosine
-                row["audio_hours"] = state.audio_seconds / 3600
-                state.history.append(row)
-                accelerator.log(row, step=state.step)
-                progress.set_postfix(loss=f"{row['train/loss']:.3f}", hours=f"{row['audio_hours']:.2f}")
-            if state.step % args.eval_steps == 0 or state.step == args.max_steps:
-                metrics = evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)
-                state.history.append({"step": state.step, **metrics})
-                accelerator.log(metrics, step=state.step)
-                logger.info("step %d held-out: %s", state.step, metrics)
-            if saving:
-                save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
-            if state.step >= args.max_steps:
-                break
-        else:
-            state.epoch += 1
-            state.batches_in_epoch = 0
+            result = distillation_loss(outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight)
+            accelerator.backward(result.loss * (0.0 if all_skipped else 1.0))
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        if not all_skipped:
+            seconds_since_log += batch["attention_mask"].sum() / 16_000
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        progress.update(1)
+        saving = state.step % args.save_steps == 0 or state.step == args.max_steps
+        if saving or state.step % args.logging_steps == 0:  # all ranks' audio, counted before any checkpoint
+            state.audio_seconds += accelerator.reduce(seconds_since_log, reduction="sum").item()
+            seconds_since_log.zero_()
+            row = {"step": state.step, "train/loss": result.loss.item(), "lr": scheduler.get_last_lr()[0]}
+            for layer_id, l1, cosine in zip(
+                args.pred_layer_ids, result.l1_per_layer.tolist(), result.cosine_per_layer.tolist(), strict=True
+            ):
+                row[f"train/l1_layer_{layer_id}"] = l1
+                row[f"train/cosine_layer_{layer_id}"] = cosine
+            row["audio_hours"] = state.audio_seconds / 3600
+            state.history.append(row)
+            accelerator.log(row, step=state.step)
+            progress.set_postfix(loss=f"{row['train/loss']:.3f}", hours=f"{row['audio_hours']:.2f}")
+        if state.step % args.eval_steps == 0 or state.step == args.max_steps:
+            metrics = evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)
+            state.history.append({"step": state.step, **metrics})
+            accelerator.log(metrics, step=state.step)
+            logger.info("step %d held-out: %s", state.step, metrics)
+        if saving:
+            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
     progress.close()
     elapsed = time.time() - started
 
     # Skips happen in each rank's workers: gather them for one summary line.
-    decode_skips = SkipCounter()
-    for counts in gather_object([dict(skips.reasons)]):
-        decode_skips.reasons.update(counts)
-    skips.reasons = decode_skips.reasons
+    skips.merge_ranks()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         summary = skips.summary()

@@ -56,14 +56,28 @@ class SkipCounter:
 
     total: int = 0
     reasons: Counter = field(default_factory=Counter)
+    seen: set = field(default_factory=set)  # (reason, name) of files that failed while decoding
 
-    def skip(self, reason: str, name: str = "", detail: str = ""):
+    def skip(self, reason: str, name: str = "", detail: str = "", once: bool = False):
+        """Counts one skip. `once`: for failures met while decoding, which come back every epoch and every
+        evaluation: each file is counted the first time only."""
+        if once:
+            if (reason, name) in self.seen:
+                return
+            self.seen.add((reason, name))
         self.reasons[reason] += 1
         logger.info("skipping %s: %s %s", name, reason, detail)
 
-    def update(self, other: "SkipCounter"):
-        self.total += other.total
-        self.reasons.update(other.reasons)
+    def merge_ranks(self):
+        """Adds the decoding failures other DDP ranks met (each rank decodes its own share of the batches); the
+        skips found while listing files are the same on every rank and stay counted once."""
+        from accelerate.utils import gather_object
+
+        for seen in gather_object([sorted(self.seen)]):
+            for reason, name in seen:
+                if (reason, name) not in self.seen:
+                    self.seen.add((reason, name))
+                    self.reasons[reason] += 1
 
     def summary(self, what: str = "files") -> str:
         skipped = sum(self.reasons.values())
@@ -72,12 +86,6 @@ class SkipCounter:
         ordered = sorted(self.reasons.items(), key=lambda item: (-item[1], item[0]))
         details = ", ".join(f"{n} {reason}" for reason, n in ordered)
         return f"skipped {skipped:,} of {self.total:,} {what}: {details}"
-
-    def state_dict(self):
-        return {"total": self.total, "reasons": dict(self.reasons)}
-
-    def load_state_dict(self, state):
-        self.total, self.reasons = state["total"], Counter(state["reasons"])
 
 
 class ManifestError(ValueError):
@@ -320,7 +328,7 @@ class AudioCollator:
 
     def __call__(self, items: list[dict]) -> dict:
         good = [item for item in items if "skip" not in item]
-        batch = {"skipped": [item["skip"] for item in items if "skip" in item]}
+        batch = {"skipped": [(item["skip"], item["name"]) for item in items if "skip" in item]}
         if good:
             batch.update(
                 self.feature_extractor.pad(

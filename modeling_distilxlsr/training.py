@@ -1,11 +1,13 @@
 """Pieces both training scripts share: resumable loop state, checkpoint rotation, weight-decay groups, and the
 default corpus. Not part of the Hub files."""
 
+import json
 import logging
 import os
 import re
 import shutil
 import sys
+from dataclasses import asdict
 
 from torch import nn
 from transformers import HfArgumentParser
@@ -125,3 +127,32 @@ def setup_logging(accelerator, script_logger_name: str):
         accelerator.num_processes,
         accelerator.mixed_precision,
     )
+
+
+def start_run(accelerator, args, state: TrainingState, project_name: str):
+    """What both loops do before the first step: register `state` for checkpointing, resume from
+    `args.resume_from_checkpoint`, write training_args.json, start the trackers."""
+    accelerator.register_for_checkpointing(state)
+    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, os.path.join(args.output_dir, "checkpoints"))
+    if resume_path:
+        accelerator.load_state(resume_path)
+        logger.info("resumed from %s at step %d", resume_path, state.step)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+    if args.report_to != "none":
+        accelerator.init_trackers(project_name, config={k: str(v) for k, v in asdict(args).items()})
+
+
+def resumable_batches(accelerator, loader, state: TrainingState):
+    """Batches epoch after epoch, from where `state` says: after a resume, the same epoch (same shuffle) past the
+    batches already seen. The caller stops when it has done its steps."""
+    while True:
+        loader.set_epoch(state.epoch)
+        batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        for batch in batches:
+            state.batches_in_epoch += 1
+            yield batch
+        state.epoch += 1
+        state.batches_in_epoch = 0

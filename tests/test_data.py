@@ -140,8 +140,22 @@ def test_length_grouped_batches_have_little_padding_and_the_same_order_on_every_
 def test_collator_pads_with_attention_mask_and_passes_on_skips():
     collator = AudioCollator()
     batch = collator(
-        [{"input_values": np.ones(5, "float32")}, {"skip": "unreadable"}, {"input_values": np.ones(3, "float32")}]
+        [
+            {"input_values": np.ones(5, "float32")},
+            {"skip": "unreadable", "name": "x.wav"},
+            {"input_values": np.ones(3, "float32")},
+        ]
     )
     assert batch["input_values"].shape == (2, 5) and batch["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 0, 0]]
-    assert batch["skipped"] == ["unreadable"]
-    assert "input_values" not in collator([{"skip": "unreadable"}])
+    assert batch["skipped"] == [("unreadable", "x.wav")]
+    assert "input_values" not in collator([{"skip": "unreadable", "name": "x.wav"}])
+
+
+def test_decoding_failures_are_counted_once_per_file_across_epochs():
+    skips = SkipCounter(total=10)
+    skips.skip("too short", "a.wav")
+    for _epoch in range(3):
+        skips.skip("unreadable", "b.wav", once=True)
+        skips.skip("NaN/Inf samples", "c.wav", once=True)
+    skips.merge_ranks()  # a single process: nothing to add
+    assert skips.summary() == "skipped 3 of 10 files: 1 NaN/Inf samples, 1 too short, 1 unreadable"
