@@ -115,7 +115,11 @@ class TeacherTargets(nn.Module):
 
     @torch.no_grad()
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        outputs = self.teacher(input_values, attention_mask=attention_mask, output_hidden_states=True)
+        """On GPU the frozen teacher runs under bf16 autocast (fp16 where bf16 is missing); targets come back fp32."""
+        on_gpu = input_values.is_cuda
+        half = torch.bfloat16 if not on_gpu or torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast(input_values.device.type, dtype=half, enabled=on_gpu):
+            outputs = self.teacher(input_values, attention_mask=attention_mask, output_hidden_states=True)
         targets = torch.stack([outputs.hidden_states[i] for i in self.pred_layer_ids], dim=1).float()
         if self.normalize:
             targets = nn.functional.layer_norm(targets, targets.shape[-1:])
