@@ -1,0 +1,84 @@
+"""What ONNX export and int8 quantisation cost in accuracy, on a fine-tuned CTC model and real (synthetic) speech.
+
+    python benchmarks/onnx_drift.py MODEL_DIR [--test_data CORPUS/test] [--calibration_data CORPUS/dev]
+
+Exports MODEL_DIR to ONNX fp32, dynamic int8 and static int8 (calibrated on `--calibration_data`), then prints, for
+each, the cosine similarity of its logits to the fp32 torch model's and the CER/WER on `--test_data` with greedy
+decoding, next to the torch model's own CER.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+import jiwer
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from modeling_distilxlsr.data import SkipCounter, find_utterances, load_audio, normalize  # noqa: E402
+from modeling_distilxlsr.onnx_export import (  # noqa: E402
+    drift,
+    export_onnx,
+    load_for_export,
+    onnx_session,
+    quantize_onnx,
+    run_onnx,
+)
+from modeling_distilxlsr.text import normalize_text  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--test_data", default=None)
+    parser.add_argument("--calibration_data", default=None)
+    args = parser.parse_args()
+    from transformers import Wav2Vec2CTCTokenizer
+
+    from modeling_distilxlsr.training import default_corpus_split
+
+    test_data = args.test_data or default_corpus_split("test")
+    calibration = args.calibration_data or default_corpus_split("dev")
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(args.model_dir)
+    utterances = find_utterances(test_data, SkipCounter(), need_text=True)
+    waves = [normalize(load_audio(u.source)) for u in utterances]
+    references = [normalize_text(u.text) for u in utterances]
+
+    model = load_for_export(args.model_dir)
+    folder = tempfile.mkdtemp()
+    fp32 = export_onnx(args.model_dir, folder)
+    variants = {
+        "ONNX fp32": fp32,
+        "ONNX int8 dynamic": quantize_onnx(fp32, os.path.join(folder, "dynamic.onnx"), "dynamic"),
+        "ONNX int8 static": quantize_onnx(fp32, os.path.join(folder, "static.onnx"), "static", calibration),
+    }
+
+    def cer_of(logits_list):
+        hypotheses = [tokenizer.decode(logits.argmax(-1)) for logits in logits_list]
+        return jiwer.cer(references, hypotheses), jiwer.wer(references, hypotheses)
+
+    with torch.no_grad():
+        torch_logits = [model(torch.from_numpy(w)[None]).logits[0].numpy() for w in waves]
+    torch_cer, torch_wer = cer_of(torch_logits)
+    lines = [
+        f"model: {args.model_dir}; test: {test_data} ({len(waves)} utterances); calibration: {calibration}",
+        "",
+        "| variant | size (MB) | logits cosine to torch fp32 | CER | WER | CER change (points) |",
+        "|---|---|---|---|---|---|",
+        f"| torch fp32 | - | 1.00000 | {torch_cer:.4f} | {torch_wer:.4f} | 0.00 |",
+    ]
+    for name, path in variants.items():
+        session = onnx_session(path)
+        logits = [run_onnx(session, [w])[0] for w in waves]
+        cer, wer = cer_of(logits)
+        cosine = drift(args.model_dir, path, calibration)["cosine"]
+        size = os.path.getsize(path) / 2**20
+        lines.append(f"| {name} | {size:.1f} | {cosine:.5f} | {cer:.4f} | {wer:.4f} | {100 * (cer - torch_cer):+.2f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
