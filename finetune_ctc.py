@@ -115,6 +115,7 @@ def load_ctc_model(args: FinetuneArguments, processor):
         ctc_zero_infinity=True,
         ctc_loss_reduction="mean",
         layerdrop=0.0,  # a skipped layer leaves unused parameters: DDP would fail
+        apply_spec_augment=args.mask_time_prob > 0,
         mask_time_prob=args.mask_time_prob,
     )
     config = load_config(args.model)

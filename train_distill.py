@@ -152,6 +152,7 @@ def main(args: DistillArguments):
         num_hidden_layers=args.num_student_layers,
         pred_layer_ids=args.pred_layer_ids,
         teacher_name_or_path=args.teacher,
+        apply_spec_augment=False,  # DistilHuBERT distils from unmasked input; fine-tuning turns SpecAugment back on
     )
     student = DistilXLSRForDistillation(config)
     layer_map = dict(enumerate(args.init_teacher_layers)) if args.init_teacher_layers else None
