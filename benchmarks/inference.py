@@ -70,7 +70,7 @@ def worker(spec: dict) -> dict:
         folder = tempfile.mkdtemp()
         path = os.path.join(folder, "model.onnx")
         batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=400)
-        example = (torch.randn(1, 16000), torch.ones(1, 16000, dtype=torch.long))
+        example = (torch.randn(2, 16000), torch.ones(2, 16000, dtype=torch.long))  # batch 1 would be specialised
         torch.onnx.export(
             _OnnxGraph(model),
             example,
