@@ -15,7 +15,7 @@ from modeling_distilxlsr.export import save_for_hub
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student")
 # Calibrated on the committed fixture (see test_finetune_lowers_cer_and_does_not_collapse_to_blanks).
 FINETUNE_STEPS = 200
-MAX_TEST_CER = 0.6
+MAX_TEST_CER = 0.35  # measured: 0.17 after 200 steps (from 2.46 before fine-tuning)
 QUICK = ["--report_to", "none", "--num_workers", "0", "--per_device_batch_size", "4", "--mask_time_prob", "0.0"]
 
 
