@@ -152,7 +152,10 @@ def main(args: DistillArguments):
         num_hidden_layers=args.num_student_layers,
         pred_layer_ids=args.pred_layer_ids,
         teacher_name_or_path=args.teacher,
-        apply_spec_augment=False,  # DistilHuBERT distils from unmasked input; fine-tuning turns SpecAugment back on
+        # DistilHuBERT distils from unmasked input (and an unused mask embedding would break DDP); fine-tuning turns
+        # SpecAugment on and learns its mask embedding.
+        apply_spec_augment=False,
+        mask_time_prob=0.0,
     )
     student = DistilXLSRForDistillation(config)
     layer_map = dict(enumerate(args.init_teacher_layers)) if args.init_teacher_layers else None

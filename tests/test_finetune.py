@@ -200,3 +200,43 @@ def test_lm_option_without_pyctcdecode_says_how_to_install(finetuned, asr_corpus
         [sys.executable, "transcribe.py", str(finetuned), str(asr_corpus / "test"), "--lm", "x.arpa"], check=False
     )
     assert result.returncode != 0 and "pip install pyctcdecode kenlm" in result.stderr
+
+
+def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
+    out = tmp_path / "ddp"
+    result = run_script(
+        [
+            "accelerate",
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "finetune_ctc.py",
+            "--model",
+            FIXTURE,
+            "--train_data",
+            str(asr_corpus / "train"),
+            "--eval_data",
+            str(asr_corpus / "test"),
+            "--output_dir",
+            str(out),
+            *QUICK,
+            "--max_steps",
+            "6",
+            "--eval_steps",
+            "3",
+            "--save_steps",
+            "3",
+        ],
+        env_extra={"ACCELERATE_USE_CPU": "1"},
+    )
+    assert "MULTI_CPU, 2 process(es)" in result.stderr
+    results = json.loads((out / "ctc_results.json").read_text())
+    assert results["steps"] == 6 and np.isfinite(results["best_eval"][str(asr_corpus / "test")]["cer"])
+    assert sorted(os.listdir(out / "checkpoints")) == ["step_3", "step_6"]
