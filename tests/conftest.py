@@ -92,6 +92,23 @@ def small_corpus(tmp_path_factory):
     return path
 
 
+# Two real gloo DDP ranks on CPU (`accelerate launch --cpu --num_processes 2` would silently run one process).
+TWO_CPU_RANKS = (
+    "accelerate",
+    "launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+)
+TWO_CPU_RANKS_ENV = {"ACCELERATE_USE_CPU": "1"}
+
+
 def run_script(args: list[str], timeout=600, env_extra=None, check=True) -> subprocess.CompletedProcess:
     """Runs one of the repo's scripts (or `accelerate launch`) as a user would, from the repo root."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO_ROOT, run_fresh_python, run_script, tiny_student_config, tiny_teacher_config
+from conftest import (
+    REPO_ROOT,
+    TWO_CPU_RANKS,
+    TWO_CPU_RANKS_ENV,
+    run_fresh_python,
+    run_script,
+    tiny_student_config,
+    tiny_teacher_config,
+)
 
 from modeling_distilxlsr import DistilXLSRForDistillation
 from modeling_distilxlsr.losses import distillation_loss
@@ -203,20 +211,8 @@ def test_two_real_ddp_ranks_write_one_output_that_loads_in_a_fresh_process(tiny_
         3,
         "--save_steps",
         3,
-        launcher=(
-            "accelerate",
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-        ),
-        env_extra={"ACCELERATE_USE_CPU": "1"},
+        launcher=TWO_CPU_RANKS,
+        env_extra=TWO_CPU_RANKS_ENV,
     )
     assert "MULTI_CPU, 2 process(es)" in result.stderr
     results = json.loads((out / "distill_results.json").read_text())

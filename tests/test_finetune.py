@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT, run_fresh_python, run_script, tiny_student_config
+from conftest import REPO_ROOT, TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, run_fresh_python, run_script, tiny_student_config
 
 from modeling_distilxlsr import DistilXLSRForDistillation
 from modeling_distilxlsr.export import save_for_hub
@@ -206,17 +206,7 @@ def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
     out = tmp_path / "ddp"
     result = run_script(
         [
-            "accelerate",
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
+            *TWO_CPU_RANKS,
             "finetune_ctc.py",
             "--model",
             FIXTURE,
@@ -234,7 +224,7 @@ def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
             "--save_steps",
             "3",
         ],
-        env_extra={"ACCELERATE_USE_CPU": "1"},
+        env_extra=TWO_CPU_RANKS_ENV,
     )
     assert "MULTI_CPU, 2 process(es)" in result.stderr
     results = json.loads((out / "ctc_results.json").read_text())
