@@ -167,7 +167,11 @@ def main():
             rtf = seconds / (duration * batch_size)
             speedup = f", {baseline['times'][key] / seconds:.2f}x" if baseline else ""
             parts.append(f"{seconds:.3f} ({rtf:.3f}{speedup})")
-        lines.append(f"| {label} | {backend} {args.dtype} | {' | '.join(parts)} | {result['peak_memory_mb']:.0f} |")
+        precision = "int8 (dynamic)" if backend == "onnx-int8" else args.dtype
+        lines.append(
+            f"| {label} | {backend.removesuffix('-int8')} {precision} | {' | '.join(parts)} | "
+            f"{result['peak_memory_mb']:.0f} |"
+        )
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
