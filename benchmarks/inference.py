@@ -65,22 +65,10 @@ def worker(spec: dict) -> dict:
                 torch.cuda.synchronize()
 
     else:
-        from modeling_distilxlsr.onnx_export import _OnnxGraph, onnx_session, quantize_onnx
+        from modeling_distilxlsr.onnx_export import export_graph, onnx_session, quantize_onnx
 
         folder = tempfile.mkdtemp()
-        path = os.path.join(folder, "model.onnx")
-        batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=400)
-        example = (torch.randn(2, 16000), torch.ones(2, 16000, dtype=torch.long))  # batch 1 would be specialised
-        torch.onnx.export(
-            _OnnxGraph(model),
-            example,
-            path,
-            input_names=["input_values", "attention_mask"],
-            output_names=["out"],
-            dynamic_shapes={"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}},
-            dynamo=True,
-            external_data=False,
-        )
+        path = export_graph(model, os.path.join(folder, "model.onnx"), "out")
         if backend == "onnx-int8":
             path = quantize_onnx(path, os.path.join(folder, "model_int8.onnx"), "dynamic")
         session = onnx_session(path)

@@ -56,24 +56,30 @@ def calibration_waves(data: str | None, count: int = 8, max_seconds: float = 8.0
     return [normalize(load_audio(u.source)[: int(max_seconds * 16_000)]) for u in utterances]
 
 
-def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calibration_data: str | None = None) -> str:
-    """Writes OUT_DIR/model.onnx (fp32) and, with `quantize`, OUT_DIR/model_int8.onnx; returns the path to use."""
-    os.makedirs(out_dir, exist_ok=True)
-    model = load_for_export(model_dir)
+def export_graph(model: torch.nn.Module, path: str, output_name: str) -> str:
+    """`model` (ours, or any transformers wav2vec2 model) as an ONNX graph with dynamic batch and length. The
+    example batch is 2: torch.export would fix a batch axis traced at size 1."""
     example = (torch.randn(2, 16_000), torch.ones(2, 16_000, dtype=torch.long))
     batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=400)
-    output_name = "logits" if isinstance(model, DistilXLSRForCTC) else "last_hidden_state"
-    fp32_path = os.path.join(out_dir, "model.onnx")
     torch.onnx.export(
-        _OnnxGraph(model),
+        _OnnxGraph(model.eval()),
         example,
-        fp32_path,
+        path,
         input_names=["input_values", "attention_mask"],
         output_names=[output_name],
         dynamic_shapes={"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}},
         dynamo=True,
         external_data=False,
     )
+    return path
+
+
+def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calibration_data: str | None = None) -> str:
+    """Writes OUT_DIR/model.onnx (fp32) and, with `quantize`, OUT_DIR/model_int8.onnx; returns the path to use."""
+    os.makedirs(out_dir, exist_ok=True)
+    model = load_for_export(model_dir)
+    output_name = "logits" if isinstance(model, DistilXLSRForCTC) else "last_hidden_state"
+    fp32_path = export_graph(model, os.path.join(out_dir, "model.onnx"), output_name)
     for name in PROCESSOR_FILES + ("config.json",):
         if os.path.exists(os.path.join(model_dir, name)):
             shutil.copy(os.path.join(model_dir, name), os.path.join(out_dir, name))
