@@ -223,8 +223,7 @@ def main(args: FinetuneArguments):
         model, optimizer, train_loader, scheduler, *eval_loaders
     )
     state = TrainingState()
-    start_run(accelerator, args, state, "finetune_ctc")
-    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
+    checkpoint_dir = start_run(accelerator, args, state, "finetune_ctc")
 
     def run_evals():
         results = {}

@@ -215,8 +215,7 @@ def main(args: DistillArguments):
         student, optimizer, train_loader, eval_loader, scheduler
     )
     state = TrainingState()
-    start_run(accelerator, args, state, "distill")
-    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
+    checkpoint_dir = start_run(accelerator, args, state, "distill")
     if state.step == 0:
         state.history.append({"step": 0, **evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)})
         logger.info("initial held-out: %s", state.history[-1])

@@ -129,11 +129,12 @@ def setup_logging(accelerator, script_logger_name: str):
     )
 
 
-def start_run(accelerator, args, state: TrainingState, project_name: str):
+def start_run(accelerator, args, state: TrainingState, project_name: str) -> str:
     """What both loops do before the first step: register `state` for checkpointing, resume from
-    `args.resume_from_checkpoint`, write training_args.json, start the trackers."""
+    `args.resume_from_checkpoint`, write training_args.json, start the trackers. Returns the checkpoint folder."""
     accelerator.register_for_checkpointing(state)
-    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, os.path.join(args.output_dir, "checkpoints"))
+    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
+    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir)
     if resume_path:
         accelerator.load_state(resume_path)
         logger.info("resumed from %s at step %d", resume_path, state.step)
@@ -143,6 +144,7 @@ def start_run(accelerator, args, state: TrainingState, project_name: str):
             json.dump(asdict(args), f, indent=2)
     if args.report_to != "none":
         accelerator.init_trackers(project_name, config={k: str(v) for k, v in asdict(args).items()})
+    return checkpoint_dir
 
 
 def resumable_batches(accelerator, loader, state: TrainingState):
