@@ -165,7 +165,7 @@ def _header_num_samples(source) -> int:
     return int(info.frames * SAMPLING_RATE / info.samplerate)
 
 
-def _entries_from_hf_dataset(spec: str, streaming: bool = False):
+def _entries_from_hf_dataset(spec: str):
     """(source, text, speaker) from a `save_to_disk` folder or a Hub dataset, audio kept encoded (decode=False)."""
     import datasets
 
@@ -173,7 +173,7 @@ def _entries_from_hf_dataset(spec: str, streaming: bool = False):
         dataset = datasets.load_from_disk(spec)
     else:
         name, config, split = (spec.split(":") + [None, None])[:3]
-        dataset = datasets.load_dataset(name, config, split=split or "train", streaming=streaming)
+        dataset = datasets.load_dataset(name, config, split=split or "train")
     if isinstance(dataset, datasets.DatasetDict):
         dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
     audio_column = next((c for c in ("audio", "path", "file_name") if c in dataset.column_names), None)

@@ -118,7 +118,9 @@ def test_shared_cnn_features_give_the_same_predictions(tiny_teacher):
     with torch.no_grad():
         shared = student(wave, cnn_features=targets.cnn_features).predictions
         own = student(wave).predictions
+        other = student(wave, cnn_features=torch.zeros_like(targets.cnn_features)).predictions
     torch.testing.assert_close(shared, own)
+    assert not torch.allclose(other, own)  # the given features are what the student uses, not its own CNN
 
 
 def test_a_run_lowers_held_out_loss_and_raises_cosine(tiny_teacher_dir, small_corpus, tmp_path):
