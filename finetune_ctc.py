@@ -14,7 +14,6 @@ batches under DDP) in plain sight.
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import AutoModelForCTC, get_linear_schedule_with_warmup
+from transformers import AutoModelForCTC
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
 from modeling_distilxlsr.data import (
@@ -49,6 +48,7 @@ from modeling_distilxlsr.training import (
     save_checkpoint,
     setup_logging,
     start_run,
+    warmup_linear_schedule,
 )
 
 logger = logging.getLogger("finetune_ctc")
@@ -216,9 +216,7 @@ def main(args: FinetuneArguments):
     optimizer = torch.optim.AdamW(
         decay_parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.98), eps=1e-8
     )
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(args.warmup_fraction * args.max_steps), args.max_steps
-    )
+    scheduler = warmup_linear_schedule(optimizer, args.warmup_fraction, args.max_steps, accelerator.num_processes)
     model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
         model, optimizer, train_loader, scheduler, *eval_loaders
     )

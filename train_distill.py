@@ -10,7 +10,6 @@ One loop, top to bottom, in the manner of accelerate's examples; the pieces it c
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,14 +18,22 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-from modeling_distilxlsr.data import AudioCollator, AudioDataset, SkipCounter, find_utterances, make_loader, split_eval
+from modeling_distilxlsr.data import (
+    AudioCollator,
+    AudioDataset,
+    SkipCounter,
+    StreamingAudioDataset,
+    find_utterances,
+    make_loader,
+    open_audio_stream,
+    split_eval,
+)
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.losses import distillation_loss
 from modeling_distilxlsr.model_card import check_hub_access, format_params, plot_curves, push_folder, render_card
-from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher
+from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (
     TrainingState,
     decay_parameter_groups,
@@ -36,6 +43,7 @@ from modeling_distilxlsr.training import (
     save_checkpoint,
     setup_logging,
     start_run,
+    warmup_linear_schedule,
 )
 
 logger = logging.getLogger("train_distill")
@@ -62,6 +70,17 @@ class DistillArguments:
     )
     eval_data: str | None = field(default=None, metadata={"help": "Held-out audio; default: --eval_fraction of train."})
     eval_fraction: float = field(default=0.02, metadata={"help": "Fraction of train held out when no --eval_data."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read --train_data (a Hugging Face dataset: Hub name, local data files or save_to_disk folder) "
+            "as a stream, each rank its own part: for corpora larger than disk or memory."
+        },
+    )
+    streaming_eval_examples: int = field(
+        default=100, metadata={"help": "With --streaming and no --eval_data: the first N examples are held out."}
+    )
+    shuffle_buffer: int = field(default=2000, metadata={"help": "With --streaming: examples in the shuffle buffer."})
     output_dir: str = field(default="out/distilxlsr")
     max_steps: int = field(default=200_000, metadata={"help": "Optimizer steps (DistilHuBERT: 200k x 24 utts)."})
     per_device_batch_size: int = field(default=8)
@@ -92,6 +111,17 @@ class DistillArguments:
         default=False,
         metadata={"help": "Freeze the student's CNN; it then equals the teacher's, whose features are reused."},
     )
+    student_cnn_width: int | None = field(
+        default=None,
+        metadata={
+            "help": "Slim student: channels of every CNN layer but the last (default: the teacher's CNN, copied). "
+            "The slim CNN starts from a channel subset of the teacher's and learns the teacher's CNN output."
+        },
+    )
+    cnn_loss_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the CNN-output target (L1 + cosine); default 1 for a slim CNN, else 0 (off)."},
+    )
     max_audio_samples: int = field(default=250_000, metadata={"help": "Random crops of at most this many samples."})
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per process."})
     logging_steps: int = field(default=10)
@@ -105,9 +135,33 @@ class DistillArguments:
     seed: int = field(default=0)
 
 
+def distill_step_loss(student, teacher_targets, batch, args, accelerator, share_cnn: bool):
+    """Teacher targets, student forward and loss for one batch: the per-layer loss, plus, with `cnn_loss_weight`,
+    the student's CNN output against the teacher's (one more L1 + cosine target). Returns (loss, layers, cnn)."""
+    targets = teacher_targets(batch["input_values"], batch["attention_mask"])
+    teacher_cnn = teacher_targets.cnn_features
+    with accelerator.autocast():  # the student only: targets and losses are float32
+        outputs = student(
+            batch["input_values"],
+            attention_mask=batch["attention_mask"],
+            cnn_features=teacher_cnn if share_cnn else None,
+        )
+    layers = distillation_loss(outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight)
+    if not args.cnn_loss_weight:
+        return layers.loss, layers, None
+    cnn = distillation_loss(  # (batch, channels, frames) -> one "layer" of (batch, 1, frames, channels)
+        outputs.cnn_features.transpose(1, 2)[:, None],
+        teacher_cnn.transpose(1, 2)[:, None],
+        outputs.frame_attention_mask,
+        args.cosine_weight,
+    )
+    return layers.loss + args.cnn_loss_weight * cnn.loss, layers, cnn
+
+
 @torch.no_grad()
 def evaluate(student, teacher_targets, loader, args, accelerator, skips: SkipCounter) -> dict:
-    """Held-out loss and per-layer cosine, weighted by real frames across all ranks."""
+    """Held-out loss and per-layer cosine (and the CNN output's, when it is a target), weighted by real frames across
+    all ranks."""
     student.eval()
     sums = None
     for batch in loader:
@@ -115,20 +169,19 @@ def evaluate(student, teacher_targets, loader, args, accelerator, skips: SkipCou
             skips.skip(reason, name, once=True)
         if "input_values" not in batch:
             continue
-        targets = teacher_targets(batch["input_values"], batch["attention_mask"])
-        outputs = student(batch["input_values"], attention_mask=batch["attention_mask"])
-        result = distillation_loss(outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight)
-        frames = result.num_frames
-        batch_sums = torch.cat([(result.loss * frames)[None], result.cosine_per_layer * frames, frames[None]])
+        loss, layers, cnn = distill_step_loss(student, teacher_targets, batch, args, accelerator, share_cnn=False)
+        frames = layers.num_frames
+        cosines = layers.cosine_per_layer if cnn is None else torch.cat([layers.cosine_per_layer, cnn.cosine_per_layer])
+        batch_sums = torch.cat([(loss * frames)[None], cosines * frames, frames[None]])
         sums = batch_sums if sums is None else sums + batch_sums
     if sums is None:
-        sums = torch.zeros(len(args.pred_layer_ids) + 2, device=accelerator.device)
+        sums = torch.zeros(len(args.pred_layer_ids) + 2 + bool(args.cnn_loss_weight), device=accelerator.device)
     sums = accelerator.reduce(sums, reduction="sum")
     student.train()
     frames = sums[-1].clamp(min=1)
     metrics = {"eval/loss": (sums[0] / frames).item()}
-    for layer_id, cosine in zip(args.pred_layer_ids, (sums[1:-1] / frames).tolist(), strict=True):
-        metrics[f"eval/cosine_layer_{layer_id}"] = cosine
+    names = [f"eval/cosine_layer_{i}" for i in args.pred_layer_ids] + ["eval/cosine_cnn"] * bool(args.cnn_loss_weight)
+    metrics.update(zip(names, (sums[1:-1] / frames).tolist(), strict=True))
     return metrics
 
 
@@ -152,11 +205,17 @@ def main(args: DistillArguments):
         num_hidden_layers=args.num_student_layers,
         pred_layer_ids=args.pred_layer_ids,
         teacher_name_or_path=args.teacher,
+        cnn_width=args.student_cnn_width,
         # DistilHuBERT distils from unmasked input (and an unused mask embedding would break DDP); fine-tuning turns
         # SpecAugment on and learns its mask embedding.
         apply_spec_augment=False,
         mask_time_prob=0.0,
     )
+    slim_cnn = has_slim_cnn(config, teacher.config)
+    if slim_cnn and args.freeze_cnn:
+        raise ValueError("--freeze_cnn keeps the teacher's CNN, --student_cnn_width replaces it: choose one.")
+    if args.cnn_loss_weight is None:
+        args.cnn_loss_weight = 1.0 if slim_cnn else 0.0
     student = DistilXLSRForDistillation(config)
     layer_map = dict(enumerate(args.init_teacher_layers)) if args.init_teacher_layers else None
     init_student_from_teacher(student, teacher, layer_map=layer_map)
@@ -167,37 +226,76 @@ def main(args: DistillArguments):
         teacher.config.do_stable_layer_norm if args.normalize_targets == "auto" else args.normalize_targets == "yes"
     )
     teacher_targets = TeacherTargets(
-        teacher, args.pred_layer_ids, normalize=normalize, capture_cnn_features=args.freeze_cnn
+        teacher,
+        args.pred_layer_ids,
+        normalize=normalize,
+        capture_cnn_features=args.freeze_cnn or bool(args.cnn_loss_weight),
     )
     teacher_targets.to(accelerator.device)
     logger.info(
-        "teacher %s%s; student: %s backbone + %s heads; targets: layers %s, normalised=%s",
+        "teacher %s%s; student: %s backbone + %s heads, CNN %s; targets: layers %s, normalised=%s, CNN weight %g",
         args.teacher,
         " (RANDOM weights)" if args.teacher_random_init else "",
         format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
         format_params(sum(p.numel() for p in student.prediction_heads.parameters())),
+        list(config.conv_dim),
         args.pred_layer_ids,
         normalize,
+        args.cnn_loss_weight,
     )
 
     # Data: lengths from headers; unreadable/empty/too-short files counted and left out.
     skips = SkipCounter()
     train_source = args.train_data or default_corpus_split("train", accelerator)
-    utterances = find_utterances(train_source, skips, min_samples=config.receptive_field)
-    if args.eval_data:
-        eval_utterances = find_utterances(args.eval_data, skips, min_samples=config.receptive_field)
-    else:
-        utterances, eval_utterances = split_eval(utterances, args.eval_fraction, args.seed)
-    logger.info(
-        "train: %d utterances (%.2f h), held out: %d",
-        len(utterances),
-        sum(u.seconds for u in utterances) / 3600,
-        len(eval_utterances),
-    )
     collator = AudioCollator()
     loader_options = dict(batch_size=args.per_device_batch_size, collator=collator, num_workers=args.num_workers)
-    train_dataset = AudioDataset(utterances, max_samples=args.max_audio_samples, random_crop=True)
-    train_loader = make_loader(train_dataset, shuffle_seed=args.seed, **loader_options)
+    eval_utterances = None
+    if args.eval_data:
+        eval_utterances = find_utterances(args.eval_data, skips, min_samples=config.receptive_field)
+    if args.streaming:
+        stream, held_out, audio_column, text_column = open_audio_stream(
+            train_source,
+            accelerator.process_index,
+            accelerator.num_processes,
+            args.seed,
+            args.shuffle_buffer,
+            0 if args.eval_data else args.streaming_eval_examples,
+            skips,
+        )
+        eval_utterances = eval_utterances or held_out
+        if not eval_utterances:
+            raise ValueError(f"No usable held-out audio in the first examples of {train_source!r}: pass --eval_data.")
+        train_dataset = StreamingAudioDataset(
+            stream,
+            audio_column,
+            text_column,
+            batch_size=args.per_device_batch_size,
+            max_samples=args.max_audio_samples,
+            min_samples=config.receptive_field,
+            sort_buffer=32 * args.per_device_batch_size,
+        )
+        # One worker per shard at most (an idle worker would break the batch order resuming relies on).
+        train_loader = make_loader(
+            train_dataset, **{**loader_options, "num_workers": min(args.num_workers, stream.num_shards)}
+        )
+        logger.info(
+            "train: streaming %s (%d shards on this rank), held out: %d",
+            train_source,
+            stream.num_shards,
+            len(eval_utterances),
+        )
+    else:
+        utterances = find_utterances(train_source, skips, min_samples=config.receptive_field)
+        if eval_utterances is None:
+            utterances, eval_utterances = split_eval(utterances, args.eval_fraction, args.seed)
+        logger.info(
+            "train: %d utterances (%.2f h), held out: %d",
+            len(utterances),
+            sum(u.seconds for u in utterances) / 3600,
+            len(eval_utterances),
+        )
+        train_dataset = AudioDataset(utterances, max_samples=args.max_audio_samples, random_crop=True)
+        train_loader = make_loader(train_dataset, shuffle_seed=args.seed, **loader_options)
     eval_loader = make_loader(
         AudioDataset(eval_utterances, max_samples=args.max_audio_samples, random_crop=False), **loader_options
     )
@@ -208,12 +306,13 @@ def main(args: DistillArguments):
         betas=(args.adam_beta1, args.adam_beta2),
         eps=args.adam_epsilon,
     )
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(args.warmup_fraction * args.max_steps), args.max_steps
-    )
-    student, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        student, optimizer, train_loader, eval_loader, scheduler
-    )
+    scheduler = warmup_linear_schedule(optimizer, args.warmup_fraction, args.max_steps, accelerator.num_processes)
+    if args.streaming:  # each rank reads its own part; a prepared loader would read it all on rank 0 and dispatch
+        student, optimizer, eval_loader, scheduler = accelerator.prepare(student, optimizer, eval_loader, scheduler)
+    else:
+        student, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+            student, optimizer, train_loader, eval_loader, scheduler
+        )
     state = TrainingState()
     checkpoint_dir = start_run(accelerator, args, state, "distill")
     if state.step == 0:
@@ -228,20 +327,18 @@ def main(args: DistillArguments):
             break
         for reason, name in batch["skipped"]:
             skips.skip(reason, name, once=True)
+        if args.streaming:  # nothing was listed up front: count what the stream delivers
+            skips.total += batch["num_items"]
         all_skipped = "input_values" not in batch
         if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
             silence = torch.zeros(1, 4 * config.receptive_field, device=accelerator.device)
             batch = {"input_values": silence, "attention_mask": torch.zeros_like(silence, dtype=torch.long)}
             batch["attention_mask"][:, : config.receptive_field] = 1
         with accelerator.accumulate(student):
-            targets = teacher_targets(batch["input_values"], batch["attention_mask"])
-            cnn_features = teacher_targets.cnn_features if args.freeze_cnn else None
-            with accelerator.autocast():
-                outputs = student(
-                    batch["input_values"], attention_mask=batch["attention_mask"], cnn_features=cnn_features
-                )
-            result = distillation_loss(outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight)
-            accelerator.backward(result.loss * (0.0 if all_skipped else 1.0))
+            loss, result, cnn_result = distill_step_loss(
+                student, teacher_targets, batch, args, accelerator, share_cnn=args.freeze_cnn
+            )
+            accelerator.backward(loss * (0.0 if all_skipped else 1.0))
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
             optimizer.step()
@@ -257,12 +354,17 @@ def main(args: DistillArguments):
         if saving or state.step % args.logging_steps == 0:  # all ranks' audio, counted before any checkpoint
             state.audio_seconds += accelerator.reduce(seconds_since_log, reduction="sum").item()
             seconds_since_log.zero_()
-            row = {"step": state.step, "train/loss": result.loss.item(), "lr": scheduler.get_last_lr()[0]}
+            row = {"step": state.step, "train/loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
             for layer_id, l1, cosine in zip(
                 args.pred_layer_ids, result.l1_per_layer.tolist(), result.cosine_per_layer.tolist(), strict=True
             ):
                 row[f"train/l1_layer_{layer_id}"] = l1
                 row[f"train/cosine_layer_{layer_id}"] = cosine
+            if cnn_result is not None:
+                row["train/l1_cnn"], row["train/cosine_cnn"] = (
+                    cnn_result.l1_per_layer.item(),
+                    cnn_result.cosine_per_layer.item(),
+                )
             row["audio_hours"] = state.audio_seconds / 3600
             state.history.append(row)
             accelerator.log(row, step=state.step)
@@ -278,10 +380,10 @@ def main(args: DistillArguments):
     elapsed = time.time() - started
 
     # Skips happen in each rank's workers: gather them for one summary line.
-    skips.merge_ranks()
+    skips.merge_ranks(sum_totals=args.streaming)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        summary = skips.summary()
+        summary = skips.summary("examples read" if args.streaming else "files")
         logger.info(summary)
         evals = [row for row in state.history if "eval/loss" in row]
         write_output(accelerator.unwrap_model(student), args, state, evals[-1], summary, teacher_params)
@@ -319,7 +421,7 @@ def write_output(student, args, state, final_eval: dict, skips_summary: str, tea
         args.output_dir,
         {
             "loss_curve.png": ["train/loss", "eval/loss"],
-            "cosine_per_layer.png": [f"eval/cosine_layer_{i}" for i in args.pred_layer_ids],
+            "cosine_per_layer.png": [f"eval/cosine_layer_{i}" for i in args.pred_layer_ids] + ["eval/cosine_cnn"],
         },
     )
     config = student.config
@@ -341,8 +443,22 @@ def write_output(student, args, state, final_eval: dict, skips_summary: str, tea
         hours_seen=f"{state.audio_seconds / 3600:.2f}",
         steps=state.step,
         eval_loss=f"{final_eval['eval/loss']:.4f}",
-        eval_cosine=", ".join(f"layer {i}: {final_eval[f'eval/cosine_layer_{i}']:.3f}" for i in args.pred_layer_ids),
+        eval_cosine=", ".join(
+            [f"layer {i}: {final_eval[f'eval/cosine_layer_{i}']:.3f}" for i in args.pred_layer_ids]
+            + ([f"CNN output: {final_eval['eval/cosine_cnn']:.3f}"] if "eval/cosine_cnn" in final_eval else [])
+        ),
+        cnn=cnn_description(config, args),
         skips=skips_summary,
+    )
+
+
+def cnn_description(config, args) -> str:
+    if args.student_cnn_width is None:
+        frozen = ", frozen" if args.freeze_cnn else ""
+        return f"the teacher's ({list(config.conv_dim)} channels), copied{frozen}"
+    return (
+        f"slim, {list(config.conv_dim)} channels: initialised from a channel subset of the teacher's CNN and "
+        f"distilled from its output (weight {args.cnn_loss_weight:g})"
     )
 
 

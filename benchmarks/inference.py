@@ -1,4 +1,5 @@
-"""Inference speed: the XLSR-53 architecture vs the default DistilXLSR student, eager / torch.compile / ONNX Runtime.
+"""Inference speed: the XLSR-53 architecture vs the default and the slim DistilXLSR student, eager / torch.compile /
+ONNX Runtime.
 
     python benchmarks/inference.py [--durations 1 10 30] [--batch_sizes 1 8] [--backends eager compile onnx onnx-int8]
                                    [--device cuda --dtype bf16]
@@ -25,7 +26,10 @@ MODELS = {
     "student backbone, transformers CNN": "student_slow_cnn",
     "student backbone": "student",
     "student CTC": "student_ctc",
+    "slim student backbone (CNN 256)": "slim_student",
+    "slim student CTC (CNN 256)": "slim_student_ctc",
 }
+SLIM_CNN_WIDTH = 256  # --student_cnn_width 256: inner CNN layers half as wide as XLSR-53's, last one 512
 
 
 def build(kind: str):
@@ -39,9 +43,10 @@ def build(kind: str):
             fields = json.load(f)
         fields.pop("model_type")
         return Wav2Vec2Model(Wav2Vec2Config(**fields))
-    if kind == "student_ctc":
-        return DistilXLSRForCTC(DistilXLSRConfig(vocab_size=43, pad_token_id=0))
-    return DistilXLSRModel(DistilXLSRConfig(fast_feature_encoder=kind == "student"))
+    slim = {"conv_dim": (SLIM_CNN_WIDTH,) * 6 + (512,)} if kind.startswith("slim_") else {}
+    if kind.endswith("student_ctc"):
+        return DistilXLSRForCTC(DistilXLSRConfig(vocab_size=43, pad_token_id=0, **slim))
+    return DistilXLSRModel(DistilXLSRConfig(fast_feature_encoder=kind != "student_slow_cnn", **slim))
 
 
 def worker(spec: dict) -> dict:

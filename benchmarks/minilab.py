@@ -6,7 +6,9 @@
    corpus' train split: the model that "knows" pt-BR phonetics.
 2. Distil it into a 2-layer student with train_distill.py on the train audio, *without labels*.
 3. Fine-tune the student with finetune_ctc.py on 10% of the labelled train split.
-4. Baselines under the same fine-tuning budget: the same student architecture from random init, and the teacher itself.
+4. The slim student (issue 6): the same recipe with a CNN half as wide (`--student_cnn_width`), initialised from a
+   channel subset of the teacher's and distilled from its CNN output.
+5. Baselines under the same fine-tuning budget: the same student architecture from random init, and the teacher itself.
 
 Prints a table (CER/WER on the test split, whose sentences and voices training never saw; parameters; wall time per
 stage) and writes it to OUT/minilab.json and OUT/minilab.md. Every stage runs the repo's own scripts as a user would.
@@ -52,6 +54,7 @@ def main():
     parser.add_argument("--corpus", default=None, help="Corpus folder (default: the cached synthetic corpus).")
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--pred_layer_ids", default="2 4 6")
+    parser.add_argument("--slim_cnn_width", type=int, default=32, help="CNN width of the slim student (teacher: 64).")
     parser.add_argument("--skip_existing", action="store_true", help="Reuse stages whose output already exists.")
     args = parser.parse_args()
     scale = SCALES[args.scale]
@@ -78,12 +81,17 @@ def main():
         "--save_steps",
         "100000",
     ]
-    dirs = {name: os.path.join(out, name) for name in ("teacher", "distilled", "student_distilled", "student_scratch")}
-    times = {}
+    names = ("teacher", "distilled", "student_distilled", "distilled_slim", "student_distilled_slim", "student_scratch")
+    dirs = {name: os.path.join(out, name) for name in names}
+    times_path = os.path.join(out, "stage_seconds.json")  # kept across --skip_existing reruns
+    times = json.load(open(times_path)) if os.path.exists(times_path) else {}
 
     def stage(name, stage_args):
         done = os.path.exists(os.path.join(dirs[name], "config.json"))
-        times[name] = 0.0 if (done and args.skip_existing) else run(name, stage_args, out)
+        if not (done and args.skip_existing):
+            times[name] = run(name, stage_args, out)
+            with open(times_path, "w") as f:
+                json.dump(times, f, indent=2)
 
     stage(
         "teacher",
@@ -102,36 +110,45 @@ def main():
             "2e-3",
         ],
     )
-    stage(
-        "distilled",
-        [
-            "train_distill.py",
-            "--teacher",
-            dirs["teacher"],
-            "--train_data",
-            train,
-            "--output_dir",
-            dirs["distilled"],
-            "--max_steps",
-            str(scale["distill"]),
-            *common,
-            "--pred_layer_ids",
-            *args.pred_layer_ids.split(),
-            "--learning_rate",
-            "1e-3",
-            "--max_audio_samples",
-            "64000",
-            "--eval_steps",
-            "500",
-            "--save_steps",
-            "100000",
-        ],
-    )
     tenth = ["--train_fraction", "0.1", "--max_steps", str(scale["finetune"]), "--learning_rate", "1e-3"]
-    stage(
-        "student_distilled",
-        [*finetune, "--model", dirs["distilled"], "--output_dir", dirs["student_distilled"], *tenth],
-    )
+    for suffix, student_args in (("", []), ("_slim", ["--student_cnn_width", str(args.slim_cnn_width)])):
+        stage(
+            f"distilled{suffix}",
+            [
+                "train_distill.py",
+                "--teacher",
+                dirs["teacher"],
+                "--train_data",
+                train,
+                "--output_dir",
+                dirs[f"distilled{suffix}"],
+                "--max_steps",
+                str(scale["distill"]),
+                *common,
+                "--pred_layer_ids",
+                *args.pred_layer_ids.split(),
+                "--learning_rate",
+                "1e-3",
+                "--max_audio_samples",
+                "64000",
+                "--eval_steps",
+                "500",
+                "--save_steps",
+                "100000",
+                *student_args,
+            ],
+        )
+        stage(
+            f"student_distilled{suffix}",
+            [
+                *finetune,
+                "--model",
+                dirs[f"distilled{suffix}"],
+                "--output_dir",
+                dirs[f"student_distilled{suffix}"],
+                *tenth,
+            ],
+        )
     stage(
         "student_scratch",
         [
@@ -151,6 +168,7 @@ def main():
     labels = {
         "teacher": "teacher (wav2vec2, 6 layers, CTC on 100% of labels)",
         "student_distilled": "distilled student, fine-tuned on 10%",
+        "student_distilled_slim": f"slim distilled student (CNN {args.slim_cnn_width} of 64 wide), fine-tuned on 10%",
         "student_scratch": "same student from random init, fine-tuned on 10%",
     }
     for name, label in labels.items():
@@ -166,10 +184,14 @@ def main():
                 "params": sum_params(dirs[name]),
                 "hidden_layers": params["num_hidden_layers"],
                 "steps": results["steps"],
-                "stage_seconds": times[name] + (times["distilled"] if name == "student_distilled" else 0.0),
+                "stage_seconds": times.get(name, 0.0)
+                + (times.get(name[8:], 0.0) if name.startswith("student_distilled") else 0.0),
             }
         )
-    distill = json.load(open(os.path.join(dirs["distilled"], "distill_results.json")))
+    distill = {
+        name: json.load(open(os.path.join(dirs[name], "distill_results.json")))
+        for name in ("distilled", "distilled_slim")
+    }
     report = {"rows": rows, "distillation": distill, "scale": args.scale, "corpus": corpus, "stage_seconds": times}
     with open(os.path.join(out, "minilab.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -182,13 +204,14 @@ def main():
             f"| {r['model']} | {r['test_cer']:.3f} | {r['test_wer']:.3f} | {r['dev_cer']:.3f} | "
             f"{r['params'] / 1e6:.2f}M | {r['hidden_layers']} | {r['steps']} | {r['stage_seconds']:.0f} |"
         )
-    final = distill["final_eval"]
     lines.append("")
-    lines.append(
-        f"Distillation: {distill['steps']} steps, {distill['audio_hours']:.2f} h of audio, held-out loss "
-        f"{distill['initial_eval']['eval/loss']:.3f} -> {final['eval/loss']:.3f}; cosine per layer: "
-        + ", ".join(f"{k.split('_')[-1]}: {v:.3f}" for k, v in final.items() if "cosine" in k)
-    )
+    for name, result in distill.items():
+        final = result["final_eval"]
+        lines.append(
+            f"Distillation ({name}): {result['steps']} steps, {result['audio_hours']:.2f} h of audio, held-out loss "
+            f"{result['initial_eval']['eval/loss']:.3f} -> {final['eval/loss']:.3f}; cosine: "
+            + ", ".join(f"{k.split('_')[-1]}: {v:.3f}" for k, v in final.items() if "cosine" in k)
+        )
     table = "\n".join(lines)
     with open(os.path.join(out, "minilab.md"), "w") as f:
         f.write(table + "\n")

@@ -15,9 +15,9 @@ AUTO_MAP = {
 }
 
 # Config fields that describe the teacher's architecture and that a student must share with it to be
-# initialised from it (CNN, feature projection, positional convolution, layer layout).
+# initialised from it (CNN, feature projection, positional convolution, layer layout). `conv_dim` is checked apart:
+# a slim student may have narrower inner CNN layers (see `DistilXLSRConfig.from_teacher_config(cnn_width=...)`).
 TEACHER_ARCHITECTURE_FIELDS = (
-    "conv_dim",
     "conv_stride",
     "conv_kernel",
     "conv_bias",
@@ -62,6 +62,12 @@ class DistilXLSRConfig(Wav2Vec2Config):
     layerdrop (`float`, defaults to 0.0):
         Off by default: with only two layers it is harmful, and a skipped layer leaves unused parameters, which
         breaks DistributedDataParallel.
+
+    conv_dim (`tuple[int, ...]`, defaults to XLSR-53's `(512,) * 7`):
+        CNN channels per layer. A *slim* student narrows the inner layers (e.g. `(256,) * 6 + (512,)`, built with
+        `from_teacher_config(..., cnn_width=256)`) and keeps the last one as wide as the teacher's, so that its CNN
+        output can be distilled from the teacher's CNN output and feeds the teacher's feature projection. On XLSR-53
+        shapes that cuts the CNN's FLOPs about 4x, and the CNN is most of what the 2-layer student computes.
 
     The remaining defaults are XLSR-53's: a 7-layer CNN with 512 channels, kernels (10, 3, 3, 3, 3, 2, 2), strides
     (5, 2, 2, 2, 2, 2, 2), conv bias and per-layer LayerNorm; pre-LN transformer layers 1024 wide with 16 heads and
@@ -116,11 +122,13 @@ class DistilXLSRConfig(Wav2Vec2Config):
         num_hidden_layers: int = 2,
         pred_layer_ids: list[int] | tuple[int, ...] | None = None,
         teacher_name_or_path: str | None = None,
+        cnn_width: int | None = None,
         **kwargs,
     ) -> "DistilXLSRConfig":
         """Builds the student that matches a Wav2Vec2 / HuBERT / WavLM teacher config (same CNN, width, layer
         layout), so that `init_student_from_teacher` can copy its weights. `pred_layer_ids` defaults to the thirds
-        of the teacher's depth, as DistilHuBERT (4/8/12 of 12 layers)."""
+        of the teacher's depth, as DistilHuBERT (4/8/12 of 12 layers). `cnn_width` makes a slim student: every CNN
+        layer but the last gets that many channels (the last keeps the teacher's width)."""
         teacher_layers = teacher_config.num_hidden_layers
         if pred_layer_ids is None:
             pred_layer_ids = tuple(teacher_layers * k // 3 for k in (1, 2, 3))
@@ -134,8 +142,13 @@ class DistilXLSRConfig(Wav2Vec2Config):
         if getattr(teacher_config, "add_adapter", False):
             raise ValueError("Teachers with an adapter on top of the encoder are not supported.")
         fields = {name: getattr(teacher_config, name) for name in TEACHER_ARCHITECTURE_FIELDS}
+        conv_dim = tuple(teacher_config.conv_dim)
+        if cnn_width is not None:
+            if cnn_width < 1:
+                raise ValueError(f"cnn_width must be a positive number of channels, got {cnn_width}.")
+            conv_dim = (int(cnn_width),) * (len(conv_dim) - 1) + conv_dim[-1:]
         fields.update(
-            conv_dim=tuple(fields["conv_dim"]),
+            conv_dim=conv_dim,
             conv_stride=tuple(fields["conv_stride"]),
             conv_kernel=tuple(fields["conv_kernel"]),
             teacher_hidden_size=teacher_config.hidden_size,

@@ -8,11 +8,15 @@ Sources (`find_utterances`):
     the manifest's folder, Common Voice's `validated.tsv` / `train.tsv` next to `clips/` included;
   - a Hugging Face dataset saved with `save_to_disk`, or a Hub dataset name (`name` or `name:config:split`).
 
+`open_audio_stream` + `StreamingAudioDataset` read a Hugging Face dataset as a stream instead (`--streaming`), for
+corpora larger than disk or memory: each DDP rank reads its own part, nothing is listed up front.
+
 Decoding is done with soundfile + librosa rather than `datasets.Audio`, whose decoder (torchcodec) does not load with
 every torch build; lengths come from headers (`soundfile.info`) so filtering and length grouping never decode audio.
 """
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -68,11 +72,14 @@ class SkipCounter:
         self.reasons[reason] += 1
         logger.info("skipping %s: %s %s", name, reason, detail)
 
-    def merge_ranks(self):
+    def merge_ranks(self, sum_totals: bool = False):
         """Adds the decoding failures other DDP ranks met (each rank decodes its own share of the batches); the
-        skips found while listing files are the same on every rank and stay counted once."""
+        skips found while listing files are the same on every rank and stay counted once. `sum_totals`: each rank
+        read its own part of a stream, so the totals add up."""
         from accelerate.utils import gather_object
 
+        if sum_totals:
+            self.total = sum(gather_object([self.total]))
         for seen in gather_object([sorted(self.seen)]):
             for reason, name in seen:
                 if (reason, name) not in self.seen:
@@ -165,30 +172,50 @@ def _header_num_samples(source) -> int:
     return int(info.frames * SAMPLING_RATE / info.samplerate)
 
 
-def _entries_from_hf_dataset(spec: str):
-    """(source, text, speaker) from a `save_to_disk` folder or a Hub dataset, audio kept encoded (decode=False)."""
+def _is_saved_dataset(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "dataset_info.json")) or os.path.isfile(
+        os.path.join(path, "dataset_dict.json")
+    )
+
+
+def load_hf_audio_dataset(spec: str, streaming: bool = False):
+    """A `save_to_disk` folder, or anything `datasets.load_dataset` takes (a Hub name as `name` or
+    `name:config:split`, or a local folder of data files), with its audio column cast to `Audio(decode=False)`:
+    we decode with soundfile ourselves. Returns (dataset, audio column, text column or None)."""
     import datasets
 
-    if os.path.isdir(spec):
+    if os.path.isdir(spec) and _is_saved_dataset(spec):
         dataset = datasets.load_from_disk(spec)
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
+        if streaming:  # shards let DDP ranks and DataLoader workers read disjoint parts
+            dataset = dataset.to_iterable_dataset(num_shards=max(1, min(len(dataset), 64)))
     else:
         name, config, split = (spec.split(":") + [None, None])[:3]
-        dataset = datasets.load_dataset(name, config, split=split or "train")
-    if isinstance(dataset, datasets.DatasetDict):
-        dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
-    audio_column = next((c for c in ("audio", "path", "file_name") if c in dataset.column_names), None)
+        dataset = datasets.load_dataset(name, config or None, split=split or "train", streaming=streaming)
+    columns = dataset.column_names or list(dataset.features or {})
+    audio_column = next((c for c in ("audio", "path", "file_name") if c in columns), None)
     if audio_column is None:
-        raise ManifestError(f"{spec}: no audio column (audio, path or file_name) in {dataset.column_names}.")
+        raise ManifestError(f"{spec}: no audio column (audio, path or file_name) in {columns}.")
     if audio_column == "audio":
         dataset = dataset.cast_column("audio", datasets.Audio(decode=False))
-    text_column = next((c for c in TEXT_COLUMNS if c in dataset.column_names), None)
+    text_column = next((c for c in TEXT_COLUMNS if c in columns), None)
+    return dataset, audio_column, text_column
+
+
+def hf_row_entry(row: dict, audio_column: str, text_column: str | None) -> tuple:
+    """(source, text, speaker, name) of one dataset row; the source is the encoded bytes, or a path."""
+    audio = row[audio_column]
+    source = (audio.get("bytes") or audio.get("path")) if isinstance(audio, dict) else audio
+    path = audio.get("path") if isinstance(audio, dict) else audio if isinstance(audio, str) else None
+    return source, row.get(text_column) if text_column else None, row.get("speaker"), path
+
+
+def _entries_from_hf_dataset(spec: str):
+    """(source, text, speaker) from a `save_to_disk` folder or a Hub dataset, audio kept encoded (decode=False)."""
+    dataset, audio_column, text_column = load_hf_audio_dataset(spec)
     for row in dataset:
-        audio = row[audio_column]
-        if isinstance(audio, dict):
-            source = audio.get("bytes") or audio.get("path")
-        else:
-            source = audio
-        yield source, row.get(text_column) if text_column else None, row.get("speaker")
+        yield hf_row_entry(row, audio_column, text_column)[:3]
 
 
 def list_sources(spec: str) -> list[tuple[str | bytes, str | None, str | None]]:
@@ -199,9 +226,7 @@ def list_sources(spec: str) -> list[tuple[str | bytes, str | None, str | None]]:
         metadata = os.path.join(spec, "metadata.csv")
         if os.path.isfile(metadata):
             return _rows_to_entries(read_manifest_rows(metadata), metadata)
-        if os.path.isfile(os.path.join(spec, "dataset_info.json")) or os.path.isfile(
-            os.path.join(spec, "dataset_dict.json")
-        ):
+        if _is_saved_dataset(spec):
             return list(_entries_from_hf_dataset(spec))
         files = []
         for root, _, names in os.walk(spec):
@@ -218,30 +243,41 @@ def list_sources(spec: str) -> list[tuple[str | bytes, str | None, str | None]]:
 def find_utterances(spec: str, skips: SkipCounter, min_samples: int = 400, need_text: bool = False):
     """The usable utterances of a data source, lengths read from headers. Unreadable, empty and too-short files
     (and, with `need_text`, ones without a transcript) are counted in `skips` and left out."""
+    utterances = usable_utterances(list_sources(spec), skips, min_samples, need_text)
+    if not utterances:
+        raise ValueError(f"No usable audio in {spec!r} ({skips.summary()}).")
+    return utterances
+
+
+def probe_audio(source, min_samples: int) -> tuple[int, str | None, str]:
+    """(samples at 16 kHz, skip reason or None, detail) from the file header alone, without decoding."""
+    if isinstance(source, str) and not os.path.exists(source):
+        return 0, "missing", ""
+    if (isinstance(source, str) and os.path.getsize(source) == 0) or (isinstance(source, bytes) and not source):
+        return 0, "empty (0 bytes)", ""
+    try:
+        num_samples = _header_num_samples(source)
+    except Exception as err:  # noqa: BLE001 - libsndfile raises several types for corrupt files
+        return 0, "unreadable", str(err)
+    if num_samples < min_samples:
+        return num_samples, "too short", f"{num_samples} samples at 16 kHz"
+    return num_samples, None, ""
+
+
+def usable_utterances(entries, skips: SkipCounter, min_samples: int = 400, need_text: bool = False, names=None):
+    """`Utterance`s of the (source, text, speaker) entries that pass the header checks; the others are counted."""
     utterances = []
-    for source, text, speaker in list_sources(spec):
-        name = source if isinstance(source, str) else f"<bytes {len(source)}>"
+    for index, (source, text, speaker) in enumerate(entries):
+        name = names[index] if names else source if isinstance(source, str) else f"<bytes {len(source)}>"
         skips.total += 1
-        if isinstance(source, str) and not os.path.exists(source):
-            skips.skip("missing", name)
-            continue
-        if isinstance(source, str) and os.path.getsize(source) == 0:
-            skips.skip("empty (0 bytes)", name)
-            continue
-        try:
-            num_samples = _header_num_samples(source)
-        except Exception as err:  # noqa: BLE001 - libsndfile raises several types for corrupt files
-            skips.skip("unreadable", name, str(err))
-            continue
-        if num_samples < min_samples:
-            skips.skip("too short", name, f"{num_samples} samples at 16 kHz")
+        num_samples, reason, detail = probe_audio(source, min_samples)
+        if reason:
+            skips.skip(reason, name, detail)
             continue
         if need_text and not (text or "").strip():
             skips.skip("no transcript", name)
             continue
         utterances.append(Utterance(source, num_samples, text, speaker, name))
-    if not utterances:
-        raise ValueError(f"No usable audio in {spec!r} ({skips.summary()}).")
     return utterances
 
 
@@ -271,6 +307,22 @@ def normalize(audio: np.ndarray) -> np.ndarray:
     return Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm([audio], attention_mask=None)[0]
 
 
+def decode_item(utterance: Utterance, max_samples: int | None, random_crop: bool) -> dict:
+    """A training item: decoded, cropped to `max_samples` (at random or from the start), normalised; or
+    `{"skip": reason, "name": ...}` when the file fails to decode, for the collator to report."""
+    try:
+        audio = load_audio(utterance.source)
+    except AudioDecodeError as err:
+        return {"skip": err.reason, "name": utterance.name}
+    if max_samples and len(audio) > max_samples:
+        start = int(torch.randint(0, len(audio) - max_samples + 1, ())) if random_crop else 0
+        audio = audio[start : start + max_samples]
+    item = {"input_values": normalize(audio)}
+    if utterance.text is not None:
+        item["text"] = utterance.text
+    return item
+
+
 class AudioDataset(torch.utils.data.Dataset):
     """Decoded, cropped, normalised utterances. A file that fails to decode yields `{"skip": reason}` instead of
     raising, so one bad file never kills a run; the collator drops it and reports the reason."""
@@ -288,17 +340,9 @@ class AudioDataset(torch.utils.data.Dataset):
         return [min(u.num_samples, self.max_samples or u.num_samples) for u in self.utterances]
 
     def __getitem__(self, index):
-        utterance = self.utterances[index]
-        try:
-            audio = load_audio(utterance.source)
-        except AudioDecodeError as err:
-            return {"skip": err.reason, "name": utterance.name}
-        if self.max_samples and len(audio) > self.max_samples:
-            start = int(torch.randint(0, len(audio) - self.max_samples + 1, ())) if self.random_crop else 0
-            audio = audio[start : start + self.max_samples]
-        item = {"input_values": normalize(audio), "index": index}
-        if utterance.text is not None:
-            item["text"] = utterance.text
+        item = decode_item(self.utterances[index], self.max_samples, self.random_crop)
+        if "skip" not in item:
+            item["index"] = index
         return item
 
 
@@ -328,7 +372,7 @@ class AudioCollator:
 
     def __call__(self, items: list[dict]) -> dict:
         good = [item for item in items if "skip" not in item]
-        batch = {"skipped": [(item["skip"], item["name"]) for item in items if "skip" in item]}
+        batch = {"skipped": [(item["skip"], item["name"]) for item in items if "skip" in item], "num_items": len(items)}
         if good:
             batch.update(
                 self.feature_extractor.pad(
@@ -355,10 +399,10 @@ def split_eval(utterances: list[Utterance], fraction: float, seed: int) -> tuple
 
 
 def make_loader(
-    dataset: AudioDataset, batch_size: int, collator, num_workers: int = 0, shuffle_seed: int | None = None
+    dataset: torch.utils.data.Dataset, batch_size: int, collator, num_workers: int = 0, shuffle_seed: int | None = None
 ):
     """A DataLoader over `dataset`: length-grouped and reshuffled per epoch when `shuffle_seed` is given (training),
-    in order otherwise (evaluation)."""
+    in order otherwise (evaluation). A `StreamingAudioDataset` orders itself."""
     sampler = LengthGroupedSampler(dataset.lengths, batch_size, seed=shuffle_seed) if shuffle_seed is not None else None
     return torch.utils.data.DataLoader(
         dataset,
@@ -368,6 +412,114 @@ def make_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+def _audio_key(source) -> str:
+    return hashlib.blake2b(source, digest_size=16).hexdigest() if isinstance(source, bytes) else str(source)
+
+
+def open_audio_stream(
+    spec: str, rank: int, world_size: int, seed: int, shuffle_buffer: int, held_out: int, skips: SkipCounter
+):
+    """A Hugging Face dataset read as a stream for `StreamingAudioDataset`: shuffled with a fixed seed (every rank
+    must draw the same shard order), its first `held_out` examples kept apart as the evaluation set (and filtered out
+    of the training stream by content: `IterableDataset.skip` would be divided among the ranks), and split
+    between DDP ranks with `datasets.distributed.split_dataset_by_node` (whole shards per rank when the shard count
+    divides evenly, every world_size-th example otherwise). Returns (this rank's stream, held-out utterances,
+    audio column, text column); an empty stream is an error here, before any training."""
+    from datasets.distributed import split_dataset_by_node
+
+    try:
+        dataset, audio_column, text_column = load_hf_audio_dataset(spec, streaming=True)
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for "not a dataset"
+        raise ManifestError(f"--streaming: cannot open {spec!r} as a Hugging Face dataset: {err}") from err
+    first = [hf_row_entry(row, audio_column, text_column) for row in dataset.take(max(held_out, 1))]
+    if not first:
+        raise ValueError(f"No usable audio in {spec!r}: the stream is empty.")
+    held_out_rows = first[:held_out]
+    eval_utterances = usable_utterances(
+        [entry[:3] for entry in held_out_rows],
+        skips,
+        names=[entry[3] or f"example {i}" for i, entry in enumerate(held_out_rows)],
+    )
+    stream = dataset
+    if held_out:
+        held_out_keys = {_audio_key(entry[0]) for entry in held_out_rows}
+        stream = stream.filter(lambda row: _audio_key(hf_row_entry(row, audio_column, None)[0]) not in held_out_keys)
+    stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+    return stream, eval_utterances, audio_column, text_column
+
+
+class StreamingAudioDataset(torch.utils.data.IterableDataset):
+    """An endless stream of training items from this rank's part of a Hugging Face dataset (`open_audio_stream`),
+    pass after pass (reshuffled each pass with `set_epoch`), for corpora too large to list or hold.
+
+    Length grouping without knowing every length: rows are read `sort_buffer` at a time, their lengths taken from the
+    headers, sorted, and yielded in order, so consecutive items (one batch) have similar lengths; only then decoded.
+    Bad rows become `{"skip": reason}` items, reported by the collator like the map-style dataset's.
+
+    Resuming: `resume_after(batches)` skips, without decoding, the items of the batches already consumed. The stream
+    is endless and DataLoader workers deliver batches in strict turn, so each worker knows how many of its own
+    batches were used; the stream itself is re-read up to that point (what streaming allows). With one worker (or
+    none) the batches that follow are exactly those of an uninterrupted run; with W workers the same batches come,
+    possibly in another order within each turn of W (a new DataLoader always starts its turn at worker 0).
+    """
+
+    def __init__(
+        self,
+        stream,
+        audio_column: str,
+        text_column: str | None,
+        batch_size: int,
+        max_samples: int | None,
+        min_samples: int,
+        sort_buffer: int,
+        random_crop: bool = True,
+    ):
+        self.stream, self.audio_column, self.text_column = stream, audio_column, text_column
+        self.batch_size, self.max_samples, self.min_samples = batch_size, max_samples, min_samples
+        self.sort_buffer = max(sort_buffer // batch_size, 1) * batch_size
+        self.random_crop = random_crop
+        self.skip_batches = 0
+
+    def resume_after(self, batches: int):
+        self.skip_batches = batches
+
+    def _sorted_rows(self, worker_id: int):
+        """(utterance or skip item, sort key) of every row, pass after pass, sorted within each buffer."""
+        epoch = 0
+        while True:
+            self.stream.set_epoch(epoch)
+            buffer, rows_this_pass = [], 0
+            for index, row in enumerate(self.stream):
+                rows_this_pass += 1
+                source, text, speaker, path = hf_row_entry(row, self.audio_column, self.text_column)
+                name = path or f"example {index} of worker {worker_id}, pass {epoch}"
+                num_samples, reason, detail = probe_audio(source, self.min_samples)
+                if reason:
+                    buffer.append(({"skip": reason, "name": name}, 0))
+                else:
+                    length = min(num_samples, self.max_samples or num_samples)
+                    buffer.append((Utterance(source, num_samples, text, speaker, name), length))
+                if len(buffer) == self.sort_buffer:
+                    yield from sorted(buffer, key=lambda entry: entry[1])
+                    buffer = []
+            yield from sorted(buffer, key=lambda entry: entry[1])
+            if rows_this_pass == 0:  # this worker's share of the stream is empty: stop rather than spin
+                return
+            epoch += 1
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        num_workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+        own_batches = max(0, -(-(self.skip_batches - worker_id) // num_workers))  # batches w, w + W, ... < skip
+        to_skip = own_batches * self.batch_size
+        for entry, _ in self._sorted_rows(worker_id):
+            if to_skip:
+                to_skip -= 1
+                continue
+            yield entry if isinstance(entry, dict) else decode_item(entry, self.max_samples, self.random_crop)
 
 
 def prepare_ctc_utterances(

@@ -135,10 +135,13 @@ class DistilXLSRForDistillationOutput(ModelOutput):
     """
     predictions: head outputs, `(batch, len(pred_layer_ids), frames, teacher_hidden_size)`, in the order of
         `config.pred_layer_ids`.
+    cnn_features: the student's raw CNN output `(batch, conv_dim[-1], frames)`, which a slim student distils from
+        the teacher's CNN output.
     last_hidden_state, hidden_states, attentions, frame_attention_mask: as in `DistilXLSRModelOutput`.
     """
 
     predictions: torch.FloatTensor | None = None
+    cnn_features: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -258,13 +261,22 @@ class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        cnn_features: torch.Tensor | None = None,
         **kwargs,
     ) -> DistilXLSRForDistillationOutput:
+        if cnn_features is None:  # computed here rather than in the backbone, to return it
+            input_values = validate_input_values(input_values, attention_mask, self.config)
+            cnn_features = self.distilxlsr.conv_features(input_values)
         outputs = self.distilxlsr(
-            input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states, **kwargs
+            input_values,
+            attention_mask=attention_mask,
+            output_hidden_states=output_hidden_states,
+            cnn_features=cnn_features,
+            **kwargs,
         )
         return DistilXLSRForDistillationOutput(
             predictions=self.prediction_heads(outputs.last_hidden_state),
+            cnn_features=cnn_features,
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,

@@ -126,8 +126,19 @@ class TeacherTargets(nn.Module):
         return targets
 
 
+def has_slim_cnn(student_config, teacher_config) -> bool:
+    """True when the student's CNN is narrower than the teacher's (its own, distilled from the teacher's output)."""
+    return list(student_config.conv_dim) != list(teacher_config.conv_dim)
+
+
 def _describe_mismatch(student_config, teacher_config) -> list[str]:
     differences = []
+    student_dims, teacher_dims = list(student_config.conv_dim), list(teacher_config.conv_dim)
+    if len(student_dims) != len(teacher_dims) or student_dims[-1:] != teacher_dims[-1:]:
+        differences.append(
+            f"conv_dim: student {student_dims} vs teacher {teacher_dims} (a slim CNN may narrow the inner layers "
+            "but needs as many layers as the teacher and the same last width)"
+        )
     for name in TEACHER_ARCHITECTURE_FIELDS:
         student_value, teacher_value = getattr(student_config, name, None), getattr(teacher_config, name, None)
         if isinstance(student_value, (list, tuple)):
@@ -152,7 +163,7 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
     the first N teacher layers. Works on the backbone or any of our wrapper models; returns the student.
 
     A WavLM teacher's layers share the wav2vec2 names except its relative-position bias, which the student lacks:
-    those weights are skipped (and logged).
+    those weights are skipped (and logged). A slim student's CNN is initialised by `init_slim_cnn_from_teacher`.
     """
     backbone = _backbone(student)
     teacher = teacher.base_model
@@ -183,7 +194,10 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
         student_module.load_state_dict({k: teacher_state[k] for k in student_state})
 
     with torch.no_grad():
-        copy(backbone.feature_extractor, teacher.feature_extractor, "CNN feature encoder")
+        if has_slim_cnn(backbone.config, teacher.config):
+            init_slim_cnn_from_teacher(backbone.feature_extractor, teacher.feature_extractor)
+        else:
+            copy(backbone.feature_extractor, teacher.feature_extractor, "CNN feature encoder")
         copy(backbone.feature_projection, teacher.feature_projection, "feature projection")
         copy(backbone.encoder.pos_conv_embed, teacher.encoder.pos_conv_embed, "positional convolution")
         copy(backbone.encoder.layer_norm, teacher.encoder.layer_norm, "encoder LayerNorm")
@@ -197,3 +211,40 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
         if teacher_spec_embed is not None and getattr(backbone, "masked_spec_embed", None) is not None:
             backbone.masked_spec_embed.copy_(teacher_spec_embed)
     return student
+
+
+@torch.no_grad()
+def init_slim_cnn_from_teacher(student_cnn: nn.Module, teacher_cnn: nn.Module):
+    """Initialises a narrower CNN with a channel subset of the teacher's (structured pruning), a better start than
+    random weights for distilling the teacher's CNN output: each inner layer keeps the channels the next teacher layer
+    weighs most (L2 norm of the next conv's input weights, times |LayerNorm gain| where there is a norm), and each
+    layer's weights are cut to the kept input and output channels. The last layer keeps all its output channels."""
+    student_layers, teacher_layers = list(student_cnn.conv_layers), list(teacher_cnn.conv_layers)
+    kept_inputs = None
+    for index, (student_layer, teacher_layer) in enumerate(zip(student_layers, teacher_layers, strict=True)):
+        teacher_weight = teacher_layer.conv.weight  # (out, in, kernel)
+        width = student_layer.conv.out_channels
+        if index + 1 < len(teacher_layers):
+            importance = teacher_layers[index + 1].conv.weight.float().pow(2).sum((0, 2)).sqrt()
+            norm = getattr(teacher_layer, "layer_norm", None)
+            if norm is not None and getattr(norm, "weight", None) is not None:
+                importance = importance * norm.weight.float().abs()
+            kept = importance.topk(width).indices.sort().values
+        else:
+            kept = torch.arange(teacher_weight.shape[0], device=teacher_weight.device)
+        student_state = student_layer.state_dict()
+        sliced = {}
+        for name, value in teacher_layer.state_dict().items():
+            if name not in student_state:
+                continue
+            value = value.index_select(0, kept)  # conv weight and bias, norm gain and bias: all per output channel
+            if name == "conv.weight" and kept_inputs is not None:
+                value = value.index_select(1, kept_inputs)
+            sliced[name] = value
+        student_layer.load_state_dict(sliced)
+        kept_inputs = kept
+    logger.info(
+        "slim CNN %s initialised from a channel subset of the teacher's CNN %s",
+        [layer.conv.out_channels for layer in student_layers],
+        [layer.conv.out_channels for layer in teacher_layers],
+    )

@@ -3,6 +3,7 @@ default corpus. Not part of the Hub files."""
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -90,6 +91,18 @@ def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def warmup_linear_schedule(optimizer, warmup_fraction: float, max_steps: int, num_processes: int):
+    """Linear warm-up over `warmup_fraction` of `max_steps` optimizer steps, then linear decay to 0 at `max_steps`.
+
+    A scheduler passed to `accelerator.prepare` is stepped `num_processes` times per optimizer step (accelerate
+    assumes the schedule counts the batches of all processes), so the schedule is laid out over
+    `max_steps * num_processes`: without that, two GPUs would decay the LR to 0 halfway through the run."""
+    from transformers import get_linear_schedule_with_warmup
+
+    warmup = math.ceil(warmup_fraction * max_steps)
+    return get_linear_schedule_with_warmup(optimizer, warmup * num_processes, max_steps * num_processes)
+
+
 def default_corpus_split(split: str, accelerator=None) -> str:
     """The project's synthetic pt-BR corpus, made on first use in the cache folder (by the main process; the others
     wait): what the scripts train on when no data is given."""
@@ -149,7 +162,20 @@ def start_run(accelerator, args, state: TrainingState, project_name: str) -> str
 
 def resumable_batches(accelerator, loader, state: TrainingState):
     """Batches epoch after epoch, from where `state` says: after a resume, the same epoch (same shuffle) past the
-    batches already seen. The caller stops when it has done its steps."""
+    batches already seen. The caller stops when it has done its steps.
+
+    A `StreamingAudioDataset` is one endless pass (it reshuffles itself); its loader is not prepared by accelerate
+    (each rank reads its own part of the stream), so batches are moved to the device here."""
+    from accelerate.utils import send_to_device
+
+    from .data import StreamingAudioDataset
+
+    if isinstance(loader.dataset, StreamingAudioDataset):
+        loader.dataset.resume_after(state.batches_in_epoch)
+        for batch in loader:
+            state.batches_in_epoch += 1
+            yield send_to_device(batch, accelerator.device)
+        raise RuntimeError("The audio stream ended: no DataLoader worker has any data left.")
     while True:
         loader.set_epoch(state.epoch)
         batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader

@@ -92,6 +92,21 @@ def small_corpus(tmp_path_factory):
     return path
 
 
+def write_parquet_stream(folder, clips: list[tuple[str, bytes]], num_shards: int = 4) -> str:
+    """A local Hugging Face dataset of `num_shards` parquet files with the audio stored as encoded bytes: what
+    `load_dataset(..., streaming=True)` reads the same way from the Hub."""
+    import datasets
+
+    rows = [{"bytes": data, "path": name} for name, data in clips]
+    dataset = datasets.Dataset.from_dict({"audio": rows}).cast_column("audio", datasets.Audio(decode=False))
+    os.makedirs(folder, exist_ok=True)
+    for shard in range(num_shards):
+        dataset.shard(num_shards, shard).to_parquet(
+            os.path.join(folder, f"train-{shard:05d}-of-{num_shards:05d}.parquet")
+        )
+    return str(folder)
+
+
 # Two real gloo DDP ranks on CPU (`accelerate launch --cpu --num_processes 2` would silently run one process).
 TWO_CPU_RANKS = (
     "accelerate",

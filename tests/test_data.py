@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import write_parquet_stream
 
 from modeling_distilxlsr.data import (
     AudioCollator,
@@ -159,3 +160,75 @@ def test_decoding_failures_are_counted_once_per_file_across_epochs():
         skips.skip("NaN/Inf samples", "c.wav", once=True)
     skips.merge_ranks()  # a single process: nothing to add
     assert skips.summary() == "skipped 3 of 10 files: 1 NaN/Inf samples, 1 too short, 1 unreadable"
+
+
+@pytest.fixture
+def parquet_stream(tmp_path, monkeypatch):
+    """36 short clips in 4 parquet shards, the 10th corrupt."""
+    import datasets
+
+    # datasets sleeps 5 s whenever a multi-file stream is closed (an Arrow thread-shutdown workaround); these tests
+    # close several streams and test nothing of that.
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+    clips = []
+    for i in range(36):
+        write_wav(tmp_path / "clip.wav", 0.1 + 0.02 * (i % 7), seed=i)
+        clips.append((f"clip_{i:02d}.wav", (tmp_path / "clip.wav").read_bytes()))
+    clips[9] = ("corrupt.wav", b"RIFF garbage" * 8)
+    return write_parquet_stream(tmp_path / "stream", clips)
+
+
+def _stream_batches(spec, rank, world_size, num_batches, num_workers=2, resume_after=0, held_out=4):
+    import itertools
+
+    from modeling_distilxlsr.data import StreamingAudioDataset, make_loader, open_audio_stream
+
+    stream, held, audio_column, text_column = open_audio_stream(spec, rank, world_size, 0, 8, held_out, SkipCounter())
+    dataset = StreamingAudioDataset(stream, audio_column, text_column, 3, 4000, 400, sort_buffer=6)
+    dataset.resume_after(resume_after)
+    loader = make_loader(dataset, 3, AudioCollator(), num_workers=min(num_workers, stream.num_shards))
+    batches = list(itertools.islice(iter(loader), num_batches))
+    return held, batches
+
+
+def _fingerprints(batch):
+    """Per item: its length and first sample (no clip is longer than the 4000-sample crop)."""
+    pairs = zip(batch["input_values"], batch["attention_mask"], strict=True)
+    return [(int(mask.sum()), round(float(values[0]), 5)) for values, mask in pairs]
+
+
+def test_streaming_splits_ranks_holds_out_the_first_examples_and_reports_bad_rows(parquet_stream):
+    held, rank0 = _stream_batches(parquet_stream, 0, 2, 6, num_workers=0)
+    _, rank1 = _stream_batches(parquet_stream, 1, 2, 6, num_workers=0)
+    assert len(held) == 4 and all(isinstance(u.source, bytes) for u in held)
+    # each rank reads its own two shards (14 or 18 rows), never one of the held-out rows
+    seen = [{fp for b in batches[:4] for fp in _fingerprints(b)} for batches in (rank0, rank1)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    held_out = {(u.num_samples, round(float(normalize(load_audio(u.source))[0]), 5)) for u in held}
+    assert not held_out & (seen[0] | seen[1])
+    skipped = [name for batches in (rank0, rank1) for b in batches for _, name in b["skipped"]]
+    assert "corrupt.wav" in skipped
+    for batch in rank0 + rank1:
+        lengths = batch["attention_mask"].sum(-1)
+        assert (lengths >= 1600).all() and (lengths <= 3520).all()
+
+
+def test_streaming_resume_continues_with_the_batches_not_yet_seen(parquet_stream):
+    # 32 rows: a pass ends after about 11 batches of 3; resume past that
+    _, straight = _stream_batches(parquet_stream, 0, 1, 17, num_workers=0)
+    assert len({fp for b in straight[:11] for fp in _fingerprints(b)}) == 31  # a full first pass (one row is corrupt)
+    _, resumed = _stream_batches(parquet_stream, 0, 1, 6, resume_after=11, num_workers=0)
+    assert [_fingerprints(b) for b in resumed] == [_fingerprints(b) for b in straight[11:17]]
+    # With 2 workers (each its own shards and passes) the same batches come back, in turns of the two workers
+    _, straight = _stream_batches(parquet_stream, 0, 1, 17, num_workers=2)
+    _, resumed = _stream_batches(parquet_stream, 0, 1, 6, resume_after=11, num_workers=2)
+    for k in range(0, 6, 2):
+        pair = sorted(map(_fingerprints, resumed[k : k + 2]))
+        assert pair == sorted(map(_fingerprints, straight[11 + k : 13 + k]))
+
+
+def test_streaming_an_empty_or_unreadable_source_is_a_clear_error(tmp_path):
+    from modeling_distilxlsr.data import open_audio_stream
+
+    with pytest.raises(ManifestError, match="cannot open"):
+        open_audio_stream(str(tmp_path / "nothing-here"), 0, 1, 0, 8, 4, SkipCounter())

@@ -205,6 +205,44 @@ def test_incompatible_teacher_is_refused_naming_the_difference(overrides, field)
         init_student_from_teacher(student, teacher)
 
 
+def test_slim_student_starts_from_a_channel_subset_of_the_teacher_cnn(tiny_teacher):
+    config = tiny_student_config(cnn_width=8)
+    assert list(config.conv_dim) == [8] * 6 + [16]  # the last layer keeps the teacher's width
+    student = DistilXLSRForDistillation(config).eval()
+    init_student_from_teacher(student, tiny_teacher)
+    student_layers = student.distilxlsr.feature_extractor.conv_layers
+    teacher_layers = tiny_teacher.feature_extractor.conv_layers
+    kept_in = None
+    for index, (ours, theirs) in enumerate(zip(student_layers, teacher_layers, strict=True)):
+        # every output channel of ours is one of the teacher's, with its own bias and LayerNorm gain
+        weight = theirs.conv.weight if kept_in is None else theirs.conv.weight[:, kept_in]
+        matches = (ours.conv.weight[:, None] == weight[None]).flatten(2).all(-1)  # (ours, theirs)
+        assert matches.sum(1).tolist() == [1] * ours.conv.out_channels, index
+        kept = matches.float().argmax(1)
+        torch.testing.assert_close(ours.conv.bias, theirs.conv.bias[kept])
+        torch.testing.assert_close(ours.layer_norm.weight, theirs.layer_norm.weight[kept])
+        kept_in = kept
+    assert kept_in.tolist() == list(range(16))
+    # everything above the CNN is the teacher's, as for the default student
+    torch.testing.assert_close(
+        student.distilxlsr.feature_projection.projection.weight, tiny_teacher.feature_projection.projection.weight
+    )
+    wave = torch.randn(2, 12000)
+    with torch.no_grad():
+        outputs = student(wave)
+        teacher_cnn = tiny_teacher.feature_extractor(wave)
+    assert outputs.cnn_features.shape == teacher_cnn.shape
+    torch.testing.assert_close(outputs.cnn_features, student.distilxlsr.feature_extractor(wave), atol=1e-4, rtol=0)
+
+
+def test_slim_cnn_needs_the_teacher_last_width(tiny_teacher):
+    student = DistilXLSRModel(tiny_student_config(conv_dim=[8] * 7))
+    with pytest.raises(ValueError, match="conv_dim: student"):
+        init_student_from_teacher(student, tiny_teacher)
+    with pytest.raises(ValueError, match="cnn_width"):
+        tiny_student_config(cnn_width=0)
+
+
 def test_real_xlsr53_architecture_initialises_the_default_student_exactly():
     from modeling_distilxlsr.teacher import load_teacher
 
@@ -270,12 +308,14 @@ def test_save_then_load_with_remote_code_in_a_fresh_process(tmp_path):
     torch.testing.assert_close(outputs["distil"], model(wave).predictions, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("model_class", [DistilXLSRForDistillation, DistilXLSRForCTC])
-def test_export_as_wav2vec2_loads_without_remote_code(tmp_path, model_class):
+@pytest.mark.parametrize(
+    ("model_class", "cnn_width"), [(DistilXLSRForDistillation, None), (DistilXLSRForCTC, None), (DistilXLSRForCTC, 8)]
+)
+def test_export_as_wav2vec2_loads_without_remote_code(tmp_path, model_class, cnn_width):
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Model
 
     torch.manual_seed(0)
-    model = model_class(tiny_student_config(vocab_size=12)).eval()
+    model = model_class(tiny_student_config(vocab_size=12, cnn_width=cnn_width)).eval()
     save_for_hub(model, tmp_path / "ours")
     export_as_wav2vec2(str(tmp_path / "ours"), str(tmp_path / "plain"))
     config = json.loads((tmp_path / "plain" / "config.json").read_text())
