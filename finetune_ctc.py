@@ -221,7 +221,7 @@ def main(args: FinetuneArguments):
         model, optimizer, train_loader, scheduler, *eval_loaders
     )
     state = TrainingState()
-    checkpoint_dir = start_run(accelerator, args, state, "finetune_ctc")
+    checkpoint_dir = start_run(accelerator, args, state, "finetune_ctc", skips)
 
     def run_evals():
         results = {}
@@ -280,7 +280,7 @@ def main(args: FinetuneArguments):
                     save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor)
             accelerator.wait_for_everyone()
         if state.step % args.save_steps == 0 or state.step == args.max_steps:
-            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
+            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit, state, skips)
     progress.close()
     elapsed = time.time() - started
 

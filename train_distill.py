@@ -314,7 +314,7 @@ def main(args: DistillArguments):
             student, optimizer, train_loader, eval_loader, scheduler
         )
     state = TrainingState()
-    checkpoint_dir = start_run(accelerator, args, state, "distill")
+    checkpoint_dir = start_run(accelerator, args, state, "distill", skips)
     if state.step == 0:
         state.history.append({"step": 0, **evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)})
         logger.info("initial held-out: %s", state.history[-1])
@@ -375,7 +375,7 @@ def main(args: DistillArguments):
             accelerator.log(metrics, step=state.step)
             logger.info("step %d held-out: %s", state.step, metrics)
         if saving:
-            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit)
+            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit, state, skips)
     progress.close()
     elapsed = time.time() - started
 

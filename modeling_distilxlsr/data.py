@@ -72,6 +72,13 @@ class SkipCounter:
         self.reasons[reason] += 1
         logger.info("skipping %s: %s %s", name, reason, detail)
 
+    def state_dict(self) -> dict:
+        return {"total": self.total, "reasons": dict(self.reasons), "seen": sorted(self.seen)}
+
+    def load_state_dict(self, state: dict):
+        self.total, self.reasons = state["total"], Counter(state["reasons"])
+        self.seen = {tuple(entry) for entry in state["seen"]}
+
     def merge_ranks(self, sum_totals: bool = False):
         """Adds the decoding failures other DDP ranks met (each rank decodes its own share of the batches); the
         skips found while listing files are the same on every rank and stay counted once. `sum_totals`: each rank
@@ -439,7 +446,7 @@ def open_audio_stream(
     held_out_rows = first[:held_out]
     eval_utterances = usable_utterances(
         [entry[:3] for entry in held_out_rows],
-        skips,
+        skips if rank == 0 else SkipCounter(),  # every rank reads the same held-out rows: count them once
         names=[entry[3] or f"example {i}" for i, entry in enumerate(held_out_rows)],
     )
     stream = dataset

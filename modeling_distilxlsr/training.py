@@ -30,6 +30,7 @@ class TrainingState:
         self.history: list[dict] = []
         self.best_metric: float | None = None  # fine-tuning keeps the model with the best eval CER
         self.best_step: int | None = None
+        self.skips_per_rank: list[dict] | None = None  # each rank's SkipCounter at the checkpoint
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -62,11 +63,19 @@ def checkpoint_to_resume(resume_from_checkpoint: str | None, checkpoint_dir: str
     return resume_from_checkpoint
 
 
-def save_checkpoint(accelerator, checkpoint_dir: str, step: int, keep: int) -> str:
-    """`accelerator.save_state` into `checkpoint_dir/step_K`, then drop all but the `keep` newest.
+def save_checkpoint(
+    accelerator, checkpoint_dir: str, step: int, keep: int, state: TrainingState | None = None, skips=None
+) -> str:
+    """`accelerator.save_state` into `checkpoint_dir/step_K`, then drop all but the `keep` newest. Every rank's skip
+    counts go into `state` (accelerate writes the main process' copy only), so a resumed run still reports the
+    files skipped before the interruption.
 
     Written under a temporary name and renamed when complete: a run killed while saving leaves no half checkpoint
     for `--resume_from_checkpoint latest` to trip on."""
+    if state is not None and skips is not None:
+        from accelerate.utils import gather_object
+
+        state.skips_per_rank = gather_object([skips.state_dict()])
     path = os.path.join(checkpoint_dir, f"step_{step}")
     partial = path + ".partial"
     accelerator.save_state(partial)
@@ -142,15 +151,18 @@ def setup_logging(accelerator, script_logger_name: str):
     )
 
 
-def start_run(accelerator, args, state: TrainingState, project_name: str) -> str:
+def start_run(accelerator, args, state: TrainingState, project_name: str, skips=None) -> str:
     """What both loops do before the first step: register `state` for checkpointing, resume from
-    `args.resume_from_checkpoint`, write training_args.json, start the trackers. Returns the checkpoint folder."""
+    `args.resume_from_checkpoint` (with the skip counts saved there, which replace those of this start: the listing
+    is the same), write training_args.json, start the trackers. Returns the checkpoint folder."""
     accelerator.register_for_checkpointing(state)
     checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
     resume_path = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir)
     if resume_path:
         accelerator.load_state(resume_path)
         logger.info("resumed from %s at step %d", resume_path, state.step)
+        if skips is not None and state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
+            skips.load_state_dict(state.skips_per_rank[accelerator.process_index])
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
