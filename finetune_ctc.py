@@ -276,8 +276,9 @@ def main(args: FinetuneArguments):
             if state.best_metric is None or cer < state.best_metric:  # keep the best model in output_dir
                 state.best_metric = cer
                 state.best_step = state.step
+                state_dict = accelerator.get_state_dict(model)  # on every rank: gathers sharded weights
                 if accelerator.is_main_process:
-                    save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor)
+                    save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor, state_dict)
             accelerator.wait_for_everyone()
         if state.step % args.save_steps == 0 or state.step == args.max_steps:
             save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit, state, skips)

@@ -381,12 +381,13 @@ def main(args: DistillArguments):
 
     # Skips happen in each rank's workers: gather them for one summary line.
     skips.merge_ranks(sum_totals=args.streaming)
+    state_dict = accelerator.get_state_dict(student)  # on every rank: gathers sharded (FSDP/ZeRO-3) weights
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         summary = skips.summary("examples read" if args.streaming else "files")
         logger.info(summary)
         evals = [row for row in state.history if "eval/loss" in row]
-        write_output(accelerator.unwrap_model(student), args, state, evals[-1], summary, teacher_params)
+        write_output(accelerator.unwrap_model(student), state_dict, args, state, evals[-1], summary, teacher_params)
         results = {
             "initial_eval": evals[0],
             "final_eval": evals[-1],
@@ -413,9 +414,9 @@ def main(args: DistillArguments):
     accelerator.end_training()
 
 
-def write_output(student, args, state, final_eval: dict, skips_summary: str, teacher_params: int):
+def write_output(student, state_dict, args, state, final_eval: dict, skips_summary: str, teacher_params: int):
     """The hub-ready folder: weights + config + code + feature extractor, curves, and the model card."""
-    save_for_hub(student, args.output_dir)
+    save_for_hub(student, args.output_dir, state_dict=state_dict)
     plot_curves(
         state.history,
         args.output_dir,
