@@ -43,6 +43,7 @@ from modeling_distilxlsr.training import (
     TrainingState,
     decay_parameter_groups,
     default_corpus_split,
+    finish_run,
     parse_args,
     resumable_batches,
     save_checkpoint,
@@ -292,7 +293,7 @@ def main(args: FinetuneArguments):
         write_card_and_results(args, state, summary, elapsed, accelerator.unwrap_model(model), processor)
         if args.push_to_hub:
             logger.info("pushed to %s", push_folder(args.output_dir, args.hub_model_id, f"CTC, {state.step} steps"))
-    accelerator.end_training()
+    finish_run(accelerator)
 
 
 def _brief(results: dict) -> str:

@@ -38,6 +38,7 @@ from modeling_distilxlsr.training import (
     TrainingState,
     decay_parameter_groups,
     default_corpus_split,
+    finish_run,
     parse_args,
     resumable_batches,
     save_checkpoint,
@@ -411,7 +412,7 @@ def main(args: DistillArguments):
             logger.info(
                 "pushed to %s", push_folder(args.output_dir, args.hub_model_id, f"DistilXLSR, {state.step} steps")
             )
-    accelerator.end_training()
+    finish_run(accelerator)
 
 
 def write_output(student, state_dict, args, state, final_eval: dict, skips_summary: str, teacher_params: int):

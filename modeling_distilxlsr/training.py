@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from dataclasses import asdict
 
 from torch import nn
@@ -170,6 +171,19 @@ def start_run(accelerator, args, state: TrainingState, project_name: str, skips=
     if args.report_to != "none":
         accelerator.init_trackers(project_name, config={k: str(v) for k, v in asdict(args).items()})
     return checkpoint_dir
+
+
+def finish_run(accelerator):
+    """`accelerator.end_training()`, after a barrier, then a moment with the GIL released before the process exits.
+
+    gloo's worker threads free the tensors of a finished collective (e.g. the final `gather_object` of skip counts)
+    after the caller has moved on, and need the GIL for it; at exit the DDP reducer tears the process group down
+    while holding the GIL and waits for those threads. Without the pause, CPU DDP runs hung at exit now and then
+    (pytorch/pytorch#56297)."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if accelerator.num_processes > 1:
+        time.sleep(0.5)
 
 
 def resumable_batches(accelerator, loader, state: TrainingState):
