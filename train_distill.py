@@ -31,7 +31,7 @@ from modeling_distilxlsr.data import (
     split_eval,
 )
 from modeling_distilxlsr.export import save_for_hub
-from modeling_distilxlsr.losses import distillation_loss
+from modeling_distilxlsr.losses import student_distillation_loss
 from modeling_distilxlsr.model_card import check_hub_access, format_params, plot_curves, push_folder, render_card
 from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (
@@ -147,16 +147,7 @@ def distill_step_loss(student, teacher_targets, batch, args, accelerator, share_
             attention_mask=batch["attention_mask"],
             cnn_features=teacher_cnn if share_cnn else None,
         )
-    layers = distillation_loss(outputs.predictions, targets, outputs.frame_attention_mask, args.cosine_weight)
-    if not args.cnn_loss_weight:
-        return layers.loss, layers, None
-    cnn = distillation_loss(  # (batch, channels, frames) -> one "layer" of (batch, 1, frames, channels)
-        outputs.cnn_features.transpose(1, 2)[:, None],
-        teacher_cnn.transpose(1, 2)[:, None],
-        outputs.frame_attention_mask,
-        args.cosine_weight,
-    )
-    return layers.loss + args.cnn_loss_weight * cnn.loss, layers, cnn
+    return student_distillation_loss(outputs, targets, teacher_cnn, args.cosine_weight, args.cnn_loss_weight)
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@ padded batch of random audio:
 - s3prl-style baseline: the full fp32 teacher (all 24 layers, transformers' CNN), a separate student CNN, and the loss
   averaged over every frame, padding included;
 - ours: the teacher truncated at the deepest predicted layer, the time-major CNN path in teacher and student, the
-  loss over real frames only (and, with --freeze_cnn, the teacher's CNN features reused by the student).
+  loss over real frames only (and, with --freeze_cnn, the teacher's CNN features reused by the student);
+- ours with the slim student (`--student_cnn_width 256`), whose CNN also learns the teacher's CNN output.
 
 Prints a table with ratios against the baseline of the same run.
 """
@@ -28,6 +29,7 @@ ROWS = {
     "ours (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False},
     "ours, --freeze_cnn (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": True},
     "ours (4/8/12: teacher cut at 12)": {"ours": True, "pred": [4, 8, 12], "freeze_cnn": False},
+    "ours, slim CNN 256 (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False, "cnn_width": 256},
 }
 
 
@@ -36,15 +38,16 @@ def worker(spec: dict) -> dict:
     import torch
 
     from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-    from modeling_distilxlsr.losses import distillation_loss
+    from modeling_distilxlsr.losses import distillation_loss, student_distillation_loss
     from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     teacher = load_teacher(os.path.join(REPO, "configs", "xlsr53_config.json"), random_init=True)
     config = DistilXLSRConfig.from_teacher_config(
-        teacher.config, pred_layer_ids=spec["pred"], fast_feature_encoder=spec["ours"]
+        teacher.config, pred_layer_ids=spec["pred"], fast_feature_encoder=spec["ours"], cnn_width=spec.get("cnn_width")
     )
+    cnn_loss_weight = 1.0 if spec.get("cnn_width") else 0.0
     student = DistilXLSRForDistillation(config)
     init_student_from_teacher(student, teacher)
     if spec["freeze_cnn"]:
@@ -52,7 +55,9 @@ def worker(spec: dict) -> dict:
     student.to(device).train()
     teacher.to(device)
     if spec["ours"]:
-        targets_fn = TeacherTargets(teacher, spec["pred"], normalize=True, capture_cnn_features=spec["freeze_cnn"])
+        targets_fn = TeacherTargets(
+            teacher, spec["pred"], normalize=True, capture_cnn_features=spec["freeze_cnn"] or bool(cnn_loss_weight)
+        )
     else:
 
         @torch.no_grad()
@@ -75,8 +80,11 @@ def worker(spec: dict) -> dict:
             targets = targets_fn(waves, mask)
             cnn = targets_fn.cnn_features if spec["ours"] and spec["freeze_cnn"] else None
             out = student(waves, attention_mask=mask, cnn_features=cnn)
-        frame_mask = out.frame_attention_mask if spec["ours"] else None  # baseline: padding averaged in
-        loss = distillation_loss(out.predictions, targets, frame_mask).loss
+        if spec["ours"]:
+            teacher_cnn = targets_fn.cnn_features
+            loss = student_distillation_loss(out, targets, teacher_cnn, cnn_loss_weight=cnn_loss_weight)[0]
+        else:  # padding averaged in
+            loss = distillation_loss(out.predictions, targets).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -41,3 +41,25 @@ def distillation_loss(
     cosine_per_layer = (cosine * weights).sum((0, 2)) / num_frames
     loss = (l1_per_layer + cosine_weight * cos_loss_per_layer).sum()
     return DistillationLoss(loss, l1_per_layer.detach(), cosine_per_layer.detach(), num_frames.detach())
+
+
+def student_distillation_loss(
+    outputs,
+    targets: torch.Tensor,
+    teacher_cnn_features: torch.Tensor | None = None,
+    cosine_weight: float = 1.0,
+    cnn_loss_weight: float = 0.0,
+) -> tuple[torch.Tensor, DistillationLoss, DistillationLoss | None]:
+    """The loss of a `DistilXLSRForDistillation` output: the per-layer loss, plus, when `cnn_loss_weight` is set (a
+    slim student), its CNN output against the teacher's, `(batch, channels, frames)` both, as one more L1 + cosine
+    target. Returns (total, per-layer result, CNN result or None)."""
+    layers = distillation_loss(outputs.predictions, targets, outputs.frame_attention_mask, cosine_weight)
+    if not cnn_loss_weight:
+        return layers.loss, layers, None
+    cnn = distillation_loss(  # one "layer" of (batch, 1, frames, channels)
+        outputs.cnn_features.transpose(1, 2)[:, None],
+        teacher_cnn_features.transpose(1, 2)[:, None],
+        outputs.frame_attention_mask,
+        cosine_weight,
+    )
+    return layers.loss + cnn_loss_weight * cnn.loss, layers, cnn
