@@ -199,7 +199,12 @@ def load_hf_audio_dataset(spec: str, streaming: bool = False):
             dataset = dataset.to_iterable_dataset(num_shards=max(1, min(len(dataset), 64)))
     else:
         name, config, split = (spec.split(":") + [None, None])[:3]
-        dataset = datasets.load_dataset(name, config or None, split=split or "train", streaming=streaming)
+        if not split:  # "train", or the only split there is (a local folder named dev/ is a "validation" split)
+            splits = datasets.get_dataset_split_names(name, config or None)
+            if "train" not in splits and len(splits) != 1:
+                raise ManifestError(f"{spec}: no 'train' split; name one of {splits} as {name}:{config or ''}:SPLIT.")
+            split = "train" if "train" in splits else splits[0]
+        dataset = datasets.load_dataset(name, config or None, split=split, streaming=streaming)
     columns = dataset.column_names or list(dataset.features or {})
     audio_column = next((c for c in ("audio", "path", "file_name") if c in columns), None)
     if audio_column is None:
@@ -421,6 +426,13 @@ def make_loader(
     )
 
 
+def _holds_audio_files(folder: str) -> bool:
+    for _, _, names in os.walk(folder):
+        if any(name.lower().endswith(AUDIO_EXTENSIONS) for name in names):
+            return True
+    return False
+
+
 def _audio_key(source) -> str:
     return hashlib.blake2b(source, digest_size=16).hexdigest() if isinstance(source, bytes) else str(source)
 
@@ -436,11 +448,22 @@ def open_audio_stream(
     audio column, text column); an empty stream is an error here, before any training."""
     from datasets.distributed import split_dataset_by_node
 
+    if os.path.isfile(spec) or (os.path.isdir(spec) and _holds_audio_files(spec)):
+        raise ManifestError(
+            f"--streaming reads Hugging Face datasets (a Hub name, parquet/arrow files, a save_to_disk folder); "
+            f"{spec!r} is an audio folder or manifest: drop --streaming, such sources are listed from file headers "
+            "without decoding or loading any audio."
+        )
     try:
         dataset, audio_column, text_column = load_hf_audio_dataset(spec, streaming=True)
+        first = [hf_row_entry(row, audio_column, text_column) for row in dataset.take(max(held_out, 1))]
+    except ImportError as err:  # datasets 5 imports torchcodec to pass even undecoded audio files through
+        raise ManifestError(
+            f"--streaming {spec!r}: datasets needs torchcodec to stream this dataset's audio files ({err}). Install "
+            "torchcodec for your torch build, or convert the dataset to parquet with the audio as bytes."
+        ) from err
     except Exception as err:  # noqa: BLE001 - datasets raises many types for "not a dataset"
         raise ManifestError(f"--streaming: cannot open {spec!r} as a Hugging Face dataset: {err}") from err
-    first = [hf_row_entry(row, audio_column, text_column) for row in dataset.take(max(held_out, 1))]
     if not first:
         raise ValueError(f"No usable audio in {spec!r}: the stream is empty.")
     held_out_rows = first[:held_out]

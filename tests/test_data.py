@@ -232,3 +232,6 @@ def test_streaming_an_empty_or_unreadable_source_is_a_clear_error(tmp_path):
 
     with pytest.raises(ManifestError, match="cannot open"):
         open_audio_stream(str(tmp_path / "nothing-here"), 0, 1, 0, 8, 4, SkipCounter())
+    write_wav(tmp_path / "one.wav", 0.5)
+    with pytest.raises(ManifestError, match="drop --streaming"):  # an audio folder is listed, not streamed
+        open_audio_stream(str(tmp_path), 0, 1, 0, 8, 4, SkipCounter())
