@@ -142,16 +142,18 @@ def greedy_transcripts(model, batch, processor) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model, loader, processor, accelerator) -> dict:
-    """WER and CER (jiwer) on normalised text, and the share of empty outputs (the blank-only failure)."""
+def evaluate(model, loader, processor, accelerator, skips: SkipCounter) -> dict:
+    """WER and CER (jiwer) on normalised text, and the share of empty outputs (the blank-only failure). Clips that
+    fail to decode are counted in `skips`; every rank gathers for every batch, also one whose clips all failed (a
+    rank that skipped the gather would pair its next collective with the others' gather)."""
     model.eval()
     predictions, references = [], []
     for batch in loader:
-        if "input_values" not in batch:
-            continue
-        texts = greedy_transcripts(accelerator.unwrap_model(model), batch, processor)
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
+        texts = greedy_transcripts(accelerator.unwrap_model(model), batch, processor) if "input_values" in batch else []
         predictions += accelerator.gather_for_metrics(texts, use_gather_object=True)
-        references += accelerator.gather_for_metrics(batch["texts"], use_gather_object=True)
+        references += accelerator.gather_for_metrics(batch.get("texts", []), use_gather_object=True)
     model.train()
     return {
         "wer": jiwer.wer(references, predictions),
@@ -227,7 +229,7 @@ def main(args: FinetuneArguments):
     def run_evals():
         results = {}
         for name, loader in zip(eval_sets, eval_loaders, strict=True):
-            results[name] = evaluate(model, loader, processor, accelerator)
+            results[name] = evaluate(model, loader, processor, accelerator, skips)
         return results
 
     if state.step == 0:

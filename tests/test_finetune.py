@@ -203,6 +203,21 @@ def test_lm_option_without_pyctcdecode_says_how_to_install(finetuned, asr_corpus
 
 
 def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
+    # An eval set whose second batch (rank 1's) fails to decode entirely: 4 good clips, then 4 with NaN samples
+    # (their headers are fine, so they are only found out while decoding). Both ranks must still gather together.
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    with open(asr_corpus / "test" / "metadata.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:4]
+    for row in rows:
+        shutil.copy(asr_corpus / "test" / row["file_name"], eval_dir / row["file_name"])
+    for i in range(4):
+        sf.write(eval_dir / f"zz_nan_{i}.wav", np.full(16000, np.nan, dtype="float32"), 16000, subtype="FLOAT")
+        rows.append({"file_name": f"zz_nan_{i}.wav", "transcription": "nada", "speaker": "x"})
+    with open(eval_dir / "metadata.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file_name", "transcription", "speaker"])
+        writer.writeheader()
+        writer.writerows(rows)
     out = tmp_path / "ddp"
     result = run_script(
         [
@@ -213,7 +228,7 @@ def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
             "--train_data",
             str(asr_corpus / "train"),
             "--eval_data",
-            str(asr_corpus / "test"),
+            str(eval_dir),
             "--output_dir",
             str(out),
             *QUICK,
@@ -225,8 +240,10 @@ def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
             "3",
         ],
         env_extra=TWO_CPU_RANKS_ENV,
+        timeout=240,
     )
     assert "MULTI_CPU, 2 process(es)" in result.stderr
     results = json.loads((out / "ctc_results.json").read_text())
-    assert results["steps"] == 6 and np.isfinite(results["best_eval"][str(asr_corpus / "test")]["cer"])
+    assert results["steps"] == 6 and np.isfinite(results["best_eval"][str(eval_dir)]["cer"])
+    assert "4 NaN/Inf samples" in results["skipped"]
     assert sorted(os.listdir(out / "checkpoints")) == ["step_3", "step_6"]
