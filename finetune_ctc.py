@@ -22,7 +22,7 @@ import jiwer
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
@@ -246,7 +246,7 @@ def main(args: FinetuneArguments):
         all_skipped = "input_values" not in batch
         if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
             batch = collator([{"input_values": np.zeros(1600, np.float32), "text": "a"}])
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = send_to_device(batch, accelerator.device)
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 outputs = model(batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
