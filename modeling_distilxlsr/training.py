@@ -64,19 +64,16 @@ def checkpoint_to_resume(resume_from_checkpoint: str | None, checkpoint_dir: str
     return resume_from_checkpoint
 
 
-def save_checkpoint(
-    accelerator, checkpoint_dir: str, step: int, keep: int, state: TrainingState | None = None, skips=None
-) -> str:
+def save_checkpoint(accelerator, checkpoint_dir: str, step: int, keep: int, state: TrainingState, skips) -> str:
     """`accelerator.save_state` into `checkpoint_dir/step_K`, then drop all but the `keep` newest. Every rank's skip
     counts go into `state` (accelerate writes the main process' copy only), so a resumed run still reports the
     files skipped before the interruption.
 
     Written under a temporary name and renamed when complete: a run killed while saving leaves no half checkpoint
     for `--resume_from_checkpoint latest` to trip on."""
-    if state is not None and skips is not None:
-        from accelerate.utils import gather_object
+    from accelerate.utils import gather_object
 
-        state.skips_per_rank = gather_object([skips.state_dict()])
+    state.skips_per_rank = gather_object([skips.state_dict()])
     path = os.path.join(checkpoint_dir, f"step_{step}")
     partial = path + ".partial"
     accelerator.save_state(partial)
@@ -152,7 +149,7 @@ def setup_logging(accelerator, script_logger_name: str):
     )
 
 
-def start_run(accelerator, args, state: TrainingState, project_name: str, skips=None) -> str:
+def start_run(accelerator, args, state: TrainingState, project_name: str, skips) -> str:
     """What both loops do before the first step: register `state` for checkpointing, resume from
     `args.resume_from_checkpoint` (with the skip counts saved there, which replace those of this start: the listing
     is the same), write training_args.json, start the trackers. Returns the checkpoint folder."""
@@ -162,7 +159,7 @@ def start_run(accelerator, args, state: TrainingState, project_name: str, skips=
     if resume_path:
         accelerator.load_state(resume_path)
         logger.info("resumed from %s at step %d", resume_path, state.step)
-        if skips is not None and state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
+        if state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
             skips.load_state_dict(state.skips_per_rank[accelerator.process_index])
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
