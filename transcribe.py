@@ -5,7 +5,10 @@
 
 Any sample rate and channel count (decoded with soundfile, mixed to mono, resampled to 16 kHz); long audio is cut into
 overlapping chunks by the transformers ASR pipeline, so an hour-long file needs no more memory than a 20 s one.
-Unreadable files are reported on stderr and counted; the rest are transcribed.
+Every file gets its own result or its own reported failure (unreadable, empty, too short for the model...): on
+stderr, counted in the summary, and as `status`/`error` fields in JSONL and CSV; no result ever moves to another file.
+DistilXLSR folders load with this package's own code; any other custom model code runs only with
+--trust_remote_code.
 """
 
 import argparse
@@ -13,11 +16,11 @@ import csv
 import json
 import os
 import sys
-from collections import deque
-
 import numpy as np
 
+from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
 from modeling_distilxlsr.data import AUDIO_EXTENSIONS, SAMPLING_RATE, AudioDecodeError, SkipCounter, load_audio
+from modeling_distilxlsr.teacher import load_config
 
 
 def list_audio_files(inputs: list[str]) -> list[str]:
@@ -50,12 +53,25 @@ def build_lm_decoder(tokenizer, lm_path: str | None):
     return build_ctcdecoder(labels, kenlm_model_path=lm_path)
 
 
-def transcribe(model, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps=None, lm=None, device=None):
-    """Yields (path, result, None) for every audio file under `inputs`, or (path, None, error) for unreadable ones.
-    Files are decoded lazily, one batch ahead of the model: a folder of long recordings is never all in memory."""
+def read_for_transcription(path: str, min_samples: int) -> np.ndarray:
+    """16 kHz mono float audio of one file, or `AudioDecodeError` saying why it cannot be transcribed (unreadable,
+    no audio frames, NaN, shorter than the CNN's receptive field). Checked per file, before batching, so that a bad
+    file fails alone and never shifts another file's result."""
+    audio = load_audio(path)
+    if len(audio) == 0:
+        raise AudioDecodeError("empty (no audio frames)")
+    if len(audio) < min_samples:
+        raise AudioDecodeError("too short", f"{len(audio)} samples at 16 kHz, the model needs {min_samples}")
+    return audio
+
+
+def load_asr_pipeline(model, lm=None, device=None, trust_remote_code=False):
+    """The transformers ASR pipeline for `model`. DistilXLSR folders load with this package's own classes (registered
+    with the Auto classes on import), so their Python files are never run; other custom code only with
+    `trust_remote_code`."""
     from transformers import pipeline
 
-    asr = pipeline("automatic-speech-recognition", model=model, trust_remote_code=True, device=device)
+    asr = pipeline("automatic-speech-recognition", model=model, trust_remote_code=trust_remote_code, device=device)
     if lm:
         asr = pipeline(
             "automatic-speech-recognition",
@@ -65,25 +81,49 @@ def transcribe(model, inputs, batch_size=8, chunk_length_s=20.0, return_timestam
             decoder=build_lm_decoder(asr.tokenizer, lm),
             device=device,
         )
-    pending, failed = deque(), deque()
+    return asr
 
-    def audio_stream():
-        for path in list_audio_files(inputs):
-            try:
-                audio = load_audio(path)
-            except AudioDecodeError as err:
-                failed.append((path, str(err)))
-                continue
-            pending.append(path)
-            yield {"raw": audio, "sampling_rate": SAMPLING_RATE}
 
+def transcribe(asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps=None):
+    """Yields (path, result, None) for every audio file under `inputs`, or (path, None, error) for one that cannot be
+    transcribed, in input order. Files are decoded a batch at a time: a folder of long recordings is never all in
+    memory. Each batch is sent to the pipeline as a list, whose results come back as a list of the same length; a
+    batch that fails is retried file by file, so one bad file costs only its own result."""
+    min_samples = cnn_receptive_field(asr.model.config)
     options = dict(batch_size=batch_size, chunk_length_s=chunk_length_s)
     if return_timestamps:
         options["return_timestamps"] = return_timestamps
-    for result in asr(audio_stream(), **options):
-        yield from _drain(failed)
-        yield pending.popleft(), result, None
-    yield from _drain(failed)
+    files = list_audio_files(inputs)
+    for start in range(0, len(files), batch_size):
+        group = files[start : start + batch_size]
+        outcomes: dict[str, tuple] = {}
+        decoded = {}
+        for path in group:
+            try:
+                decoded[path] = read_for_transcription(path, min_samples)
+            except AudioDecodeError as err:
+                outcomes[path] = (None, str(err))
+        for path, result, error in _run_pipeline(asr, decoded, options):
+            outcomes[path] = (result, error)
+        for path in group:
+            yield path, *outcomes[path]
+
+
+def _run_pipeline(asr, decoded: dict, options: dict):
+    paths = list(decoded)
+    if not paths:
+        return
+    try:
+        results = asr([{"raw": decoded[p], "sampling_rate": SAMPLING_RATE} for p in paths], **options)
+        if len(results) != len(paths):  # never pair a result with the wrong file
+            raise RuntimeError(f"the pipeline returned {len(results)} results for {len(paths)} files")
+        yield from ((path, result, None) for path, result in zip(paths, results, strict=True))
+    except Exception as err:  # noqa: BLE001 - isolate the file that fails
+        if len(paths) == 1:
+            yield paths[0], None, f"inference failed: {type(err).__name__}: {err}"
+            return
+        for path in paths:
+            yield from _run_pipeline(asr, {path: decoded[path]}, options)
 
 
 def onnx_logits(session, audio, chunk_samples: int | None, ratio: int = 320) -> np.ndarray:
@@ -118,20 +158,18 @@ def transcribe_onnx(model_dir, inputs, chunk_length_s=20.0):
     session = onnx_session(int8 if os.path.exists(int8) else os.path.join(model_dir, "model.onnx"))
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model_dir)
     chunk_samples = int(chunk_length_s * SAMPLING_RATE) if chunk_length_s else None
+    min_samples = cnn_receptive_field(load_config(model_dir))
     for path in list_audio_files(inputs):
         try:
-            audio = load_audio(path)
+            audio = read_for_transcription(path, min_samples)
+            ids = onnx_logits(session, audio, chunk_samples).argmax(-1)
         except AudioDecodeError as err:
             yield path, None, str(err)
             continue
-        ids = onnx_logits(session, audio, chunk_samples).argmax(-1)
+        except Exception as err:  # noqa: BLE001 - one file's failure is that file's result
+            yield path, None, f"inference failed: {type(err).__name__}: {err}"
+            continue
         yield path, {"text": tokenizer.decode(ids)}, None
-
-
-def _drain(failed: deque):
-    while failed:
-        path, error = failed.popleft()
-        yield path, None, error
 
 
 def main(argv=None):
@@ -146,6 +184,12 @@ def main(argv=None):
     parser.add_argument("--lm", help="KenLM n-gram (ARPA or binary) for beam-search decoding with pyctcdecode.")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0")
     parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="Run the Python files of a model folder that is not a DistilXLSR or transformers model (DistilXLSR "
+        "folders never need it: this package's own classes load them).",
+    )
+    parser.add_argument(
         "--backend",
         choices=["torch", "onnx"],
         default="torch",
@@ -155,44 +199,41 @@ def main(argv=None):
     if args.backend == "onnx" and (args.lm or args.return_timestamps):
         parser.error("--backend onnx supports neither --lm nor --return_timestamps.")
 
-    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
-    writer = csv.writer(out) if args.format == "csv" else None
-    if writer:
-        writer.writerow(["path", "text", "error"])
-    skips = SkipCounter()
     if args.backend == "onnx":
         results = transcribe_onnx(args.model, args.inputs, args.chunk_length_s or None)
     else:
-        results = transcribe(
-            args.model,
-            args.inputs,
-            args.batch_size,
-            args.chunk_length_s or None,
-            args.return_timestamps,
-            args.lm,
-            args.device,
-        )
+        asr = load_asr_pipeline(args.model, args.lm, args.device, args.trust_remote_code)
+        results = transcribe(asr, args.inputs, args.batch_size, args.chunk_length_s or None, args.return_timestamps)
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    writer = csv.writer(out) if args.format == "csv" else None
+    if writer:
+        writer.writerow(["path", "text", "status", "error"])
+    skips = SkipCounter()
     for path, result, error in results:
         skips.total += 1
         text = result["text"] if result else ""
+        status = "failed" if error else "ok"
         if error:
             skips.skip(error.split(":")[0], path)
-            print(f"could not read {path}: {error}", file=sys.stderr)
+            print(f"could not transcribe {path}: {error}", file=sys.stderr)
         if args.format == "jsonl":
-            row = {"path": path, "text": text}
+            row = {"path": path, "text": text, "status": status}
             if error:
                 row["error"] = error
             if result and "chunks" in result:
                 row["chunks"] = [{"text": c["text"], "timestamp": list(c["timestamp"])} for c in result["chunks"]]
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         elif writer:
-            writer.writerow([path, text, error or ""])
+            writer.writerow([path, text, status, error or ""])
         else:
-            out.write(f"{path}\t{text}\n")
+            if not error:  # text: one line per transcript; failures are on stderr and in the summary
+                out.write(f"{path}\t{text}\n")
+        out.flush()
     if args.output:
         out.close()
     print(skips.summary(), file=sys.stderr)
+    return 1 if skips.reasons and skips.total == sum(skips.reasons.values()) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

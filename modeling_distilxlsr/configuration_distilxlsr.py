@@ -34,6 +34,15 @@ TEACHER_ARCHITECTURE_FIELDS = (
 )
 
 
+def cnn_receptive_field(config) -> int:
+    """Samples seen by one CNN output frame of any wav2vec2-family config: the shortest input that yields a frame."""
+    field, jump = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
 @strict
 class DistilXLSRConfig(Wav2Vec2Config):
     r"""
@@ -109,11 +118,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
     @property
     def receptive_field(self) -> int:
         """Samples seen by one CNN output frame: the shortest input that yields a frame (400 for XLSR-53)."""
-        field, jump = 1, 1
-        for kernel, stride in zip(self.conv_kernel, self.conv_stride, strict=True):
-            field += (kernel - 1) * jump
-            jump *= stride
-        return field
+        return cnn_receptive_field(self)
 
     @classmethod
     def from_teacher_config(

@@ -284,10 +284,20 @@ class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
         )
 
 
+def blank_padded_frames(logits: torch.Tensor, frame_mask: torch.Tensor, blank_id: int) -> torch.Tensor:
+    """Logits of padded frames set to a certain blank. The transformers ASR pipeline decodes every frame of a padded
+    batch (it does not trim to each item's length), so without this a short file batched with a long one gets
+    characters made up from padding appended to its transcript."""
+    blank_row = torch.full_like(logits[:1, :1], torch.finfo(logits.dtype).min)
+    blank_row[..., blank_id] = 0.0
+    return torch.where(frame_mask[..., None].bool(), logits, blank_row)
+
+
 class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
     """Backbone + dropout + `lm_head`, trained with CTC (blank = `pad_token_id`), as `Wav2Vec2ForCTC`.
 
-    The CTC loss is always computed in float32 (log-softmax and loss), also under fp16/bf16 autocast, and
+    With an `attention_mask`, padded frames get blank logits, so any decoder of a padded batch (the ASR pipeline's
+    included) returns each item's own transcript. The CTC loss is always computed in float32 (log-softmax and loss), also under fp16/bf16 autocast, and
     `ctc_zero_infinity` defaults to True: an infeasible clip (fewer frames than its label needs) cannot turn the
     loss into inf/NaN.
     """
@@ -349,6 +359,8 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
                     reduction=self.config.ctc_loss_reduction,
                     zero_infinity=self.config.ctc_zero_infinity,
                 )
+        if outputs.frame_attention_mask is not None and self.config.pad_token_id is not None:
+            logits = blank_padded_frames(logits, outputs.frame_attention_mask, self.config.pad_token_id)
 
         return CausalLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions

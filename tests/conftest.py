@@ -51,6 +51,21 @@ def tiny_teacher():
     return Wav2Vec2Model(tiny_teacher_config()).eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_ctc_dir(tmp_path_factory):
+    """A saved random-weight DistilXLSR CTC folder with the BP processor, and the model itself."""
+    from modeling_distilxlsr import DistilXLSRForCTC
+    from modeling_distilxlsr.export import default_feature_extractor, save_for_hub
+    from modeling_distilxlsr.text import build_processor, build_vocab
+
+    torch.manual_seed(0)
+    processor = build_processor(build_vocab(), default_feature_extractor())
+    model = DistilXLSRForCTC(tiny_student_config(vocab_size=len(processor.tokenizer), pad_token_id=0)).eval()
+    path = tmp_path_factory.mktemp("ctc")
+    save_for_hub(model, str(path), processor)
+    return path, model
+
+
 def run_fresh_python(code: str, cwd, timeout=600) -> str:
     """Runs `code` in a new interpreter that cannot import our package (cwd is not the repo, no PYTHONPATH)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

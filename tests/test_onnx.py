@@ -1,24 +1,12 @@
 import sys
 
 import numpy as np
-import pytest
 import torch
 from conftest import run_script, tiny_student_config
 
-from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRForDistillation
-from modeling_distilxlsr.export import default_feature_extractor, save_for_hub
+from modeling_distilxlsr import DistilXLSRForDistillation
+from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.onnx_export import export_onnx, onnx_session, run_onnx
-from modeling_distilxlsr.text import build_processor, build_vocab
-
-
-@pytest.fixture(scope="module")
-def tiny_ctc_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    processor = build_processor(build_vocab(), default_feature_extractor())
-    model = DistilXLSRForCTC(tiny_student_config(vocab_size=len(processor.tokenizer), pad_token_id=0)).eval()
-    path = tmp_path_factory.mktemp("ctc")
-    save_for_hub(model, str(path), processor)
-    return path, model
 
 
 def test_onnx_fp32_matches_torch_with_dynamic_batch_length_and_padding(tiny_ctc_dir, tmp_path):
