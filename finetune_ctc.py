@@ -44,6 +44,7 @@ from modeling_distilxlsr.training import (
     decay_parameter_groups,
     default_corpus_split,
     finish_run,
+    open_output_dir,
     parse_args,
     resumable_batches,
     save_checkpoint,
@@ -100,7 +101,13 @@ class FinetuneArguments:
     eval_steps: int = field(default=500)
     save_steps: int = field(default=500)
     save_total_limit: int = field(default=2)
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "'latest' (the newest checkpoint that loads) or a checkpoint folder; same settings only."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace what a previous run left in output_dir (refused otherwise)."}
+    )
     report_to: str = field(default="tensorboard")
     push_to_hub: bool = field(default=False)
     hub_model_id: str | None = field(default=None)
@@ -173,6 +180,7 @@ def main(args: FinetuneArguments):
     set_seed(args.seed)
     if args.push_to_hub:
         check_hub_access(args.hub_model_id)
+    lock = open_output_dir(accelerator, args)
 
     # Text: one normaliser for labels, references and vocabulary.
     normalizer = TextNormalizer(digits=args.digits, keep_apostrophe=args.keep_apostrophe)
@@ -284,7 +292,7 @@ def main(args: FinetuneArguments):
                     save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor, state_dict)
             accelerator.wait_for_everyone()
         if state.step % args.save_steps == 0 or state.step == args.max_steps:
-            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit, state, skips)
+            save_checkpoint(accelerator, checkpoint_dir, state.step, args, state, skips)
     progress.close()
     elapsed = time.time() - started
 
@@ -295,7 +303,7 @@ def main(args: FinetuneArguments):
         write_card_and_results(args, state, summary, elapsed, accelerator.unwrap_model(model), processor)
         if args.push_to_hub:
             logger.info("pushed to %s", push_folder(args.output_dir, args.hub_model_id, f"CTC, {state.step} steps"))
-    finish_run(accelerator)
+    finish_run(accelerator, lock)
 
 
 def _brief(results: dict) -> str:

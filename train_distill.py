@@ -39,6 +39,7 @@ from modeling_distilxlsr.training import (
     decay_parameter_groups,
     default_corpus_split,
     finish_run,
+    open_output_dir,
     parse_args,
     resumable_batches,
     save_checkpoint,
@@ -129,7 +130,13 @@ class DistillArguments:
     eval_steps: int = field(default=500)
     save_steps: int = field(default=1000)
     save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept in output_dir/checkpoints."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "'latest' (the newest checkpoint that loads) or a checkpoint folder; same settings only."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace what a previous run left in output_dir (refused otherwise)."}
+    )
     report_to: str = field(default="tensorboard", metadata={"help": "accelerate tracker(s), or 'none'."})
     push_to_hub: bool = field(default=False)
     hub_model_id: str | None = field(default=None)
@@ -189,6 +196,7 @@ def main(args: DistillArguments):
     set_seed(args.seed)
     if args.push_to_hub:
         check_hub_access(args.hub_model_id)
+    lock = open_output_dir(accelerator, args)
 
     # Teacher and student: every configuration error surfaces here, before any data is read.
     teacher = load_teacher(args.teacher, random_init=args.teacher_random_init)
@@ -367,7 +375,7 @@ def main(args: DistillArguments):
             accelerator.log(metrics, step=state.step)
             logger.info("step %d held-out: %s", state.step, metrics)
         if saving:
-            save_checkpoint(accelerator, checkpoint_dir, state.step, args.save_total_limit, state, skips)
+            save_checkpoint(accelerator, checkpoint_dir, state.step, args, state, skips)
     progress.close()
     elapsed = time.time() - started
 
@@ -403,7 +411,7 @@ def main(args: DistillArguments):
             logger.info(
                 "pushed to %s", push_folder(args.output_dir, args.hub_model_id, f"DistilXLSR, {state.step} steps")
             )
-    finish_run(accelerator)
+    finish_run(accelerator, lock)
 
 
 def write_output(student, state_dict, args, state, final_eval: dict, skips_summary: str, teacher_params: int):

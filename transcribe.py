@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import sys
+
 import numpy as np
 
 from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field

@@ -47,8 +47,9 @@ def plot_curves(history: list[dict], out_dir: str, series: dict[str, list[str]])
 
 
 def check_hub_access(repo_id: str | None) -> str:
-    """Fails before any training if a push at the end could not happen: no repo id or no token."""
-    from huggingface_hub import get_token
+    """Fails before any training if a push at the end could not happen: no repo id, no token, a Hub that cannot be
+    reached (offline machine, `HF_HUB_OFFLINE`) or a token it rejects."""
+    from huggingface_hub import HfApi, get_token
 
     if not repo_id:
         raise ValueError("--push_to_hub needs --hub_model_id user/name.")
@@ -58,6 +59,14 @@ def check_hub_access(repo_id: str | None) -> str:
             "--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN, or drop --push_to_hub "
             "and upload the output folder later."
         )
+    try:
+        HfApi(token=token).whoami()
+    except Exception as err:  # noqa: BLE001 - offline mode, network and HTTP errors all mean "no push"
+        raise ValueError(
+            f"--push_to_hub: cannot reach the Hugging Face Hub with this token ({type(err).__name__}: {err}). "
+            "Check the network and the token (`hf auth whoami`), or drop --push_to_hub and upload the output folder "
+            "later with `hf upload`."
+        ) from err
     return token
 
 

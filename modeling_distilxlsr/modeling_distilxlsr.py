@@ -297,7 +297,8 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
     """Backbone + dropout + `lm_head`, trained with CTC (blank = `pad_token_id`), as `Wav2Vec2ForCTC`.
 
     With an `attention_mask`, padded frames get blank logits, so any decoder of a padded batch (the ASR pipeline's
-    included) returns each item's own transcript. The CTC loss is always computed in float32 (log-softmax and loss), also under fp16/bf16 autocast, and
+    included) returns each item's own transcript. The CTC loss is always computed in float32 (log-softmax and
+    loss), also under fp16/bf16 autocast, and
     `ctc_zero_infinity` defaults to True: an infeasible clip (fewer frames than its label needs) cannot turn the
     loss into inf/NaN.
     """

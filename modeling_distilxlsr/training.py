@@ -1,22 +1,19 @@
-"""Pieces both training scripts share: resumable loop state, checkpoint rotation, weight-decay groups, and the
-default corpus. Not part of the Hub files."""
+"""Pieces both training scripts share: resumable loop state, the run's start (output folder, resume) and end,
+weight-decay groups, and the default corpus. Not part of the Hub files."""
 
 import json
 import logging
 import math
 import os
-import re
-import shutil
 import sys
 import time
+import uuid
 from dataclasses import asdict
 
 from torch import nn
 from transformers import HfArgumentParser
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 
 
 class TrainingState:
@@ -32,6 +29,8 @@ class TrainingState:
         self.best_metric: float | None = None  # fine-tuning keeps the model with the best eval CER
         self.best_step: int | None = None
         self.skips_per_rank: list[dict] | None = None  # each rank's SkipCounter at the checkpoint
+        self.run_id = uuid.uuid4().hex  # checkpoint rotation removes only this run's checkpoints
+        self.resumes: list[dict] = []  # {"checkpoint", "step"} of every resume, for training_args.json
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -39,53 +38,6 @@ class TrainingState:
     def load_state_dict(self, state: dict):
         for key, value in state.items():
             setattr(self, key, value)
-
-
-def list_checkpoints(checkpoint_dir: str) -> list[str]:
-    """Checkpoint folders `step_K`, oldest first."""
-    if not os.path.isdir(checkpoint_dir):
-        return []
-    steps = sorted(int(m.group(1)) for name in os.listdir(checkpoint_dir) if (m := CHECKPOINT_PATTERN.match(name)))
-    return [os.path.join(checkpoint_dir, f"step_{step}") for step in steps]
-
-
-def checkpoint_to_resume(resume_from_checkpoint: str | None, checkpoint_dir: str) -> str | None:
-    """`latest` -> the newest checkpoint in `checkpoint_dir` (None if there is none yet, so `latest` is safe to pass on
-    a first run); a path -> that path, which must exist."""
-    if not resume_from_checkpoint:
-        return None
-    if resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(checkpoint_dir)
-        if not checkpoints:
-            logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting fresh", checkpoint_dir)
-        return checkpoints[-1] if checkpoints else None
-    if not os.path.isdir(resume_from_checkpoint):
-        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such checkpoint folder.")
-    return resume_from_checkpoint
-
-
-def save_checkpoint(accelerator, checkpoint_dir: str, step: int, keep: int, state: TrainingState, skips) -> str:
-    """`accelerator.save_state` into `checkpoint_dir/step_K`, then drop all but the `keep` newest. Every rank's skip
-    counts go into `state` (accelerate writes the main process' copy only), so a resumed run still reports the
-    files skipped before the interruption.
-
-    Written under a temporary name and renamed when complete: a run killed while saving leaves no half checkpoint
-    for `--resume_from_checkpoint latest` to trip on."""
-    from accelerate.utils import gather_object
-
-    state.skips_per_rank = gather_object([skips.state_dict()])
-    path = os.path.join(checkpoint_dir, f"step_{step}")
-    partial = path + ".partial"
-    accelerator.save_state(partial)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(partial, path)
-        if keep > 0:
-            for old in list_checkpoints(checkpoint_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return path
 
 
 def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -149,29 +101,72 @@ def setup_logging(accelerator, script_logger_name: str):
     )
 
 
-def start_run(accelerator, args, state: TrainingState, project_name: str, skips) -> str:
-    """What both loops do before the first step: register `state` for checkpointing, resume from
-    `args.resume_from_checkpoint` (with the skip counts saved there, which replace those of this start: the listing
-    is the same), write training_args.json, start the trackers. Returns the checkpoint folder."""
-    accelerator.register_for_checkpointing(state)
+def open_output_dir(accelerator, args):
+    """Claims `args.output_dir` for this run before anything expensive happens (see `output_dir.claim_output_dir`):
+    the main process takes the lock, and every rank fails with the same message if it cannot. Returns the lock
+    (None on other ranks); `finish_run` releases it."""
+    import atexit
+
+    from accelerate.utils import broadcast_object_list
+
+    from .checkpoints import list_checkpoints
+    from .output_dir import claim_output_dir
+
     checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
-    resume_path = checkpoint_to_resume(args.resume_from_checkpoint, checkpoint_dir)
+    resuming = bool(args.resume_from_checkpoint) and (
+        args.resume_from_checkpoint != "latest" or bool(list_checkpoints(checkpoint_dir))
+    )
+    lock, error = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = claim_output_dir(args.output_dir, resuming, args.overwrite_output_dir)
+            atexit.register(lock.release)
+        except Exception as err:  # noqa: BLE001 - passed to every rank, raised there
+            error = [f"{type(err).__name__}: {err}"]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(error)
+    if error[0]:
+        raise SystemExit(error[0])
+    return lock
+
+
+def start_run(accelerator, args, state: TrainingState, project_name: str, skips) -> str:
+    """What both loops do before the first step: resume from `args.resume_from_checkpoint` (the newest checkpoint
+    that is whole, with the same settings; the skip counts saved there replace those of this start: the listing is
+    the same), write training_args.json (the settings, and every resume), start the trackers. Returns the
+    checkpoint folder."""
+    from .checkpoints import load_checkpoint, resume_candidates
+
+    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
+    candidates, explicit = resume_candidates(args.resume_from_checkpoint, checkpoint_dir)
+    if args.resume_from_checkpoint == "latest" and not candidates:
+        logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting fresh", checkpoint_dir)
+    resume_path = load_checkpoint(accelerator, candidates, explicit, state, asdict(args))
     if resume_path:
-        accelerator.load_state(resume_path)
+        state.resumes.append({"checkpoint": os.path.abspath(resume_path), "step": state.step})
         logger.info("resumed from %s at step %d", resume_path, state.step)
         if state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
             skips.load_state_dict(state.skips_per_rank[accelerator.process_index])
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=2)
+            json.dump({**asdict(args), "_resumes": state.resumes}, f, indent=2)
     if args.report_to != "none":
         accelerator.init_trackers(project_name, config={k: str(v) for k, v in asdict(args).items()})
     return checkpoint_dir
 
 
-def finish_run(accelerator):
-    """`accelerator.end_training()`, after a barrier, then a moment with the GIL released before the process exits.
+def save_checkpoint(accelerator, checkpoint_dir: str, step: int, args, state: TrainingState, skips) -> str:
+    from . import checkpoints
+
+    return checkpoints.save_checkpoint(
+        accelerator, checkpoint_dir, step, args.save_total_limit, state, skips, asdict(args)
+    )
+
+
+def finish_run(accelerator, lock=None):
+    """`accelerator.end_training()`, after a barrier, then a moment with the GIL released before the process exits,
+    and the output folder's lock released.
 
     gloo's worker threads free the tensors of a finished collective (e.g. the final `gather_object` of skip counts)
     after the caller has moved on, and need the GIL for it; at exit the DDP reducer tears the process group down
@@ -179,6 +174,8 @@ def finish_run(accelerator):
     (pytorch/pytorch#56297)."""
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if lock is not None:
+        lock.release()
     if accelerator.num_processes > 1:
         time.sleep(0.5)
 

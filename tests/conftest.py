@@ -148,3 +148,35 @@ def run_script(args: list[str], timeout=600, env_extra=None, check=True) -> subp
             f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-5000:]}\n{result.stderr[-8000:]}"
         )
     return result
+
+
+# A tiny distillation run (with `tiny_teacher_dir`), for tests of the training script.
+TINY_RUN = [
+    "--pred_layer_ids",
+    "2",
+    "4",
+    "--per_device_batch_size",
+    "4",
+    "--max_audio_samples",
+    "32000",
+    "--num_workers",
+    "0",
+    "--report_to",
+    "none",
+]
+
+
+def distill(teacher_dir, train_data, output_dir, *extra, launcher=(sys.executable,), **kwargs):
+    args = [
+        *launcher,
+        "train_distill.py",
+        "--teacher",
+        teacher_dir,
+        "--train_data",
+        str(train_data),
+        "--output_dir",
+        str(output_dir),
+        *TINY_RUN,
+        *map(str, extra),
+    ]
+    return run_script(args, **kwargs)

@@ -11,8 +11,10 @@ import soundfile as sf
 import torch
 from conftest import (
     REPO_ROOT,
+    TINY_RUN,
     TWO_CPU_RANKS,
     TWO_CPU_RANKS_ENV,
+    distill,
     run_fresh_python,
     run_script,
     tiny_student_config,
@@ -23,36 +25,6 @@ from conftest import (
 from modeling_distilxlsr import DistilXLSRForDistillation
 from modeling_distilxlsr.losses import distillation_loss
 from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher
-
-TINY_RUN = [
-    "--pred_layer_ids",
-    "2",
-    "4",
-    "--per_device_batch_size",
-    "4",
-    "--max_audio_samples",
-    "32000",
-    "--num_workers",
-    "0",
-    "--report_to",
-    "none",
-]
-
-
-def distill(teacher_dir, train_data, output_dir, *extra, launcher=(sys.executable,), **kwargs):
-    args = [
-        *launcher,
-        "train_distill.py",
-        "--teacher",
-        teacher_dir,
-        "--train_data",
-        str(train_data),
-        "--output_dir",
-        str(output_dir),
-        *TINY_RUN,
-        *map(str, extra),
-    ]
-    return run_script(args, **kwargs)
 
 
 def test_masked_loss_of_a_padded_batch_equals_the_loss_of_its_items():
@@ -312,16 +284,18 @@ def test_streaming_from_a_sharded_dataset_on_two_ranks_and_resume(tiny_teacher_d
     out = tmp_path / "out"
     common = ["--streaming", "--streaming_eval_examples", 6, "--save_steps", 4, "--eval_steps", 4, "--num_workers", 2]
     launch = dict(launcher=TWO_CPU_RANKS, env_extra=TWO_CPU_RANKS_ENV)
-    result = distill(tiny_teacher_dir, stream, out, *common, "--max_steps", 4, **launch)
+    result = distill(tiny_teacher_dir, stream, out, *common, "--max_steps", 8, **launch)
     assert "MULTI_CPU, 2 process(es)" in result.stderr and "streaming" in result.stderr
     first = json.loads((out / "distill_results.json").read_text())
-    assert first["steps"] == 4 and first["num_processes"] == 2
+    assert first["steps"] == 8 and first["num_processes"] == 2
+    # resume the same run from its step-4 checkpoint, as after a kill there
+    step_4 = out / "checkpoints" / "step_4"
     result = distill(
-        tiny_teacher_dir, stream, out, *common, "--max_steps", 8, "--resume_from_checkpoint", "latest", **launch
+        tiny_teacher_dir, stream, out, *common, "--max_steps", 8, "--resume_from_checkpoint", step_4, **launch
     )
     assert "at step 4" in result.stderr
     results = json.loads((out / "distill_results.json").read_text())
-    assert results["steps"] == 8 and results["audio_hours"] > first["audio_hours"]
+    assert results["steps"] == 8 and results["audio_hours"] == pytest.approx(first["audio_hours"], rel=1e-6)
     # 2 ranks x 8 batches of 4 pass over the 34 training rows more than once; the corrupt row is counted once
     # counted over the whole run, the part before the resume included: 6 held out + 8 steps x 2 ranks x 4
     assert results["skipped"] == "skipped 1 of 70 examples read: 1 unreadable"
