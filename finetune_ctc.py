@@ -94,6 +94,14 @@ class FinetuneArguments:
         default="spell",
         metadata={"help": "Digits in transcripts: spell out, or drop the utterance.", "choices": ["spell", "drop"]},
     )
+    ambiguous_numbers: str = field(
+        default="drop",
+        metadata={
+            "help": "A number with no single reading ('3.5', '1/2'): drop the utterance (counted), or keep it read "
+            "digit group by digit group.",
+            "choices": ["drop", "keep"],
+        },
+    )
     keep_apostrophe: bool = field(default=False)
     max_audio_seconds: float = field(default=20.0, metadata={"help": "Longer training clips are skipped (counted)."})
     num_workers: int = field(default=2)
@@ -183,7 +191,7 @@ def main(args: FinetuneArguments):
     lock = open_output_dir(accelerator, args)
 
     # Text: one normaliser for labels, references and vocabulary.
-    normalizer = TextNormalizer(digits=args.digits, keep_apostrophe=args.keep_apostrophe)
+    normalizer = TextNormalizer(args.digits, args.keep_apostrophe, args.ambiguous_numbers)
     skips = SkipCounter()
     train_source = args.train_data or default_corpus_split("train", accelerator)
     eval_sources = args.eval_data or [default_corpus_split("dev", accelerator)]
@@ -191,7 +199,13 @@ def main(args: FinetuneArguments):
     if args.vocab == "fixed":
         vocab = build_vocab(keep_apostrophe=args.keep_apostrophe)
     else:
-        vocab = build_vocab([t for u in train_raw if (t := TextNormalizer(args.digits, args.keep_apostrophe)(u.text))])
+        vocab = build_vocab(
+            [
+                t
+                for u in train_raw
+                if (t := TextNormalizer(args.digits, args.keep_apostrophe, args.ambiguous_numbers)(u.text))
+            ]
+        )
     processor = build_processor(vocab, default_feature_extractor())
     model = load_ctc_model(args, processor)
 

@@ -561,15 +561,16 @@ def prepare_ctc_utterances(
     max_samples: int | None = None,
 ) -> list[Utterance]:
     """Normalises transcripts and keeps the utterances CTC can learn from. Dropped and counted: transcripts that
-    normalise to nothing (or contain digits with `digits="drop"`), clips longer than `max_samples`, and clips too
-    short for their transcript (fewer frames than CTC needs: the loss would be infinite)."""
+    normalise to nothing or hold a number with no single reading (or any digit, with `digits="drop"`), clips longer
+    than `max_samples`, and clips too short for their transcript (fewer frames than CTC needs: infinite loss)."""
     from .text import ctc_min_frames
 
     kept = []
     for utterance in utterances:
         text = normalizer(utterance.text or "")
         if text is None:
-            skips.skip("transcript with digits (--digits drop)", utterance.name)
+            reason = normalizer.last_drop_reason  # counted by kind; the number itself goes to the log
+            skips.skip("ambiguous number" if reason.startswith("ambiguous") else reason, utterance.name, reason)
             continue
         if not text:
             skips.skip("transcript empty after normalisation", utterance.name, repr(utterance.text))

@@ -14,6 +14,8 @@ from collections import Counter
 
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
+from .numbers_pt_br import AmbiguousNumber, cardinal, spell_numbers
+
 BP_LETTERS = "abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúüç"
 APOSTROPHE = "'"
 WORD_DELIMITER = "|"
@@ -22,57 +24,67 @@ UNK_TOKEN = "[UNK]"
 
 _DASHES = re.compile(r"[\-\u2010-\u2015\u2212\u2E3A\u2E3B]")  # hyphen, figure/en/em dashes, minus
 _APOSTROPHES = re.compile(r"[\u2018\u2019\u02BC\u0060\u00B4]")  # typographic apostrophes -> '
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_DIGIT = re.compile(r"\d")
+_DIGIT_RUN = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
-
-
-def _spell_number(token: str) -> str:
-    from num2words import num2words
-
-    if re.fullmatch(r"\d{1,3}(?:\.\d{3})+", token):  # BP thousands separator: 1.000 = mil
-        token = token.replace(".", "")
-    if "," in token or "." in token:  # decimal comma (or point): "3,5" -> "três vírgula cinco"
-        whole, _, fraction = token.replace(".", ",").partition(",")
-        fraction = fraction.replace(",", "")
-        return f"{num2words(int(whole), lang='pt_BR')} vírgula {num2words(int(fraction), lang='pt_BR')}"
-    return num2words(int(token), lang="pt_BR")
 
 
 class TextNormalizer:
     """NFC, lowercase, BP letters kept (a-z and á à â ã é ê í ó ô õ ú ü ç), punctuation and quotes removed (so a `|`
     in a transcript can never collide with the word delimiter), hyphens and dashes to spaces ("guarda-chuva" ->
-    "guarda chuva"), digits spelled out with num2words (`digits="spell"`) or the utterance dropped (`digits="drop"`),
-    whitespace collapsed.
+    "guarda chuva"), whitespace collapsed.
 
-    Letters outside the alphabet are counted in `self.out_of_alphabet` and reported: accented foreign letters are
-    reduced to their base letter ("ñ" -> "n"), anything else is removed.
+    Numbers (`digits="spell"`) become the words a BP speaker says (`numbers_pt_br`: thousands dots, decimal commas,
+    R$, %, º/ª, 14h30, dates); a number with no single reading ("3.5", "1/2") drops the utterance
+    (`ambiguous_numbers="drop"`) or is read digit group by digit group (`"keep"`). `digits="drop"` drops every
+    utterance with a digit. Why an utterance was dropped is in `self.last_drop_reason` and counted in `self.dropped`.
+
+    Letters outside the alphabet and symbols (emoji, ©, ...) are counted in `self.out_of_alphabet` and reported:
+    accented foreign letters are reduced to their base letter ("ñ" -> "n"), anything else is removed.
     """
 
-    def __init__(self, digits: str = "spell", keep_apostrophe: bool = False):
+    def __init__(self, digits: str = "spell", keep_apostrophe: bool = False, ambiguous_numbers: str = "drop"):
         if digits not in ("spell", "drop"):
             raise ValueError(f"digits must be 'spell' or 'drop', got {digits!r}.")
+        if ambiguous_numbers not in ("drop", "keep"):
+            raise ValueError(f"ambiguous_numbers must be 'drop' or 'keep', got {ambiguous_numbers!r}.")
         self.digits = digits
+        self.ambiguous_numbers = ambiguous_numbers
         self.keep_apostrophe = keep_apostrophe
         self.alphabet = set(BP_LETTERS) | ({APOSTROPHE} if keep_apostrophe else set())
         self.out_of_alphabet: Counter = Counter()
+        self.dropped: Counter = Counter()
+        self.last_drop_reason: str | None = None
+
+    def _drop(self, reason: str) -> None:
+        self.last_drop_reason = reason
+        self.dropped[reason] += 1
 
     def __call__(self, text: str) -> str | None:
-        """The normalised text; None when the utterance must be dropped (digits with `digits="drop"`)."""
+        """The normalised text; None when the utterance must be dropped (see `last_drop_reason`)."""
+        self.last_drop_reason = None
         text = unicodedata.normalize("NFC", text).lower()
         text = _APOSTROPHES.sub(APOSTROPHE, _DASHES.sub(" ", text))
-        if _NUMBER.search(text):
+        if _DIGIT.search(text):
             if self.digits == "drop":
-                return None
-            text = text.replace("%", " por cento ")
-            text = _NUMBER.sub(lambda m: f" {_spell_number(m.group())} ", text)
+                return self._drop("transcript with digits (--digits drop)")
+            try:
+                text = spell_numbers(text)
+            except AmbiguousNumber as err:
+                if self.ambiguous_numbers == "drop":
+                    return self._drop(f"ambiguous number {err}")
+                text = _DIGIT_RUN.sub(lambda m: f" {cardinal(int(m.group()))} ", text)
         kept = []
         for char in text:
             if char in self.alphabet or char.isspace():
                 kept.append(char)
             elif char == APOSTROPHE:
                 kept.append("")  # "d'água" -> "dágua"
-            elif unicodedata.category(char)[0] in "PSZC":
-                kept.append(" ")  # punctuation, symbols, quotes: a word boundary at most
+            elif unicodedata.category(char)[0] in "PZC":
+                kept.append(" ")  # punctuation, quotes, separators: a word boundary at most
+            elif unicodedata.category(char)[0] == "S":  # emoji, ©, $...: removed, and counted
+                self.out_of_alphabet[char] += 1
+                kept.append(" ")
             else:
                 self.out_of_alphabet[char] += 1
                 base = unicodedata.normalize("NFD", char)[0]
@@ -81,13 +93,19 @@ class TextNormalizer:
 
     def report(self) -> str:
         if not self.out_of_alphabet:
-            return "no characters outside the alphabet"
-        chars = ", ".join(f"{c!r} x{n}" for c, n in self.out_of_alphabet.most_common(20))
-        return f"{sum(self.out_of_alphabet.values())} characters outside the alphabet: {chars}"
+            report = "no characters outside the alphabet"
+        else:
+            chars = ", ".join(f"{c!r} x{n}" for c, n in self.out_of_alphabet.most_common(20))
+            report = f"{sum(self.out_of_alphabet.values())} characters outside the alphabet removed: {chars}"
+        if self.dropped:
+            report += "; dropped: " + ", ".join(f"{n} {reason}" for reason, n in self.dropped.most_common(10))
+        return report
 
 
-def normalize_text(text: str, digits: str = "spell", keep_apostrophe: bool = False) -> str | None:
-    return TextNormalizer(digits, keep_apostrophe)(text)
+def normalize_text(
+    text: str, digits: str = "spell", keep_apostrophe: bool = False, ambiguous_numbers: str = "drop"
+) -> str | None:
+    return TextNormalizer(digits, keep_apostrophe, ambiguous_numbers)(text)
 
 
 def build_vocab(texts=None, keep_apostrophe: bool = True) -> dict[str, int]:

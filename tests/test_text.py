@@ -52,6 +52,58 @@ def test_digits_are_spelled_out_or_the_utterance_dropped():
     assert normalize_text("sem números", digits="drop") == "sem números"
 
 
+# Written Brazilian numbers -> what a speaker says; None: no single reading, the utterance is dropped and counted.
+BP_NUMBERS = [
+    ("R$ 1.000,00", "mil reais"),
+    ("R$ 2,50 por dia", "dois reais e cinquenta centavos por dia"),
+    ("R$ 0,99", "noventa e nove centavos"),
+    ("R$ 1,00", "um real"),
+    ("R$ 3 milhões", "três milhões de reais"),
+    ("R$ 1.000.000,00", "um milhão de reais"),
+    ("2.500,75 metros", "dois mil e quinhentos vírgula setenta e cinco metros"),
+    ("3,05 m", "três vírgula zero cinco m"),
+    ("25% de desconto", "vinte e cinco por cento de desconto"),
+    ("2,5 %", "dois vírgula cinco por cento"),
+    ("o 1º lugar e a 2ª vez", "o primeiro lugar e a segunda vez"),
+    ("a 21ª edição", "a vigésima primeira edição"),
+    ("às 14h30 ou às 9h", "às catorze horas e trinta minutos ou às nove horas"),
+    ("à 1h", "à uma hora"),
+    ("às 22:15", "às vinte e duas horas e quinze minutos"),
+    ("em 1999.", "em mil novecentos e noventa e nove"),
+    ("em 2024", "em dois mil e vinte e quatro"),
+    ("dia 1/5/2024", "dia primeiro de maio de dois mil e vinte e quatro"),
+    ("agente 007", "agente zero zero sete"),
+    ("faz 30 °C", "faz trinta graus celsius"),
+    ("3.5 litros", None),
+    ("1/2 xícara", None),
+    ("1° lugar", None),
+    ("192.168.0.1", None),
+    ("às 25:99", None),
+    ("R$ 1,999", None),
+]
+
+
+@pytest.mark.parametrize("written, spoken", BP_NUMBERS)
+def test_brazilian_numbers_become_the_words_a_speaker_says(written, spoken):
+    normalizer = TextNormalizer()
+    assert normalizer(written) == spoken
+    if spoken is None:
+        assert (
+            normalizer.last_drop_reason.startswith("ambiguous number") and "dropped: 1 ambiguous" in normalizer.report()
+        )
+
+
+def test_ambiguous_numbers_can_be_kept_digit_group_by_digit_group():
+    assert normalize_text("3.5 litros", ambiguous_numbers="keep") == "três cinco litros"
+
+
+def test_emoji_and_symbols_are_removed_and_counted():
+    normalizer = TextNormalizer()
+    assert normalizer("olá 👋 mundo © sim") == "olá mundo sim"
+    assert normalizer.out_of_alphabet == {"👋": 1, "©": 1}
+    assert "2 characters outside the alphabet removed" in normalizer.report()
+
+
 def test_apostrophe_can_be_kept_and_foreign_letters_are_counted():
     assert normalize_text("caixa d'água", keep_apostrophe=True) == "caixa d'água"
     normalizer = TextNormalizer()
