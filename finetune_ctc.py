@@ -104,6 +104,13 @@ class FinetuneArguments:
     )
     keep_apostrophe: bool = field(default=False)
     max_audio_seconds: float = field(default=20.0, metadata={"help": "Longer training clips are skipped (counted)."})
+    max_eval_audio_seconds: float = field(
+        default=60.0,
+        metadata={
+            "help": "Longer eval clips are skipped (counted): one long clip pads its whole eval batch (a 30-min clip "
+            "took 3.3 GB). Cut long recordings into utterances for evaluation."
+        },
+    )
     num_workers: int = field(default=2)
     logging_steps: int = field(default=10)
     eval_steps: int = field(default=500)
@@ -220,7 +227,10 @@ def main(args: FinetuneArguments):
         keep = np.random.default_rng(args.seed).permutation(len(train_utterances))
         keep = sorted(keep[: max(1, round(args.train_fraction * len(train_utterances)))])
         train_utterances = [train_utterances[i] for i in keep]
-    eval_sets = {source: prepare(find_utterances(source, skips, need_text=True), None) for source in eval_sources}
+    max_eval_samples = int(args.max_eval_audio_seconds * 16_000)
+    eval_sets = {
+        source: prepare(find_utterances(source, skips, need_text=True), max_eval_samples) for source in eval_sources
+    }
     if not train_utterances:
         raise ValueError(f"No usable transcribed audio in {train_source} ({skips.summary()}).")
     logger.info(

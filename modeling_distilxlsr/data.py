@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 SAMPLING_RATE = 16_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
 PATH_COLUMNS = ("path", "file_name", "audio")
+# A clip whose samples, once its mean (DC offset) is removed, have a standard deviation below this (-80 dBFS) holds
+# no speech: all-zero and DC-only clips are skipped and counted as "silent or DC only" rather than trained on.
+SILENCE_STD = 1e-4
 TEXT_COLUMNS = ("transcription", "sentence", "text")
 
 
@@ -254,11 +257,27 @@ def list_sources(spec: str) -> list[tuple[str | bytes, str | None, str | None]]:
 
 def find_utterances(spec: str, skips: SkipCounter, min_samples: int = 400, need_text: bool = False):
     """The usable utterances of a data source, lengths read from headers. Unreadable, empty and too-short files
-    (and, with `need_text`, ones without a transcript) are counted in `skips` and left out."""
-    utterances = usable_utterances(list_sources(spec), skips, min_samples, need_text)
+    (and, with `need_text`, ones without a transcript) are counted in `skips` and left out, and so are the audio
+    files of a folder that its metadata.csv does not list."""
+    entries = list_sources(spec)
+    _count_unlisted_files(spec, entries, skips)
+    utterances = usable_utterances(entries, skips, min_samples, need_text)
     if not utterances:
         raise ValueError(f"No usable audio in {spec!r} ({skips.summary()}).")
     return utterances
+
+
+def _count_unlisted_files(spec: str, entries, skips: SkipCounter):
+    """A folder's audio files that its metadata.csv leaves out are not used: said in the summary, never silently."""
+    if not (os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "metadata.csv"))):
+        return
+    listed = {os.path.abspath(source) for source, _, _ in entries if isinstance(source, str)}
+    for root, _, names in os.walk(spec):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if name.lower().endswith(AUDIO_EXTENSIONS) and os.path.abspath(path) not in listed:
+                skips.total += 1
+                skips.skip("not listed in metadata.csv", path)
 
 
 def probe_audio(source, min_samples: int) -> tuple[int, str | None, str]:
@@ -321,11 +340,14 @@ def normalize(audio: np.ndarray) -> np.ndarray:
 
 def decode_item(utterance: Utterance, max_samples: int | None, random_crop: bool) -> dict:
     """A training item: decoded, cropped to `max_samples` (at random or from the start), normalised; or
-    `{"skip": reason, "name": ...}` when the file fails to decode, for the collator to report."""
+    `{"skip": reason, "name": ...}` when the file fails to decode or is silent (`SILENCE_STD`), for the collator to
+    report."""
     try:
         audio = load_audio(utterance.source)
     except AudioDecodeError as err:
         return {"skip": err.reason, "name": utterance.name}
+    if np.std(audio) < SILENCE_STD:  # the whole clip, before any crop
+        return {"skip": "silent or DC only", "name": utterance.name}
     if max_samples and len(audio) > max_samples:
         start = int(torch.randint(0, len(audio) - max_samples + 1, ())) if random_crop else 0
         audio = audio[start : start + max_samples]
@@ -576,7 +598,7 @@ def prepare_ctc_utterances(
             skips.skip("transcript empty after normalisation", utterance.name, repr(utterance.text))
             continue
         if max_samples and utterance.num_samples > max_samples:
-            skips.skip("too long", utterance.name, f"{utterance.seconds:.1f} s")
+            skips.skip(f"longer than {max_samples / SAMPLING_RATE:g} s", utterance.name, f"{utterance.seconds:.1f} s")
             continue
         frames = int(frames_for_samples(utterance.num_samples))
         needed = ctc_min_frames(tokenizer(text).input_ids)

@@ -52,7 +52,9 @@ def test_bad_transcripts_and_audio_are_skipped_and_counted(tiny_distilled, small
         shutil.copy(small_corpus / "dev" / row["file_name"], data / row["file_name"])
     sf.write(data / "short.wav", np.random.randn(1600).astype("float32") * 0.1, 16000)  # 0.1 s, 4 frames
     (data / "broken.wav").write_bytes(b"not audio at all")
+    sf.write(data / "long.flac", np.random.randn(61 * 16000).astype("float32") * 0.1, 16000)
     rows += [
+        {"file_name": "long.flac", "transcription": "longo demais para treinar e para avaliar"},
         {"file_name": "short.wav", "transcription": "uma frase longa demais para um décimo de segundo"},
         {"file_name": rows[0]["file_name"], "transcription": ""},
         {"file_name": rows[1]["file_name"], "transcription": "?!... — «»"},
@@ -64,10 +66,11 @@ def test_bad_transcripts_and_audio_are_skipped_and_counted(tiny_distilled, small
         writer.writerows(rows)
     out = tmp_path / "out"
     result = finetune(tiny_distilled, data, [data], out, "--max_steps", 4, "--eval_steps", 4, "--save_steps", 4)
-    # Each of the 4 bad rows is met twice: once as training data, once as evaluation data.
+    # Each of the 5 bad rows is met twice: once as training data, once as evaluation data (the 61 s clip is over
+    # both limits: --max_audio_seconds 20 for training, --max_eval_audio_seconds 60 for evaluation).
     summary = (
-        "skipped 8 of 20 utterances: 2 no transcript, 2 too short for its transcript, "
-        "2 transcript empty after normalisation, 2 unreadable"
+        "skipped 10 of 22 utterances: 2 no transcript, 2 too short for its transcript, "
+        "2 transcript empty after normalisation, 2 unreadable, 1 longer than 20 s, 1 longer than 60 s"
     )
     results = json.loads((out / "ctc_results.json").read_text())
     assert results["skipped"] == summary and summary in result.stderr

@@ -1,0 +1,133 @@
+"""Bad inputs, as tables: an input maker -> the expected outcome. Extend a table with one line.
+
+- `TRAINING_INPUTS`: audio files given to training (distillation and fine-tuning share the data layer): used
+  ("ok") or skipped and counted with a reason; never a crash, never a silent loss.
+- `TRANSCRIBE_INPUTS`: files given to transcribe.py: each gets its own result or its own reported failure.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import run_script
+
+
+def noise(seconds, seed, sample_rate=16_000):
+    return (np.random.default_rng(seed).standard_normal(int(seconds * sample_rate)) * 0.1).astype("float32")
+
+
+def write(path, audio, sample_rate=16_000, subtype=None, format=None):
+    sf.write(path, audio, sample_rate, subtype=subtype, format=format)
+
+
+def zero_frame_header(path):
+    write(path, np.zeros(0, "float32"))
+
+
+# (file name, maker, expected: "ok" or the skip reason counted in the run's summary)
+TRAINING_INPUTS = [
+    ("good.wav", lambda p: write(p, noise(1.0, 1)), "ok"),
+    ("stereo_8k.wav", lambda p: write(p, np.stack([noise(1.0, 2, 8000)] * 2, 1), 8000), "ok"),
+    ("pcm24.flac", lambda p: write(p, noise(1.0, 3), subtype="PCM_24"), "ok"),
+    ("vorbis.ogg", lambda p: write(p, noise(1.0, 4), format="OGG", subtype="VORBIS"), "ok"),
+    ("zero_bytes.wav", lambda p: open(p, "wb").close(), "empty (0 bytes)"),
+    ("zero_frames.wav", zero_frame_header, "unreadable"),
+    ("5ms.wav", lambda p: write(p, noise(0.005, 5)), "too short"),
+    ("garbage.flac", lambda p: open(p, "wb").write(b"fLaC" + os.urandom(300)), "unreadable"),
+    ("nan.wav", lambda p: write(p, np.full(16000, np.nan, "float32"), subtype="FLOAT"), "NaN/Inf samples"),
+    ("all_zero.wav", lambda p: write(p, np.zeros(16000, "float32")), "silent or DC only"),
+    ("dc_only.wav", lambda p: write(p, np.full(16000, 0.25, "float32")), "silent or DC only"),
+    (
+        "dc_and_-90dB_noise.wav",
+        lambda p: write(p, 0.25 + noise(1.0, 6) * 1e-4, subtype="FLOAT"),
+        "silent or DC only",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, make, expected", TRAINING_INPUTS, ids=[case[0] for case in TRAINING_INPUTS])
+def test_training_input(tmp_path, name, make, expected):
+    from modeling_distilxlsr.data import AudioCollator, AudioDataset, SkipCounter, find_utterances
+
+    write(str(tmp_path / "another_good.wav"), noise(1.0, 99))  # a source with no usable file at all is an error
+    make(str(tmp_path / name))
+    skips = SkipCounter()
+    utterances = find_utterances(str(tmp_path), skips)
+    dataset = AudioDataset(utterances)
+    batch = AudioCollator()([dataset[i] for i in range(len(dataset))])
+    for reason, file in batch["skipped"]:
+        skips.skip(reason, file, once=True)
+    if expected == "ok":
+        assert skips.summary() == "skipped 0 of 2 files" and batch["input_values"].shape[0] == 2
+    else:
+        assert skips.summary() == f"skipped 1 of 2 files: 1 {expected}"
+        assert batch["input_values"].shape[0] == 1
+
+
+def test_audio_files_a_metadata_csv_leaves_out_are_counted(tmp_path):
+    from modeling_distilxlsr.data import SkipCounter, find_utterances
+
+    for i in range(5):
+        write(str(tmp_path / f"{i}.wav"), noise(0.5, i))
+    (tmp_path / "metadata.csv").write_text("file_name,transcription\n0.wav,zero\n1.wav,um\n")
+    skips = SkipCounter()
+    assert len(find_utterances(str(tmp_path), skips, need_text=True)) == 2
+    assert skips.summary() == "skipped 3 of 5 files: 3 not listed in metadata.csv"
+
+
+# (file name, maker, expected status, reason the error must start with)
+TRANSCRIBE_INPUTS = [
+    ("a_good.wav", lambda p: write(p, noise(1.0, 1)), "ok", None),
+    ("b_zero_frames.wav", lambda p: write(p, np.zeros(0, "float32")), "failed", "empty (no audio frames)"),
+    ("c_good.wav", lambda p: write(p, noise(0.7, 2)), "ok", None),
+    ("d_under_receptive_field.wav", lambda p: write(p, noise(0.01, 3)), "failed", "too short"),
+    ("e_good_8k_stereo.wav", lambda p: write(p, np.stack([noise(0.9, 4, 8000)] * 2, 1), 8000), "ok", None),
+    ("f_zero_bytes.wav", lambda p: open(p, "wb").close(), "failed", "unreadable"),
+    ("g_corrupt.flac", lambda p: open(p, "wb").write(b"fLaC" + os.urandom(300)), "failed", "unreadable"),
+    ("h_nan.wav", lambda p: write(p, np.full(16000, np.nan, "float32"), subtype="FLOAT"), "failed", "NaN/Inf"),
+    ("i_silence.wav", lambda p: write(p, np.zeros(16000, "float32")), "ok", None),
+    ("j_good_last.wav", lambda p: write(p, noise(1.3, 5)), "ok", None),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    for name, make, _, _ in TRANSCRIBE_INPUTS:
+        make(str(folder / name))
+    return folder
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "csv"])
+def test_every_file_keeps_its_own_result_or_failure(tiny_ctc_dir, bad_folder, tmp_path, output_format):
+    model_dir, _ = tiny_ctc_dir
+    out = tmp_path / f"out.{output_format}"
+    result = run_script(
+        [sys.executable, "transcribe.py", str(model_dir), str(bad_folder), "--batch_size", "4"]
+        + ["--format", output_format, "--output", str(out)]
+    )
+    if output_format == "jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    else:
+        import csv
+
+        rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [os.path.basename(r["path"]) for r in rows] == [case[0] for case in TRANSCRIBE_INPUTS]
+    for row, (name, _, status, reason) in zip(rows, TRANSCRIBE_INPUTS, strict=True):
+        assert row["status"] == status, (name, row)
+        if reason:
+            assert row["error"].startswith(reason), (name, row)
+    failed = sum(case[2] == "failed" for case in TRANSCRIBE_INPUTS)
+    assert f"skipped {failed} of {len(TRANSCRIBE_INPUTS)} files" in result.stderr
+
+    if output_format == "csv":
+        return
+    # No shift: the good files alone (no bad file between them) get the same transcripts.
+    good = [str(bad_folder / name) for name, _, status, _ in TRANSCRIBE_INPUTS if status == "ok"]
+    alone = run_script([sys.executable, "transcribe.py", str(model_dir), *good, "--format", "jsonl"])
+    alone_texts = {os.path.basename(r["path"]): r["text"] for r in map(json.loads, alone.stdout.splitlines())}
+    assert alone_texts == {os.path.basename(r["path"]): r["text"] for r in rows if r["status"] == "ok"}
+    assert len(set(alone_texts.values())) > 2  # distinct transcripts, so a shift could not go unseen
