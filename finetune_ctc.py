@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
+from modeling_distilxlsr.augment import AugmentArguments, make_augmenter
 from modeling_distilxlsr.data import (
     AudioDataset,
     CTCCollator,
@@ -57,7 +58,7 @@ logger = logging.getLogger("finetune_ctc")
 
 
 @dataclass
-class FinetuneArguments:
+class FinetuneArguments(AugmentArguments):
     model: str = field(
         metadata={
             "help": "Distilled DistilXLSR folder or Hub id, any wav2vec2-family CTC/base checkpoint, or (with "
@@ -246,7 +247,8 @@ def main(args: FinetuneArguments):
 
     collator = CTCCollator(processor)
     loader_options = dict(batch_size=args.per_device_batch_size, collator=collator, num_workers=args.num_workers)
-    train_loader = make_loader(AudioDataset(train_utterances), shuffle_seed=args.seed, **loader_options)
+    train_dataset = AudioDataset(train_utterances, augmenter=make_augmenter(args, train_utterances), seed=args.seed)
+    train_loader = make_loader(train_dataset, shuffle_seed=args.seed, **loader_options)
     eval_loaders = [make_loader(AudioDataset(v), **loader_options) for v in eval_sets.values()]
     optimizer = torch.optim.AdamW(
         decay_parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.98), eps=1e-8

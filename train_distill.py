@@ -20,6 +20,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
+from modeling_distilxlsr.augment import AugmentArguments, make_augmenter
 from modeling_distilxlsr.data import (
     AudioCollator,
     AudioDataset,
@@ -52,7 +53,7 @@ logger = logging.getLogger("train_distill")
 
 
 @dataclass
-class DistillArguments:
+class DistillArguments(AugmentArguments):
     teacher: str = field(
         default="facebook/wav2vec2-large-xlsr-53",
         metadata={
@@ -150,7 +151,7 @@ def distill_step_loss(student, teacher_targets, batch, args, accelerator, share_
     teacher_cnn = teacher_targets.cnn_features
     with accelerator.autocast():  # the student only: targets and losses are float32
         outputs = student(
-            batch["input_values"],
+            batch.get("student_input_values", batch["input_values"]),  # with --augment: the corrupted clip
             attention_mask=batch["attention_mask"],
             cnn_features=teacher_cnn if share_cnn else None,
         )
@@ -252,6 +253,8 @@ def main(args: DistillArguments):
     eval_utterances = None
     if args.eval_data:
         eval_utterances = find_utterances(args.eval_data, skips, min_samples=config.receptive_field)
+    if args.streaming and args.augment:
+        raise ValueError("--augment is not available with --streaming yet: list the corpus (drop --streaming).")
     if args.streaming:
         stream, held_out, audio_column, text_column = open_audio_stream(
             train_source,
@@ -294,7 +297,10 @@ def main(args: DistillArguments):
             sum(u.seconds for u in utterances) / 3600,
             len(eval_utterances),
         )
-        train_dataset = AudioDataset(utterances, max_samples=args.max_audio_samples, random_crop=True)
+        augmenter = make_augmenter(args, utterances)
+        train_dataset = AudioDataset(
+            utterances, args.max_audio_samples, random_crop=True, augmenter=augmenter, seed=args.seed, paired=True
+        )
         train_loader = make_loader(train_dataset, shuffle_seed=args.seed, **loader_options)
     eval_loader = make_loader(
         AudioDataset(eval_utterances, max_samples=args.max_audio_samples, random_crop=False), **loader_options

@@ -338,33 +338,65 @@ def normalize(audio: np.ndarray) -> np.ndarray:
     return Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm([audio], attention_mask=None)[0]
 
 
-def decode_item(utterance: Utterance, max_samples: int | None, random_crop: bool) -> dict:
+def decode_item(
+    utterance: Utterance,
+    max_samples: int | None,
+    random_crop: bool,
+    rng: np.random.Generator | None = None,
+    augmenter=None,
+    paired: bool = False,
+) -> dict:
     """A training item: decoded, cropped to `max_samples` (at random or from the start), normalised; or
     `{"skip": reason, "name": ...}` when the file fails to decode or is silent (`SILENCE_STD`), for the collator to
-    report."""
+    report. With an `augmenter` (augment.py), corrupted on the fly from `rng`: `paired` (distillation) keeps what the
+    teacher hears as `input_values` and adds what the student hears as `student_input_values`; otherwise the
+    corrupted clip replaces the clean one."""
     try:
         audio = load_audio(utterance.source)
     except AudioDecodeError as err:
         return {"skip": err.reason, "name": utterance.name}
     if np.std(audio) < SILENCE_STD:  # the whole clip, before any crop
         return {"skip": "silent or DC only", "name": utterance.name}
+    rng = rng if rng is not None else np.random.default_rng(int(torch.randint(0, 2**31, ())))
     if max_samples and len(audio) > max_samples:
-        start = int(torch.randint(0, len(audio) - max_samples + 1, ())) if random_crop else 0
+        start = int(rng.integers(0, len(audio) - max_samples + 1)) if random_crop else 0
         audio = audio[start : start + max_samples]
     item = {"input_values": normalize(audio)}
+    if augmenter is not None:
+        teacher_audio, student_audio = augmenter(audio, rng)
+        item["input_values"] = normalize(teacher_audio if paired else student_audio)
+        if paired:
+            item["student_input_values"] = normalize(student_audio)
     if utterance.text is not None:
         item["text"] = utterance.text
     return item
 
 
-class AudioDataset(torch.utils.data.Dataset):
-    """Decoded, cropped, normalised utterances. A file that fails to decode yields `{"skip": reason}` instead of
-    raising, so one bad file never kills a run; the collator drops it and reports the reason."""
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random stream of one example in one epoch (crop and corruptions): the same in every run with `seed`,
+    resumed or not, whichever worker decodes it."""
+    return np.random.default_rng([seed, epoch, index])
 
-    def __init__(self, utterances: list[Utterance], max_samples: int | None = None, random_crop: bool = True):
+
+class AudioDataset(torch.utils.data.Dataset):
+    """Decoded, cropped, normalised (and, with an `augmenter`, corrupted) utterances. A file that fails to decode
+    yields `{"skip": reason}` instead of raising, so one bad file never kills a run; the collator drops it and
+    reports the reason. Keys are indices, or `(index, epoch)` pairs from `LengthGroupedSampler`, which seed the
+    example's random stream (`example_rng`)."""
+
+    def __init__(
+        self,
+        utterances: list[Utterance],
+        max_samples: int | None = None,
+        random_crop: bool = True,
+        augmenter=None,
+        seed: int = 0,
+        paired: bool = False,
+    ):
         self.utterances = utterances
         self.max_samples = max_samples
         self.random_crop = random_crop
+        self.augmenter, self.seed, self.paired = augmenter, seed, paired
 
     def __len__(self):
         return len(self.utterances)
@@ -373,8 +405,10 @@ class AudioDataset(torch.utils.data.Dataset):
     def lengths(self) -> list[int]:
         return [min(u.num_samples, self.max_samples or u.num_samples) for u in self.utterances]
 
-    def __getitem__(self, index):
-        item = decode_item(self.utterances[index], self.max_samples, self.random_crop)
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        rng = example_rng(self.seed, epoch, index)
+        item = decode_item(self.utterances[index], self.max_samples, self.random_crop, rng, self.augmenter, self.paired)
         if "skip" not in item:
             item["index"] = index
         return item
@@ -394,8 +428,11 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         return len(self.lengths)
 
     def __iter__(self):
+        """(index, epoch) keys: the epoch reaches the dataset in the workers (persistent workers keep a copy made
+        at the first epoch, so an attribute set later would not), and seeds each example's random stream."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        return iter([(index, self.epoch) for index in indices])
 
 
 class AudioCollator:
@@ -417,6 +454,12 @@ class AudioCollator:
                 )
             )
             batch["attention_mask"] = batch["attention_mask"].long()
+            if "student_input_values" in good[0]:  # same lengths as input_values: same mask
+                batch["student_input_values"] = self.feature_extractor.pad(
+                    {"input_values": [item["student_input_values"] for item in good]},
+                    padding=True,
+                    return_tensors="pt",
+                )["input_values"]
         return batch
 
 

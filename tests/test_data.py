@@ -124,12 +124,14 @@ def test_normalize_matches_the_feature_extractor_and_crops(tmp_path):
 def test_length_grouped_batches_have_little_padding_and_the_same_order_on_every_rank():
     rng = np.random.default_rng(0)
     lengths = rng.integers(8000, 250000, size=400).tolist()
-    order = list(LengthGroupedSampler(lengths, batch_size=8, seed=1))
+    keys = list(LengthGroupedSampler(lengths, batch_size=8, seed=1))
+    assert {epoch for _, epoch in keys} == {0}  # (index, epoch): the epoch seeds each example's corruptions
+    order = [index for index, _ in keys]
     assert sorted(order) == list(range(400))
-    assert order == list(LengthGroupedSampler(lengths, batch_size=8, seed=1))  # what each DDP rank computes
+    assert keys == list(LengthGroupedSampler(lengths, batch_size=8, seed=1))  # what each DDP rank computes
     sampler = LengthGroupedSampler(lengths, batch_size=8, seed=1)
     sampler.set_epoch(1)
-    assert list(sampler) != order
+    assert [index for index, _ in sampler] != order
 
     def padding(indices):
         batches = [indices[i : i + 8] for i in range(0, len(indices), 8)]

@@ -192,6 +192,10 @@ def test_bad_files_are_skipped_and_counted(tiny_teacher_dir, small_corpus, tmp_p
 
 def test_two_real_ddp_ranks_write_one_output_that_loads_in_a_fresh_process(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "out"
+    noise_dir = tmp_path / "noise"  # robust distillation on both ranks, with a bad noise file counted
+    noise_dir.mkdir()
+    sf.write(noise_dir / "fan.flac", np.random.default_rng(0).standard_normal(8000).astype("float32") * 0.1, 8000)
+    (noise_dir / "broken.wav").write_bytes(b"RIFF0000WAVE")
     result = distill(
         tiny_teacher_dir,
         small_corpus / "train",
@@ -202,10 +206,17 @@ def test_two_real_ddp_ranks_write_one_output_that_loads_in_a_fresh_process(tiny_
         3,
         "--save_steps",
         3,
+        "--augment",
+        "--noise_dir",
+        noise_dir,
         launcher=TWO_CPU_RANKS,
         env_extra=TWO_CPU_RANKS_ENV,
     )
     assert "MULTI_CPU, 2 process(es)" in result.stderr
+    assert (
+        "augment (heard by the student)" in result.stderr
+        and "skipped 1 of 2 files: 1 noise unreadable" in result.stderr
+    )
     results = json.loads((out / "distill_results.json").read_text())
     assert results["num_processes"] == 2 and results["steps"] == 6
     assert result.stderr.count("done: 6 steps") == 1  # the output is written once, by the main process
@@ -233,7 +244,8 @@ def _optimizer_and_scheduler(checkpoint):
 
 
 def test_killed_run_resumes_to_the_same_step_optimizer_state_and_lr(tiny_teacher_dir, small_corpus, tmp_path):
-    common = ["--max_steps", 24, "--eval_steps", 100, "--save_steps", 8, "--logging_steps", 4, "--seed", 3]
+    # with --augment: speed perturbation changes clip lengths, so equal audio hours mean the same corruptions
+    common = ["--max_steps", 24, "--eval_steps", 100, "--save_steps", 8, "--logging_steps", 4, "--seed", 3, "--augment"]
     straight = tmp_path / "straight"
     distill(tiny_teacher_dir, small_corpus / "train", straight, *common)
 
