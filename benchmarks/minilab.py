@@ -27,6 +27,7 @@ SCALES = {
     # steps for: teacher CTC training, distillation, each 10% fine-tune
     "cpu": {"teacher": 2000, "distill": 1200, "finetune": 600, "batch": 8},
     "gpu": {"teacher": 8000, "distill": 6000, "finetune": 2000, "batch": 16},
+    "smoke": {"teacher": 20, "distill": 10, "finetune": 10, "batch": 4},  # checks the stages run, in minutes
 }
 
 
@@ -56,6 +57,13 @@ def main():
     parser.add_argument("--pred_layer_ids", default="2 4 6")
     parser.add_argument("--slim_cnn_width", type=int, default=32, help="CNN width of the slim student (teacher: 64).")
     parser.add_argument("--skip_existing", action="store_true", help="Reuse stages whose output already exists.")
+    parser.add_argument(
+        "--robust",
+        action="store_true",
+        help="Run the robustness stages instead (robust.py in this folder's README): a teacher trained with "
+        "--augment, plain and robust distillation from it, every fine-tune with --augment, then "
+        "benchmarks/robustness.py on all of them.",
+    )
     args = parser.parse_args()
     scale = SCALES[args.scale]
     out = os.path.abspath(args.out)
@@ -82,6 +90,8 @@ def main():
         "100000",
     ]
     names = ("teacher", "distilled", "student_distilled", "distilled_slim", "student_distilled_slim", "student_scratch")
+    names += tuple(f"{name}_robust" for name in ("teacher", "distilled_plain", "distilled", "student_plain"))
+    names += ("student_robust", "student_scratch_robust")
     dirs = {name: os.path.join(out, name) for name in names}
     times_path = os.path.join(out, "stage_seconds.json")  # kept across --skip_existing reruns
     times = json.load(open(times_path)) if os.path.exists(times_path) else {}
@@ -89,9 +99,33 @@ def main():
     def stage(name, stage_args):
         done = os.path.exists(os.path.join(dirs[name], "config.json"))
         if not (done and args.skip_existing):
-            times[name] = run(name, stage_args, out)
+            extra = ["--overwrite_output_dir"] if os.path.isdir(dirs[name]) else []  # a rerun replaces the stage
+            times[name] = run(name, stage_args + extra, out)
             with open(times_path, "w") as f:
                 json.dump(times, f, indent=2)
+
+    distill_args = [
+        "train_distill.py",
+        "--train_data",
+        train,
+        "--max_steps",
+        str(scale["distill"]),
+        *common,
+        "--pred_layer_ids",
+        *args.pred_layer_ids.split(),
+        "--learning_rate",
+        "1e-3",
+        "--max_audio_samples",
+        "64000",
+        "--eval_steps",
+        "500",
+        "--save_steps",
+        "100000",
+    ]
+    tenth = ["--train_fraction", "0.1", "--max_steps", str(scale["finetune"]), "--learning_rate", "1e-3"]
+    if args.robust:
+        robust_stages(args, scale, stage, dirs, finetune, distill_args, tenth, out, test, times)
+        return
 
     stage(
         "teacher",
@@ -110,33 +144,10 @@ def main():
             "2e-3",
         ],
     )
-    tenth = ["--train_fraction", "0.1", "--max_steps", str(scale["finetune"]), "--learning_rate", "1e-3"]
     for suffix, student_args in (("", []), ("_slim", ["--student_cnn_width", str(args.slim_cnn_width)])):
         stage(
             f"distilled{suffix}",
-            [
-                "train_distill.py",
-                "--teacher",
-                dirs["teacher"],
-                "--train_data",
-                train,
-                "--output_dir",
-                dirs[f"distilled{suffix}"],
-                "--max_steps",
-                str(scale["distill"]),
-                *common,
-                "--pred_layer_ids",
-                *args.pred_layer_ids.split(),
-                "--learning_rate",
-                "1e-3",
-                "--max_audio_samples",
-                "64000",
-                "--eval_steps",
-                "500",
-                "--save_steps",
-                "100000",
-                *student_args,
-            ],
+            [*distill_args, "--teacher", dirs["teacher"], "--output_dir", dirs[f"distilled{suffix}"], *student_args],
         )
         stage(
             f"student_distilled{suffix}",
@@ -216,6 +227,62 @@ def main():
     with open(os.path.join(out, "minilab.md"), "w") as f:
         f.write(table + "\n")
     print(table)
+
+
+def robust_stages(args, scale, stage, dirs, finetune, distill_args, tenth, out, test, times):
+    """The robustness recipe: everything as above, with `--augment` (default transforms, no noise files: built-in
+    noises and simulated rooms) in the teacher's training, in the robust distillation (the teacher hears the clean
+    clip, the student the corrupted one) and in every fine-tune; the plain distillation, from the same teacher,
+    hears clean audio only. Then benchmarks/robustness.py on conditions whose noise types training never used."""
+    augment = ["--augment"]
+    stage(
+        "teacher_robust",
+        [
+            *finetune,
+            *augment,
+            "--model",
+            "configs/minilab_teacher.json",
+            "--from_scratch",
+            "--freeze_cnn",
+            "false",
+            "--output_dir",
+            dirs["teacher_robust"],
+            "--max_steps",
+            str(scale["teacher"]),
+            "--learning_rate",
+            "2e-3",
+        ],
+    )
+    for name, extra in (("distilled_plain_robust", []), ("distilled_robust", augment)):
+        stage(name, [*distill_args, *extra, "--teacher", dirs["teacher_robust"], "--output_dir", dirs[name]])
+    for name, base in (("student_plain_robust", "distilled_plain_robust"), ("student_robust", "distilled_robust")):
+        stage(name, [*finetune, *augment, "--model", dirs[base], "--output_dir", dirs[name], *tenth])
+    scratch = ["--model", os.path.join(dirs["distilled_robust"], "config.json"), "--from_scratch", "--freeze_cnn"]
+    stage(
+        "student_scratch_robust",
+        [*finetune, *augment, *scratch, "false", "--output_dir", dirs["student_scratch_robust"], *tenth],
+    )
+    models = {
+        "teacher, trained with --augment (100% of labels)": "teacher_robust",
+        "plain distilled student (clean audio), fine-tuned with --augment on 10%": "student_plain_robust",
+        "robust distilled student (--augment), fine-tuned with --augment on 10%": "student_robust",
+        "same student from random init, fine-tuned with --augment on 10%": "student_scratch_robust",
+        "teacher of the default mini-lab (no augmentation anywhere)": "teacher",
+        "distilled student of the default mini-lab (no augmentation anywhere)": "student_distilled",
+    }
+    present = [f"{label}={dirs[name]}" for label, name in models.items() if os.path.exists(dirs[name])]
+    robustness_out = os.path.join(out, "robustness")
+    times["robustness"] = run(
+        "robustness",
+        ["benchmarks/robustness.py", "--test", test, "--out", robustness_out, "--models", *present],
+        out,
+    )
+    with open(os.path.join(out, "stage_seconds.json"), "w") as f:
+        json.dump(times, f, indent=2)
+    print(open(os.path.join(robustness_out, "robustness.md")).read())
+    for name in models.values():
+        if os.path.exists(dirs[name]) and name in times:
+            print(f"{name}: {times[name]:.0f} s")
 
 
 def sum_params(folder: str) -> int:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 SAMPLING_RATE = 16_000
 SENTENCES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sentences_pt_br.txt")
-CORPUS_VERSION = "v1"
+CORPUS_VERSION = "v2"  # v2: every utterance varies its voice's rate, pitch and pitch range
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,9 @@ def plan_corpus(
     test_sentences: int = 100,
     num_sentences: int | None = None,
 ):
-    """(split, sentence, voice) for every utterance: disjoint sentences across splits, test voices unseen.
-    `num_sentences` uses a subset of the sentence list (small corpora for tests)."""
+    """(split, sentence, voice) for every utterance: disjoint sentences across splits, test voices unseen, every
+    utterance's voice varied (`vary_voice`). `num_sentences` uses a subset of the sentence list (small corpora for
+    tests)."""
     rng = np.random.default_rng(seed)
     sentences = load_sentences()
     order = rng.permutation(len(sentences))[:num_sentences]
@@ -131,7 +132,20 @@ def plan_corpus(
             plan.append(("train", sentences[i], train_voices[voice_id]))
     plan += [("dev", sentences[i], train_voices[rng.integers(len(train_voices))]) for i in dev_ids]
     plan += [("test", sentences[i], test_voices[k % len(test_voices)]) for k, i in enumerate(test_ids)]
-    return plan
+    return [(split, sentence, vary_voice(voice, rng)) for split, sentence, voice in plan]
+
+
+def vary_voice(voice: Voice, rng: np.random.Generator) -> Voice:
+    """The voice with this utterance's own rate (x0.85-1.2), base pitch (+-12) and pitch range (+-20): a speaker
+    never says two sentences alike, and a corpus of 12 voice settings would teach a model 12 points, not voices.
+    The espeak-ng variant (the voice's timbre) and the name stay: test voices remain unseen in training."""
+    return Voice(
+        voice.name,
+        voice.variant,
+        int(round(voice.rate * rng.uniform(0.85, 1.2))),
+        int(np.clip(voice.pitch + rng.integers(-12, 13), 0, 100)),
+        int(np.clip(voice.pitch_range + rng.integers(-20, 21), 0, 100)),
+    )
 
 
 def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options) -> str:
@@ -166,7 +180,7 @@ def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options
 
 
 def default_corpus_dir() -> str:
-    """`$DISTILXLSR_CACHE/corpus-pt-br-v1`, `$DISTILXLSR_CACHE` defaulting to ~/.cache/distilxlsr."""
+    """`$DISTILXLSR_CACHE/corpus-pt-br-<CORPUS_VERSION>`, `$DISTILXLSR_CACHE` defaulting to ~/.cache/distilxlsr."""
     cache = os.environ.get("DISTILXLSR_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "distilxlsr"))
     return os.path.join(cache, f"corpus-pt-br-{CORPUS_VERSION}")
 

@@ -31,11 +31,15 @@ def test_plan_splits_are_disjoint_in_sentences_and_test_voices_are_unseen():
     plan = plan_corpus(seed=0)
     by_split = {s: [(text, voice) for split, text, voice in plan if split == s] for s in ("train", "dev", "test")}
     sentences = {s: {text for text, _ in rows} for s, rows in by_split.items()}
-    voices = {s: {voice for _, voice in rows} for s, rows in by_split.items()}
+    voices = {s: {voice.variant for _, voice in rows} for s, rows in by_split.items()}  # a variant is a timbre
     assert not sentences["train"] & sentences["test"] and not sentences["train"] & sentences["dev"]
     assert not sentences["dev"] & sentences["test"]
     assert not voices["train"] & voices["test"] and not voices["dev"] & voices["test"]
     assert len(voices["train"]) >= 8 and len(VOICES) - NUM_TEST_VOICES >= 8
+    # every utterance varies its voice: one voice speaks at many rates and pitches
+    first = [voice for split, _, voice in plan if voice.name == VOICES[0].name]
+    assert len({(v.rate, v.pitch, v.pitch_range) for v in first}) > 0.9 * len(first)
+    assert min(v.rate for v in first) < VOICES[0].rate < max(v.rate for v in first)
 
 
 def test_corpus_files_and_metadata(small_corpus):

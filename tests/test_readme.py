@@ -29,7 +29,7 @@ def test_readme_smoke_commands_run_on_a_fresh_checkout_with_no_data(tmp_path):
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
         outputs.append(result.stdout + result.stderr)
     assert "making the synthetic pt-BR corpus" in outputs[0]  # said so on first use
-    assert (home / ".cache" / "distilxlsr" / "corpus-pt-br-v1" / "test" / "metadata.csv").exists()
+    assert (home / ".cache" / "distilxlsr" / "corpus-pt-br-v2" / "test" / "metadata.csv").exists()
     assert (repo / "out" / "smoke" / "model.safetensors").exists()
     lines = (repo / "out" / "smoke-asr" / "test.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 100  # one line per test file
