@@ -205,7 +205,7 @@ def test_push_to_hub_fails_before_training_when_the_hub_is_unreachable(tiny_teac
         "--hub_model_id",
         "someone/model",
         check=False,
-        env_extra={"HF_TOKEN": "hf_not_a_real_token", "HF_HUB_OFFLINE": "1"},
+        env_extra={"HF_TOKEN": "hf_not_a_real_token"},  # run_script sets HF_HUB_OFFLINE=1
     )
     assert result.returncode != 0 and "cannot reach the Hugging Face Hub" in result.stderr
     assert not out.exists()
