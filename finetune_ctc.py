@@ -247,7 +247,9 @@ def main(args: FinetuneArguments):
 
     collator = CTCCollator(processor)
     loader_options = dict(batch_size=args.per_device_batch_size, collator=collator, num_workers=args.num_workers)
-    train_dataset = AudioDataset(train_utterances, augmenter=make_augmenter(args, train_utterances), seed=args.seed)
+    train_dataset = AudioDataset(
+        train_utterances, augmenter=make_augmenter(args, train_utterances, distilling=False), seed=args.seed
+    )
     train_loader = make_loader(train_dataset, shuffle_seed=args.seed, **loader_options)
     eval_loaders = [make_loader(AudioDataset(v), **loader_options) for v in eval_sets.values()]
     optimizer = torch.optim.AdamW(

@@ -297,7 +297,7 @@ def main(args: DistillArguments):
             sum(u.seconds for u in utterances) / 3600,
             len(eval_utterances),
         )
-        augmenter = make_augmenter(args, utterances)
+        augmenter = make_augmenter(args, utterances, distilling=True)
         train_dataset = AudioDataset(
             utterances, args.max_audio_samples, random_crop=True, augmenter=augmenter, seed=args.seed, paired=True
         )

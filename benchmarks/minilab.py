@@ -123,27 +123,13 @@ def main():
         "100000",
     ]
     tenth = ["--train_fraction", "0.1", "--max_steps", str(scale["finetune"]), "--learning_rate", "1e-3"]
+    teacher_args = [*finetune, "--model", "configs/minilab_teacher.json", "--from_scratch", "--freeze_cnn", "false"]
+    teacher_args += ["--max_steps", str(scale["teacher"]), "--learning_rate", "2e-3"]
     if args.robust:
-        robust_stages(args, scale, stage, dirs, finetune, distill_args, tenth, out, test, times)
+        robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out, test, times)
         return
 
-    stage(
-        "teacher",
-        [
-            *finetune,
-            "--model",
-            "configs/minilab_teacher.json",
-            "--from_scratch",
-            "--freeze_cnn",
-            "false",
-            "--output_dir",
-            dirs["teacher"],
-            "--max_steps",
-            str(scale["teacher"]),
-            "--learning_rate",
-            "2e-3",
-        ],
-    )
+    stage("teacher", [*teacher_args, "--output_dir", dirs["teacher"]])
     for suffix, student_args in (("", []), ("_slim", ["--student_cnn_width", str(args.slim_cnn_width)])):
         stage(
             f"distilled{suffix}",
@@ -229,30 +215,13 @@ def main():
     print(table)
 
 
-def robust_stages(args, scale, stage, dirs, finetune, distill_args, tenth, out, test, times):
+def robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out, test, times):
     """The robustness recipe: everything as above, with `--augment` (default transforms, no noise files: built-in
     noises and simulated rooms) in the teacher's training, in the robust distillation (the teacher hears the clean
     clip, the student the corrupted one) and in every fine-tune; the plain distillation, from the same teacher,
     hears clean audio only. Then benchmarks/robustness.py on conditions whose noise types training never used."""
     augment = ["--augment"]
-    stage(
-        "teacher_robust",
-        [
-            *finetune,
-            *augment,
-            "--model",
-            "configs/minilab_teacher.json",
-            "--from_scratch",
-            "--freeze_cnn",
-            "false",
-            "--output_dir",
-            dirs["teacher_robust"],
-            "--max_steps",
-            str(scale["teacher"]),
-            "--learning_rate",
-            "2e-3",
-        ],
-    )
+    stage("teacher_robust", [*teacher_args, *augment, "--output_dir", dirs["teacher_robust"]])
     for name, extra in (("distilled_plain_robust", []), ("distilled_robust", augment)):
         stage(name, [*distill_args, *extra, "--teacher", dirs["teacher_robust"], "--output_dir", dirs[name]])
     for name, base in (("student_plain_robust", "distilled_plain_robust"), ("student_robust", "distilled_robust")):

@@ -330,7 +330,7 @@ class Augmenter:
         return (corrupted if self.target == "both" else audio), corrupted
 
 
-def make_augmenter(args: AugmentArguments, utterances: list) -> Augmenter | None:
+def make_augmenter(args: AugmentArguments, utterances: list, distilling: bool) -> Augmenter | None:
     """The on-the-fly corruptions of a script's `--augment` (None without it); babble is made of other training
     utterances. Bad noise/RIR files are counted and said in the log."""
     if not args.augment:
@@ -340,9 +340,11 @@ def make_augmenter(args: AugmentArguments, utterances: list) -> Augmenter | None
     file_skips = SkipCounter()
     augmenter = Augmenter(args.augment_settings(), args.seed, file_skips, babble_sources=utterances)
     logger.info(
-        "augment (heard by the %s): noise p=%s (%s, SNR %s dB), reverb p=%s (%s), speed p=%s %s, pitch p=%s, "
+        "augment (%s): noise p=%s (%s, SNR %s dB), reverb p=%s (%s), speed p=%s %s, pitch p=%s, "
         "telephone p=%s (%s), clipping p=%s; noise/RIR files: %s",
-        "student" if args.augment_target == "student" else "teacher and the student",
+        ("heard by the " + ("student" if args.augment_target == "student" else "teacher and the student"))
+        if distilling
+        else "training clips",
         args.noise_prob,
         ", ".join(augmenter.noise_kinds),
         args.snr_range,
