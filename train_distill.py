@@ -253,8 +253,6 @@ def main(args: DistillArguments):
     eval_utterances = None
     if args.eval_data:
         eval_utterances = find_utterances(args.eval_data, skips, min_samples=config.receptive_field)
-    if args.streaming and args.augment:
-        raise ValueError("--augment is not available with --streaming yet: list the corpus (drop --streaming).")
     if args.streaming:
         stream, held_out, audio_column, text_column = open_audio_stream(
             train_source,
@@ -276,6 +274,8 @@ def main(args: DistillArguments):
             max_samples=args.max_audio_samples,
             min_samples=config.receptive_field,
             sort_buffer=32 * args.per_device_batch_size,
+            augmenter=make_augmenter(args, [], distilling=True),  # no babble: nothing is listed up front
+            seed=args.seed,
         )
         # One worker per shard at most (an idle worker would break the batch order resuming relies on).
         train_loader = make_loader(

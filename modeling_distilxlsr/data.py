@@ -571,18 +571,23 @@ class StreamingAudioDataset(torch.utils.data.IterableDataset):
         min_samples: int,
         sort_buffer: int,
         random_crop: bool = True,
+        augmenter=None,
+        seed: int = 0,
     ):
         self.stream, self.audio_column, self.text_column = stream, audio_column, text_column
         self.batch_size, self.max_samples, self.min_samples = batch_size, max_samples, min_samples
         self.sort_buffer = max(sort_buffer // batch_size, 1) * batch_size
         self.random_crop = random_crop
+        self.augmenter, self.seed = augmenter, seed  # paired (distillation) corruptions, seeded per row and pass
         self.skip_batches = 0
 
     def resume_after(self, batches: int):
         self.skip_batches = batches
 
     def _sorted_rows(self, worker_id: int):
-        """(utterance or skip item, sort key) of every row, pass after pass, sorted within each buffer."""
+        """(utterance or skip item, sort key, random stream) of every row, pass after pass, sorted within each
+        buffer; the random stream is seeded by (seed, pass, worker, row), so a resumed run draws the same crops and
+        corruptions."""
         epoch = 0
         while True:
             self.stream.set_epoch(epoch)
@@ -593,10 +598,11 @@ class StreamingAudioDataset(torch.utils.data.IterableDataset):
                 name = path or f"example {index} of worker {worker_id}, pass {epoch}"
                 num_samples, reason, detail = probe_audio(source, self.min_samples)
                 if reason:
-                    buffer.append(({"skip": reason, "name": name}, 0))
+                    buffer.append(({"skip": reason, "name": name}, 0, None))
                 else:
                     length = min(num_samples, self.max_samples or num_samples)
-                    buffer.append((Utterance(source, num_samples, text, speaker, name), length))
+                    rng = np.random.default_rng([self.seed, epoch, worker_id, index])
+                    buffer.append((Utterance(source, num_samples, text, speaker, name), length, rng))
                 if len(buffer) == self.sort_buffer:
                     yield from sorted(buffer, key=lambda entry: entry[1])
                     buffer = []
@@ -610,11 +616,14 @@ class StreamingAudioDataset(torch.utils.data.IterableDataset):
         num_workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
         own_batches = max(0, -(-(self.skip_batches - worker_id) // num_workers))  # batches w, w + W, ... < skip
         to_skip = own_batches * self.batch_size
-        for entry, _ in self._sorted_rows(worker_id):
+        for entry, _, rng in self._sorted_rows(worker_id):
             if to_skip:
                 to_skip -= 1
                 continue
-            yield entry if isinstance(entry, dict) else decode_item(entry, self.max_samples, self.random_crop)
+            if isinstance(entry, dict):
+                yield entry
+            else:
+                yield decode_item(entry, self.max_samples, self.random_crop, rng, self.augmenter, paired=True)
 
 
 def prepare_ctc_utterances(

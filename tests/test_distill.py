@@ -295,6 +295,7 @@ def test_streaming_from_a_sharded_dataset_on_two_ranks_and_resume(tiny_teacher_d
     stream = write_parquet_stream(tmp_path / "stream", clips)
     out = tmp_path / "out"
     common = ["--streaming", "--streaming_eval_examples", 6, "--save_steps", 4, "--eval_steps", 4, "--num_workers", 2]
+    common += ["--augment", "--speed_prob", 1.0]  # every clip's length changes: equal audio hours = same corruptions
     launch = dict(launcher=TWO_CPU_RANKS, env_extra=TWO_CPU_RANKS_ENV)
     result = distill(tiny_teacher_dir, stream, out, *common, "--max_steps", 8, **launch)
     assert "MULTI_CPU, 2 process(es)" in result.stderr and "streaming" in result.stderr
