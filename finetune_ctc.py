@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
-from modeling_distilxlsr.augment import AugmentArguments, make_augmenter
+from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
 from modeling_distilxlsr.data import (
     AudioDataset,
     CTCCollator,
@@ -369,6 +369,7 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
         results_table="\n".join(table),
         steps=f"best of {state.step} (step {state.best_step})",
         skips=skips_summary,
+        augmentation=describe_augmentation(args, distilling=False),
     )
     results = {
         "initial_eval": initial,

@@ -20,7 +20,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-from modeling_distilxlsr.augment import AugmentArguments, make_augmenter
+from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
 from modeling_distilxlsr.data import (
     AudioCollator,
     AudioDataset,
@@ -456,6 +456,7 @@ def write_output(student, state_dict, args, state, final_eval: dict, skips_summa
         ),
         cnn=cnn_description(config, args),
         skips=skips_summary,
+        augmentation=describe_augmentation(args, distilling=True),
     )
 
 

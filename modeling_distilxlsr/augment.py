@@ -359,3 +359,23 @@ def make_augmenter(args: AugmentArguments, utterances: list, distilling: bool) -
         file_skips.summary(),
     )
     return augmenter
+
+
+def describe_augmentation(args: AugmentArguments, distilling: bool) -> str:
+    """One line for the model card."""
+    if not args.augment:
+        return "none (clean audio only)"
+    who = ""
+    if distilling:
+        who = (
+            "the student hears corrupted clips, the teacher clean ones; "
+            if args.augment_target == "student"
+            else ("teacher and student hear the same corrupted clips; ")
+        )
+    return (
+        f"{who}noise p={args.noise_prob} (SNR {args.snr_range[0]:g}-{args.snr_range[1]:g} dB: "
+        f"{', '.join(args.noise_kinds)}), reverberation p={args.reverb_prob} "
+        f"({'measured RIRs' if args.rir_dir else 'simulated rooms'}), speed p={args.speed_prob}, pitch "
+        f"p={args.pitch_prob}, telephone p={args.telephone_prob} ({', '.join(args.telephone_codecs)}), clipping "
+        f"p={args.clip_prob}"
+    )

@@ -241,11 +241,12 @@ def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
             "3",
             "--save_steps",
             "3",
+            "--augment",  # labels unchanged, the clips corrupted on both ranks
         ],
         env_extra=TWO_CPU_RANKS_ENV,
         timeout=240,
     )
-    assert "MULTI_CPU, 2 process(es)" in result.stderr
+    assert "MULTI_CPU, 2 process(es)" in result.stderr and "augment (training clips)" in result.stderr
     results = json.loads((out / "ctc_results.json").read_text())
     assert results["steps"] == 6 and np.isfinite(results["best_eval"][str(eval_dir)]["cer"])
     assert "4 NaN/Inf samples" in results["skipped"]
