@@ -90,8 +90,14 @@ def transcribe(asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps
     transcribed, in input order. Files are decoded a batch at a time: a folder of long recordings is never all in
     memory. Each batch is sent to the pipeline as a list, whose results come back as a list of the same length; a
     batch that fails is retried file by file, so one bad file costs only its own result."""
+    from modeling_distilxlsr import DistilXLSRForCTC
+
     min_samples = cnn_receptive_field(asr.model.config)
-    options = dict(batch_size=batch_size, chunk_length_s=chunk_length_s)
+    # The pipeline decodes every frame of a padded batch: only our CTC model turns padded frames into blanks, so any
+    # other model (a plain Wav2Vec2ForCTC, an export of ours included) runs one file at a time, or a short file's
+    # transcript would gain characters made up from the padding.
+    pipeline_batch = batch_size if isinstance(asr.model, DistilXLSRForCTC) else 1
+    options = dict(batch_size=pipeline_batch, chunk_length_s=chunk_length_s)
     if return_timestamps:
         options["return_timestamps"] = return_timestamps
     files = list_audio_files(inputs)
