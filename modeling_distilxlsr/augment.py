@@ -110,7 +110,7 @@ def validate_augment_settings(settings: dict):
         folder = settings[name]
         if folder is not None and not os.path.isdir(folder):
             raise ValueError(f"--{name} {folder}: no such folder.")
-    if "file" in settings["noise_kinds"] and settings["noise_dir"] is None and settings["noise_kinds"] == ["file"]:
+    if settings["noise_kinds"] == ["file"] and settings["noise_dir"] is None:
         raise ValueError("--noise_kinds file needs --noise_dir.")
 
 

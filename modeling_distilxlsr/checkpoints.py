@@ -55,6 +55,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class SettingsChangedError(CheckpointError):
+    """A whole checkpoint whose settings differ from this run's: never passed over for an older one."""
+
+
 def list_checkpoints(checkpoint_dir: str) -> list[str]:
     """Checkpoint folders `step_K`, oldest first."""
     if not os.path.isdir(checkpoint_dir):
@@ -143,7 +147,7 @@ def compare_settings(saved: dict, current: dict, checkpoint: str):
                 "schedule settings (the saved optimizer and LR schedule were built from the old values): "
                 + "; ".join(schedule_changes)
             )
-        raise CheckpointError(
+        raise SettingsChangedError(
             f"Cannot resume from {checkpoint} with other settings than it was trained with. Changed "
             + ". Changed ".join(parts)
             + ". Resume with the checkpoint's settings (see its training_args.json), or start a new run into "
@@ -200,7 +204,7 @@ def load_checkpoint(accelerator, candidates: list[str], explicit: bool, state, c
             validate_checkpoint(path)
             compare_settings(read_json(os.path.join(path, ARGS_FILE)), current_args, path)
         except CheckpointError as err:
-            if explicit or "other settings" in str(err):
+            if explicit or isinstance(err, SettingsChangedError):
                 raise
             logger.warning("skipping checkpoint %s: %s; trying an older one", path, err)
             continue

@@ -342,7 +342,7 @@ def decode_item(
     utterance: Utterance,
     max_samples: int | None,
     random_crop: bool,
-    rng: np.random.Generator | None = None,
+    rng: np.random.Generator,
     augmenter=None,
     paired: bool = False,
 ) -> dict:
@@ -357,14 +357,14 @@ def decode_item(
         return {"skip": err.reason, "name": utterance.name}
     if np.std(audio) < SILENCE_STD:  # the whole clip, before any crop
         return {"skip": "silent or DC only", "name": utterance.name}
-    rng = rng if rng is not None else np.random.default_rng(int(torch.randint(0, 2**31, ())))
     if max_samples and len(audio) > max_samples:
         start = int(rng.integers(0, len(audio) - max_samples + 1)) if random_crop else 0
         audio = audio[start : start + max_samples]
-    item = {"input_values": normalize(audio)}
-    if augmenter is not None:
+    if augmenter is None:
+        item = {"input_values": normalize(audio)}
+    else:
         teacher_audio, student_audio = augmenter(audio, rng)
-        item["input_values"] = normalize(teacher_audio if paired else student_audio)
+        item = {"input_values": normalize(teacher_audio if paired else student_audio)}
         if paired:
             item["student_input_values"] = normalize(student_audio)
     if utterance.text is not None:
