@@ -5,17 +5,15 @@ transformers and its own configuration (relative import). The backbone *is* a tr
 different config class, so its weight names are wav2vec2's and `export_as_wav2vec2` only renames a prefix.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import Wav2Vec2Model, Wav2Vec2PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.loss.loss_ctc import ForCTCLoss
 from transformers.modeling_outputs import CausalLMOutput, ModelOutput
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2LayerNormConvLayer
-from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_distilxlsr import DistilXLSRConfig
 
@@ -113,6 +111,57 @@ def time_major_conv_features(feature_encoder: nn.Module, input_values: torch.Ten
     return hidden.transpose(1, 2)
 
 
+def frame_attention_mask(config, attention_mask: torch.Tensor | None, num_frames: int) -> torch.BoolTensor | None:
+    """Sample-level mask `(batch, samples)` -> frame-level bool mask `(batch, frames)`, True on frames computed from
+    real samples only (right padding, as every feature extractor pads). Computed from the config's kernels and
+    strides rather than with transformers' private helper, so that this file keeps working across releases."""
+    if attention_mask is None:
+        return None
+    lengths = attention_mask.sum(-1)
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
+
+
+@contextlib.contextmanager
+def record_encoder_outputs(encoder: nn.Module, hidden_states: bool, attentions: bool):
+    """Collects what `output_hidden_states` / `output_attentions` ask for with plain torch hooks on the encoder's
+    layers: the input of the first layer (after the positional convolution), the output of each layer (before the
+    final LayerNorm of a pre-LN encoder, as wav2vec2 reports them), and each layer's attention weights.
+
+    Why hooks of our own: transformers 5 collects these through a private decorator (`utils.output_capturing`)
+    whose module path and behaviour change between releases; this file travels to the Hub and must not break with
+    them. Layers return a tensor in transformers 5 and a tuple in 4.x; both are read.
+    """
+    recorded = {"hidden_states": [], "attentions": []}
+    handles = []
+
+    def first(value):
+        return value[0] if isinstance(value, tuple) else value
+
+    if hidden_states:
+        handles.append(
+            encoder.layers[0].register_forward_pre_hook(
+                lambda module, args, kwargs: recorded["hidden_states"].append(
+                    args[0] if args else kwargs["hidden_states"]
+                ),
+                with_kwargs=True,
+            )
+        )
+        for layer in encoder.layers:
+            handles.append(layer.register_forward_hook(lambda m, i, out: recorded["hidden_states"].append(first(out))))
+    if attentions:
+        for layer in encoder.layers:
+            handles.append(
+                layer.attention.register_forward_hook(lambda m, i, out: recorded["attentions"].append(out[1]))
+            )
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @dataclass
 class DistilXLSRModelOutput(ModelOutput):
     """
@@ -161,11 +210,13 @@ class DistilXLSRPreTrainedModel(Wav2Vec2PreTrainedModel):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             nn.init.zeros_(module.bias)
 
+    def use_return_dict(self, return_dict: bool | None) -> bool:
+        """`return_dict` as every transformers model reads it: the argument, else the config's."""
+        return getattr(self.config, "return_dict", True) if return_dict is None else return_dict
+
     def frame_attention_mask(self, attention_mask: torch.Tensor | None, num_frames: int) -> torch.BoolTensor | None:
         """Sample-level mask -> frame-level bool mask (True on frames computed from real samples only)."""
-        if attention_mask is None:
-            return None
-        return self._get_feature_vector_attention_mask(num_frames, attention_mask, add_adapter=False)
+        return frame_attention_mask(self.config, attention_mask, num_frames)
 
 
 class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
@@ -188,15 +239,17 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
             return time_major_conv_features(encoder, input_values)
         return encoder(input_values)
 
-    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_values: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         mask_time_indices: torch.Tensor | None = None,
         cnn_features: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> DistilXLSRModelOutput:
+    ) -> DistilXLSRModelOutput | tuple:
         r"""
         input_values: mono 16 kHz waveform `(batch, samples)`, normalised as `Wav2Vec2FeatureExtractor` does.
         attention_mask: `(batch, samples)`, 1 on real samples; pass it for padded batches.
@@ -215,12 +268,20 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
         hidden_states = self._mask_hidden_states(
             hidden_states, mask_time_indices=mask_time_indices, attention_mask=frame_attention_mask
         )
-        encoder_outputs = self.encoder(hidden_states, attention_mask=frame_attention_mask, **kwargs)
-        return DistilXLSRModelOutput(
-            last_hidden_state=encoder_outputs.last_hidden_state,
+        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        output_attentions = bool(output_attentions or self.config.output_attentions)
+        with record_encoder_outputs(self.encoder, output_hidden_states, output_attentions) as recorded:
+            if output_attentions:
+                kwargs["output_attentions"] = True
+            encoder_outputs = self.encoder(hidden_states, attention_mask=frame_attention_mask, **kwargs)
+        output = DistilXLSRModelOutput(
+            last_hidden_state=encoder_outputs[0],
             extract_features=extract_features,
+            hidden_states=tuple(recorded["hidden_states"]) if output_hidden_states else None,
+            attentions=tuple(recorded["attentions"]) if output_attentions else None,
             frame_attention_mask=frame_attention_mask,
         )
+        return output if self.use_return_dict(return_dict) else output.to_tuple()
 
 
 class DistilXLSRPredictionHeads(nn.Module):
@@ -255,15 +316,15 @@ class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
     def freeze_feature_encoder(self):
         self.distilxlsr.freeze_feature_encoder()
 
-    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         cnn_features: torch.Tensor | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> DistilXLSRForDistillationOutput:
+    ) -> DistilXLSRForDistillationOutput | tuple:
         if cnn_features is None:  # computed here rather than in the backbone, to return it
             input_values = validate_input_values(input_values, attention_mask, self.config)
             cnn_features = self.distilxlsr.conv_features(input_values)
@@ -274,7 +335,7 @@ class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
             cnn_features=cnn_features,
             **kwargs,
         )
-        return DistilXLSRForDistillationOutput(
+        output = DistilXLSRForDistillationOutput(
             predictions=self.prediction_heads(outputs.last_hidden_state),
             cnn_features=cnn_features,
             last_hidden_state=outputs.last_hidden_state,
@@ -282,6 +343,7 @@ class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
             attentions=outputs.attentions,
             frame_attention_mask=outputs.frame_attention_mask,
         )
+        return output if self.use_return_dict(return_dict) else output.to_tuple()
 
 
 def blank_padded_frames(logits: torch.Tensor, frame_mask: torch.Tensor, blank_id: int) -> torch.Tensor:
@@ -325,7 +387,6 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         for param in self.distilxlsr.parameters():
             param.requires_grad = False
 
-    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor,
@@ -333,8 +394,9 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> CausalLMOutput:
+    ) -> CausalLMOutput | tuple:
         if labels is not None and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
         outputs = self.distilxlsr(
@@ -347,25 +409,34 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
 
         loss = None
         if labels is not None:
-            if outputs.frame_attention_mask is not None:
-                logit_lengths = outputs.frame_attention_mask.sum(-1)
-            else:
-                logit_lengths = torch.full((logits.shape[0],), logits.shape[1], device=logits.device)
-            with torch.autocast(device_type=logits.device.type, enabled=False):
-                loss = ForCTCLoss(
-                    logits=logits.float(),
-                    labels=labels,
-                    logit_lengths=logit_lengths.long(),
-                    blank_token_id=self.config.pad_token_id,
-                    reduction=self.config.ctc_loss_reduction,
-                    zero_infinity=self.config.ctc_zero_infinity,
-                )
+            loss = self.ctc_loss(logits, labels, outputs.frame_attention_mask)
         if outputs.frame_attention_mask is not None and self.config.pad_token_id is not None:
             logits = blank_padded_frames(logits, outputs.frame_attention_mask, self.config.pad_token_id)
 
-        return CausalLMOutput(
+        output = CausalLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if self.use_return_dict(return_dict) else output.to_tuple()
+
+    def ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, frame_mask: torch.BoolTensor | None) -> torch.Tensor:
+        """CTC loss as `Wav2Vec2ForCTC` computes it (labels padded with -100, blank = `pad_token_id`), in float32
+        whatever the autocast dtype: plain `nn.functional.ctc_loss`, public in every torch release."""
+        if frame_mask is not None:
+            logit_lengths = frame_mask.sum(-1)
+        else:
+            logit_lengths = torch.full((logits.shape[0],), logits.shape[1], device=logits.device)
+        labels_mask = labels >= 0
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            log_probs = nn.functional.log_softmax(logits.float(), dim=-1).transpose(0, 1)
+            return nn.functional.ctc_loss(
+                log_probs,
+                labels.masked_select(labels_mask),
+                logit_lengths.long(),
+                labels_mask.sum(-1),
+                blank=self.config.pad_token_id,
+                reduction=self.config.ctc_loss_reduction,
+                zero_infinity=self.config.ctc_zero_infinity,
+            )
 
 
 DistilXLSRConfig.register_for_auto_class("AutoConfig")

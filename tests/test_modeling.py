@@ -47,6 +47,28 @@ def test_forward_shapes_hidden_states_and_heads():
     assert model(torch.randn(2, 16000), return_dict=False)[0].shape == (2, 2, frames, config.teacher_hidden_size)
 
 
+def test_hidden_states_and_attentions_are_wav2vec2s(tmp_path):
+    """The hook-based recording (public torch hooks, not transformers' private output capturing) gives what the
+    same weights give as a transformers Wav2Vec2Model: per-layer hidden states and attention weights."""
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    model = DistilXLSRModel(tiny_student_config(attn_implementation="eager")).eval()
+    save_for_hub(model, tmp_path / "ours")
+    export_as_wav2vec2(str(tmp_path / "ours"), str(tmp_path / "plain"))
+    plain = Wav2Vec2Model.from_pretrained(tmp_path / "plain", attn_implementation="eager").eval()
+    wave, mask = torch.randn(2, 16000), torch.ones(2, 16000, dtype=torch.long)
+    mask[1, 9000:] = 0
+    ours = model(wave, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    theirs = plain(wave, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == model.config.num_hidden_layers + 1
+    assert len(ours.attentions) == model.config.num_hidden_layers
+    for a, b in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions, strict=True):
+        torch.testing.assert_close(a, b)
+    assert model(wave, output_hidden_states=False).hidden_states is None
+    assert not model.encoder.layers[0]._forward_hooks and not model.encoder.layers[0]._forward_pre_hooks
+
+
 def test_padded_batch_gives_the_same_frames_as_each_utterance_alone():
     torch.manual_seed(0)
     model = DistilXLSRModel(tiny_student_config()).eval()
@@ -101,7 +123,9 @@ def test_one_dimensional_input_is_one_utterance_and_mono_channel_axis_is_squeeze
 
 def test_ctc_model_loss_freeze_and_spec_augment():
     torch.manual_seed(0)
-    config = tiny_student_config(vocab_size=12, pad_token_id=0, mask_time_prob=0.5, mask_time_length=2)
+    config = tiny_student_config(
+        vocab_size=12, pad_token_id=0, mask_time_prob=0.5, mask_time_length=2, final_dropout=0.3
+    )
     model = DistilXLSRForCTC(config)
     assert model.config.inputs_to_logits_ratio == 320
     labels = torch.tensor([[3, 4, 5, 6], [7, 8, -100, -100]])
@@ -114,10 +138,12 @@ def test_ctc_model_loss_freeze_and_spec_augment():
     assert torch.isfinite(model(waves, labels=long_labels).loss)
     with pytest.raises(ValueError, match="vocab_size"):
         model(waves, labels=torch.tensor([[12]]))
-    # SpecAugment only in training: eval is deterministic, training masks frames.
-    torch.testing.assert_close(model(waves).logits, model(waves).logits)
+    # SpecAugment and final dropout only in training: in eval the model equals one built without them.
+    without = DistilXLSRForCTC(tiny_student_config(vocab_size=12, pad_token_id=0)).eval()
+    without.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(waves).logits, without(waves).logits)
     model.train()
-    model.config.final_dropout = 0.0
+    assert not torch.allclose(model(waves).logits, without(waves).logits)
     masked = model.distilxlsr._mask_hidden_states(torch.zeros(2, 49, config.hidden_size))
     assert (masked != 0).any()
     model.freeze_feature_encoder()
@@ -325,6 +351,12 @@ def test_export_as_wav2vec2_loads_without_remote_code(tmp_path, model_class, cnn
     if model_class is DistilXLSRForCTC:
         plain = Wav2Vec2ForCTC.from_pretrained(tmp_path / "plain").eval()
         torch.testing.assert_close(plain(wave).logits, model(wave).logits, atol=1e-5, rtol=0)
+        # The loss (plain torch ctc_loss in ours) is Wav2Vec2ForCTC's, with a padded batch and padded labels.
+        mask = torch.ones_like(wave, dtype=torch.long)
+        mask[1, 8000:] = 0
+        labels = torch.tensor([[3, 4, 5, 6], [7, 8, -100, -100]])
+        expected = plain(wave, attention_mask=mask, labels=labels).loss
+        torch.testing.assert_close(model(wave, attention_mask=mask, labels=labels).loss, expected)
     else:
         plain = Wav2Vec2Model.from_pretrained(tmp_path / "plain").eval()
         expected = model(wave).last_hidden_state

@@ -1,0 +1,47 @@
+"""The lowest transformers release that requirements.txt allows passes the model tests, so the range is a tested one
+and not a guess (the code that travels to the Hub runs under whatever transformers the user has)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lowest_allowed(package: str) -> str:
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and Requirement(line).name == package:
+            lower = [spec.version for spec in Requirement(line).specifier if spec.operator == ">="]
+            assert lower, f"requirements.txt gives {package} no lower bound: {line}"
+            return lower[0]
+    raise AssertionError(f"{package} is not in requirements.txt")
+
+
+def test_model_tests_pass_on_the_lowest_allowed_transformers(tmp_path):
+    version = lowest_allowed("transformers")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"transformers=={version}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, f"pip could not install transformers=={version}:\n{install.stderr[-3000:]}"
+    installed = subprocess.run(
+        [python, "-c", "import transformers; print(transformers.__version__)"], capture_output=True, text=True
+    )
+    assert Version(installed.stdout.strip()) == Version(version), installed.stderr
+    tests = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "tests" / "test_modeling.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert tests.returncode == 0, f"tests/test_modeling.py fails on transformers {version}:\n{tests.stdout[-4000:]}"
