@@ -147,8 +147,7 @@ class DistillArguments(AugmentArguments):
 def distill_step_loss(student, teacher_targets, batch, args, accelerator, share_cnn: bool):
     """Teacher targets, student forward and loss for one batch: the per-layer loss, plus, with `cnn_loss_weight`,
     the student's CNN output against the teacher's (one more L1 + cosine target). Returns (loss, layers, cnn)."""
-    targets = teacher_targets(batch["input_values"], batch["attention_mask"])
-    teacher_cnn = teacher_targets.cnn_features
+    targets, teacher_cnn = teacher_targets(batch["input_values"], batch["attention_mask"])
     with accelerator.autocast():  # the student only: targets and losses are float32
         outputs = student(
             batch.get("student_input_values", batch["input_values"]),  # with --augment: the corrupted clip
@@ -226,12 +225,7 @@ def main(args: DistillArguments):
     normalize = (
         teacher.config.do_stable_layer_norm if args.normalize_targets == "auto" else args.normalize_targets == "yes"
     )
-    teacher_targets = TeacherTargets(
-        teacher,
-        args.pred_layer_ids,
-        normalize=normalize,
-        capture_cnn_features=args.freeze_cnn or bool(args.cnn_loss_weight),
-    )
+    teacher_targets = TeacherTargets(teacher, args.pred_layer_ids, normalize=normalize)
     teacher_targets.to(accelerator.device)
     logger.info(
         "teacher %s%s; student: %s backbone + %s heads, CNN %s; targets: layers %s, normalised=%s, CNN weight %g",

@@ -98,7 +98,7 @@ def step_cpu_seconds(batches) -> float:
     seconds = []
     for batch in batches:
         started = time.process_time()
-        targets = targets_fn(batch["input_values"], batch["attention_mask"])
+        targets = targets_fn(batch["input_values"], batch["attention_mask"])[0]
         outputs = student(batch["student_input_values"], attention_mask=batch["attention_mask"])
         loss = student_distillation_loss(outputs, targets, None, 1.0, 0.0)[0]
         loss.backward()

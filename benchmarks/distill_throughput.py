@@ -55,16 +55,14 @@ def worker(spec: dict) -> dict:
     student.to(device).train()
     teacher.to(device)
     if spec["ours"]:
-        targets_fn = TeacherTargets(
-            teacher, spec["pred"], normalize=True, capture_cnn_features=spec["freeze_cnn"] or bool(cnn_loss_weight)
-        )
+        targets_fn = TeacherTargets(teacher, spec["pred"], normalize=True)
     else:
 
         @torch.no_grad()
         def targets_fn(input_values, attention_mask):  # s3prl: every layer, then pick
             states = teacher(input_values, attention_mask=attention_mask, output_hidden_states=True).hidden_states
             targets = torch.stack([states[i] for i in spec["pred"]], 1)
-            return torch.nn.functional.layer_norm(targets, targets.shape[-1:])
+            return torch.nn.functional.layer_norm(targets, targets.shape[-1:]), None
 
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=2e-4)
     lengths = [int(s * 16_000) for s in spec["batch_seconds"]]
@@ -77,11 +75,9 @@ def worker(spec: dict) -> dict:
 
     def step():
         with autocast:
-            targets = targets_fn(waves, mask)
-            cnn = targets_fn.cnn_features if spec["ours"] and spec["freeze_cnn"] else None
-            out = student(waves, attention_mask=mask, cnn_features=cnn)
+            targets, teacher_cnn = targets_fn(waves, mask)
+            out = student(waves, attention_mask=mask, cnn_features=teacher_cnn if spec["freeze_cnn"] else None)
         if spec["ours"]:
-            teacher_cnn = targets_fn.cnn_features
             loss = student_distillation_loss(out, targets, teacher_cnn, cnn_loss_weight=cnn_loss_weight)[0]
         else:  # padding averaged in
             loss = distillation_loss(out.predictions, targets).loss

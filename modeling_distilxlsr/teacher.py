@@ -1,7 +1,6 @@
 """The teacher side of distillation: load a wav2vec2-family teacher, run it only as deep as needed, and initialise a
 student from it. Not part of the Hub files: the published model never needs a teacher."""
 
-import functools
 import json
 import logging
 import os
@@ -12,7 +11,13 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.utils import cached_file
 
 from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
-from .modeling_distilxlsr import DistilXLSRModel, supports_time_major_cnn, time_major_conv_features
+from .modeling_distilxlsr import (
+    DistilXLSRModel,
+    frame_attention_mask,
+    record_encoder_outputs,
+    supports_time_major_cnn,
+    time_major_conv_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +87,10 @@ def truncate_teacher(teacher: PreTrainedModel, deepest_layer: int) -> PreTrained
 
 
 class TeacherTargets(nn.Module):
-    """Runs a truncated teacher and returns the hidden states the student's heads regress, stacked as
-    `(batch, len(pred_layer_ids), frames, teacher_hidden_size)` in float32.
+    """Runs a truncated teacher and returns `(targets, cnn_features)`: the hidden states the student's heads regress,
+    stacked as `(batch, len(pred_layer_ids), frames, teacher_hidden_size)` in float32, and the teacher's raw CNN
+    output `(batch, conv_dim[-1], frames)` (what a student with the same frozen CNN reuses, and what a slim student's
+    CNN learns).
 
     `normalize` applies a parameter-free LayerNorm per frame to each target (DistilXLSR's recipe for pre-LN teachers,
     whose residual stream grows with depth; for XLSR-53 the top layer's raw output is ~10x larger than layer 8's).
@@ -91,39 +98,44 @@ class TeacherTargets(nn.Module):
     LayerNorm, as transformers 5 returns it; normalising it makes the top target the final LayerNorm's output up to
     that LayerNorm's affine weights.
 
-    Set `capture_cnn_features` to keep the raw CNN output of the last call in `self.cnn_features`, for a student
-    whose frozen CNN equals the teacher's.
+    The teacher's forward is spelled out (CNN, feature projection, encoder) rather than called whole, so that its CNN
+    takes the student's time-major fast path and its output comes back with the targets. In eval mode this is what
+    `Wav2Vec2Model.forward` (and HuBERT's, WavLM's) computes: no time masking, no adapter (refused at load).
     """
 
-    def __init__(self, teacher: PreTrainedModel, pred_layer_ids, normalize: bool, capture_cnn_features: bool = False):
+    def __init__(self, teacher: PreTrainedModel, pred_layer_ids, normalize: bool):
         super().__init__()
         self.pred_layer_ids = [int(i) for i in pred_layer_ids]
         self.teacher = truncate_teacher(teacher, max(self.pred_layer_ids))
-        encoder = self.teacher.feature_extractor
-        if supports_time_major_cnn(encoder):  # the student's fast CNN path, for the teacher's CNN too
-            encoder.forward = functools.partial(time_major_conv_features, encoder)
         self.normalize = normalize
-        self.cnn_features = None
-        if capture_cnn_features:
-            self.teacher.feature_extractor.register_forward_hook(self._keep_cnn_features)
-
-    def _keep_cnn_features(self, module, args, output):
-        self.cnn_features = output
 
     def train(self, mode: bool = True):
         return super().train(False)  # the teacher is always in eval mode (no dropout)
 
+    def conv_features(self, input_values: torch.Tensor) -> torch.Tensor:
+        encoder = self.teacher.feature_extractor
+        if supports_time_major_cnn(encoder):
+            return time_major_conv_features(encoder, input_values)
+        return encoder(input_values)
+
     @torch.no_grad()
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """On GPU the frozen teacher runs under bf16 autocast (fp16 where bf16 is missing); targets come back fp32."""
         on_gpu = input_values.is_cuda
         half = torch.bfloat16 if not on_gpu or torch.cuda.is_bf16_supported() else torch.float16
         with torch.autocast(input_values.device.type, dtype=half, enabled=on_gpu):
-            outputs = self.teacher(input_values, attention_mask=attention_mask, output_hidden_states=True)
-        targets = torch.stack([outputs.hidden_states[i] for i in self.pred_layer_ids], dim=1).float()
+            cnn_features = self.conv_features(input_values)
+            projected = self.teacher.feature_projection(cnn_features.transpose(1, 2))
+            hidden_states = projected[0] if isinstance(projected, tuple) else projected  # HuBERT's is a tensor
+            frame_mask = frame_attention_mask(self.teacher.config, attention_mask, hidden_states.shape[1])
+            with record_encoder_outputs(self.teacher.encoder, hidden_states=True, attentions=False) as recorded:
+                self.teacher.encoder(hidden_states, attention_mask=frame_mask)
+        targets = torch.stack([recorded["hidden_states"][i] for i in self.pred_layer_ids], dim=1).float()
         if self.normalize:
             targets = nn.functional.layer_norm(targets, targets.shape[-1:])
-        return targets
+        return targets, cnn_features
 
 
 def has_slim_cnn(student_config, teacher_config) -> bool:

@@ -40,13 +40,13 @@ def test_masked_loss_of_a_padded_batch_equals_the_loss_of_its_items():
         batch[i, : len(wave)], mask[i, : len(wave)] = wave, 1
     with torch.no_grad():
         out = student(batch, attention_mask=mask)
-        padded = distillation_loss(out.predictions, teacher_targets(batch, mask), out.frame_attention_mask)
+        padded = distillation_loss(out.predictions, teacher_targets(batch, mask)[0], out.frame_attention_mask)
         alone = []
         for wave in waves:
             single = student(wave[None])
-            alone.append(distillation_loss(single.predictions, teacher_targets(wave[None])))
+            alone.append(distillation_loss(single.predictions, teacher_targets(wave[None])[0]))
         # Unmasked, the padding frames would enter the mean: the bug this guards against.
-        unmasked = distillation_loss(out.predictions, teacher_targets(batch, mask))
+        unmasked = distillation_loss(out.predictions, teacher_targets(batch, mask)[0])
     frames = torch.stack([a.num_frames for a in alone])
     expected_l1 = (torch.stack([a.l1_per_layer for a in alone]) * frames[:, None]).sum(0) / frames.sum()
     expected_cos = (torch.stack([a.cosine_per_layer for a in alone]) * frames[:, None]).sum(0) / frames.sum()
@@ -71,27 +71,31 @@ def test_truncated_teacher_gives_the_same_targets_as_the_full_one(tiny_teacher):
     import copy
 
     wave = torch.randn(2, 12000)
+    mask = torch.ones(2, 12000, dtype=torch.long)
+    mask[1, 7000:] = 0
     with torch.no_grad():
-        full = tiny_teacher(wave, output_hidden_states=True).hidden_states
+        full = tiny_teacher(wave, attention_mask=mask, output_hidden_states=True).hidden_states
+        teacher_cnn = tiny_teacher.feature_extractor(wave)
     targets = TeacherTargets(copy.deepcopy(tiny_teacher), (1, 3), normalize=False)
     assert len(targets.teacher.encoder.layers) == 3  # layer 4 is never run
-    out = targets(wave)
-    torch.testing.assert_close(out[:, 0], full[1])
-    torch.testing.assert_close(out[:, 1], full[3])
-    normalized = TeacherTargets(copy.deepcopy(tiny_teacher), (3,), normalize=True)(wave)
-    torch.testing.assert_close(normalized[:, 0], torch.nn.functional.layer_norm(full[3], (32,)), atol=1e-5, rtol=0)
+    out, cnn_features = targets(wave, mask)
+    torch.testing.assert_close(out[:, 0], full[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 1], full[3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cnn_features, teacher_cnn, atol=1e-4, rtol=0)
+    normalized = TeacherTargets(copy.deepcopy(tiny_teacher), (3,), normalize=True)(wave, mask)[0]
+    expected = torch.nn.functional.layer_norm(full[3], (32,))
+    torch.testing.assert_close(normalized[:, 0], expected, atol=1e-5, rtol=0)
 
 
 def test_shared_cnn_features_give_the_same_predictions(tiny_teacher):
     student = DistilXLSRForDistillation(tiny_student_config()).eval()
     init_student_from_teacher(student, tiny_teacher)
-    targets = TeacherTargets(tiny_teacher, (2, 4), normalize=True, capture_cnn_features=True)
     wave = torch.randn(2, 12000)
-    targets(wave)
+    teacher_cnn = TeacherTargets(tiny_teacher, (2, 4), normalize=True)(wave)[1]
     with torch.no_grad():
-        shared = student(wave, cnn_features=targets.cnn_features).predictions
+        shared = student(wave, cnn_features=teacher_cnn).predictions
         own = student(wave).predictions
-        other = student(wave, cnn_features=torch.zeros_like(targets.cnn_features)).predictions
+        other = student(wave, cnn_features=torch.zeros_like(teacher_cnn)).predictions
     torch.testing.assert_close(shared, own)
     assert not torch.allclose(other, own)  # the given features are what the student uses, not its own CNN
 
