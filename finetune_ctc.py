@@ -15,6 +15,7 @@ batches under DDP) in plain sight.
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -124,6 +125,14 @@ class FinetuneArguments(AugmentArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace what a previous run left in output_dir (refused otherwise)."}
     )
+    lm_text: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Text files (plain, .gz, CSV/TSV/JSONL) for an n-gram LM built at the end of training, shipped in "
+            "output_dir (Wav2Vec2ProcessorWithLM) and tuned on the first eval set. Keep test sentences out of it."
+        },
+    )
+    lm_order: int = field(default=4, metadata={"help": "n-gram order of the --lm_text model."})
     report_to: str = field(default="tensorboard")
     push_to_hub: bool = field(default=False)
     hub_model_id: str | None = field(default=None)
@@ -329,9 +338,32 @@ def main(args: FinetuneArguments):
         summary = skips.summary("utterances")
         logger.info(summary)
         write_card_and_results(args, state, summary, elapsed, accelerator.unwrap_model(model), processor)
+        if args.lm_text:
+            attach_tuned_lm(args, normalizer, eval_sources)
         if args.push_to_hub:
             logger.info("pushed to %s", push_folder(args.output_dir, args.hub_model_id, f"CTC, {state.step} steps"))
     finish_run(accelerator, lock)
+
+
+def attach_tuned_lm(args: FinetuneArguments, normalizer: TextNormalizer, eval_sources: list[str]) -> None:
+    """Builds the --lm_text n-gram with the labels' normaliser, ships it in output_dir and tunes it on the dev set."""
+    from modeling_distilxlsr.lm import attach_lm, build_lm
+    from modeling_distilxlsr.lm_tune import tune_lm
+
+    lm_normalizer = TextNormalizer(normalizer.digits, normalizer.keep_apostrophe, normalizer.ambiguous_numbers)
+    with tempfile.TemporaryDirectory() as lm_dir:
+        info = build_lm(args.lm_text, lm_dir, args.lm_order, normalizer=lm_normalizer)
+        logger.info(
+            "LM: %d sentences, vocabulary %d, n-grams %s", info["sentences"], info["vocabulary"], info["ngram_counts"]
+        )
+        attach_lm(args.output_dir, lm_dir)
+    report = tune_lm(args.output_dir, eval_sources)
+    for name, row in report["eval"].items():
+        logger.info(
+            "%s: greedy WER %.3f CER %.3f -> LM WER %.3f CER %.3f (alpha %g, beta %g)",
+            name, row["greedy"]["wer"], row["greedy"]["cer"], row["lm"]["wer"], row["lm"]["cer"],
+            report["alpha"], report["beta"],
+        )  # fmt: skip
 
 
 def _brief(results: dict) -> str:
@@ -379,6 +411,11 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
         "train_seconds": elapsed,
         "audio_hours": state.audio_seconds / 3600,
         "skipped": skips_summary,
+        "text_normalizer": {  # what `lm build` / `lm tune` normalise text with, to agree with the labels
+            "digits": args.digits,
+            "keep_apostrophe": args.keep_apostrophe,
+            "ambiguous_numbers": args.ambiguous_numbers,
+        },
     }
     with open(os.path.join(args.output_dir, "ctc_results.json"), "w") as f:
         json.dump(results, f, indent=2, ensure_ascii=False)

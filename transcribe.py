@@ -1,14 +1,16 @@
 """Transcribe audio files or folders with a fine-tuned CTC model.
 
     python transcribe.py MODEL_DIR_OR_HUB_ID audio/ more.wav [--format text|jsonl|csv] [--output FILE]
-                         [--batch_size 8] [--chunk_length_s 20] [--return_timestamps word] [--lm lm.arpa]
+                         [--batch_size 8] [--chunk_length_s 20] [--return_timestamps word]
+                         [--beam_width 32] [--hotwords W...] [--no_lm] [--lm lm.arpa] [--backend torch|onnx]
 
 Any sample rate and channel count (decoded with soundfile, mixed to mono, resampled to 16 kHz); long audio is cut into
 overlapping chunks by the transformers ASR pipeline, so an hour-long file needs no more memory than a 20 s one.
 Every file gets its own result or its own reported failure (unreadable, empty, too short for the model...): on
 stderr, counted in the summary, and as `status`/`error` fields in JSONL and CSV; no result ever moves to another file.
-DistilXLSR folders load with this package's own code; any other custom model code runs only with
---trust_remote_code.
+A folder that ships an n-gram LM (`python -m modeling_distilxlsr.lm attach`) is decoded with it by beam search, on
+both backends; `--no_lm` decodes greedily. DistilXLSR folders load with this package's own code; any other custom
+model code runs only with --trust_remote_code.
 """
 
 import argparse
@@ -21,6 +23,8 @@ import numpy as np
 
 from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
 from modeling_distilxlsr.data import AUDIO_EXTENSIONS, SAMPLING_RATE, AudioDecodeError, SkipCounter, load_audio
+from modeling_distilxlsr.lm import LanguageModelError, build_decoder, has_lm, load_folder_decoder
+from modeling_distilxlsr.lm_tune import DEFAULT_BEAM_WIDTH
 from modeling_distilxlsr.teacher import load_config
 
 
@@ -37,21 +41,20 @@ def list_audio_files(inputs: list[str]) -> list[str]:
     return sorted(files)
 
 
-def build_lm_decoder(tokenizer, lm_path: str | None):
-    """A pyctcdecode beam-search decoder over the tokenizer's characters, with a KenLM n-gram (ARPA or binary)."""
+def lm_decoder_or_exit(tokenizer=None, lm_path: str | None = None, model_dir: str | None = None):
+    """The beam-search decoder for an external KenLM file (`--lm`) or the one a folder ships, or a clear exit."""
     try:
-        from pyctcdecode import build_ctcdecoder
+        import kenlm  # noqa: F401
+        import pyctcdecode  # noqa: F401
     except ImportError as err:
         raise SystemExit(
-            "--lm needs pyctcdecode and kenlm: `pip install pyctcdecode kenlm` (kenlm builds from source and needs "
-            "cmake, a C++ compiler and the Boost/zlib headers)."
+            f"LM decoding needs pyctcdecode and kenlm ({err}): `bash install.sh`, or `pip install --no-deps "
+            "-r requirements-lm.txt`. --no_lm decodes greedily."
         ) from err
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    labels = [
-        " " if token == tokenizer.word_delimiter_token else "" if token == tokenizer.pad_token else token
-        for token, _ in vocab
-    ]
-    return build_ctcdecoder(labels, kenlm_model_path=lm_path)
+    try:
+        return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
+    except LanguageModelError as err:
+        raise SystemExit(f"error: {err}") from err
 
 
 def read_for_transcription(path: str, min_samples: int) -> np.ndarray:
@@ -66,26 +69,30 @@ def read_for_transcription(path: str, min_samples: int) -> np.ndarray:
     return audio
 
 
-def load_asr_pipeline(model, lm=None, device=None, trust_remote_code=False):
+def load_asr_pipeline(model, lm=None, device=None, trust_remote_code=False, use_lm=True):
     """The transformers ASR pipeline for `model`. DistilXLSR folders load with this package's own classes (registered
     with the Auto classes on import), so their Python files are never run; other custom code only with
-    `trust_remote_code`."""
-    from transformers import pipeline
+    `trust_remote_code`. A folder that ships an LM (`lm attach`) decodes with it (beam search); `lm` is an external
+    KenLM file instead; `use_lm=False` decodes greedily either way."""
+    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, pipeline
 
-    asr = pipeline("automatic-speech-recognition", model=model, trust_remote_code=trust_remote_code, device=device)
-    if lm:
-        asr = pipeline(
-            "automatic-speech-recognition",
-            model=asr.model,
-            tokenizer=asr.tokenizer,
-            feature_extractor=asr.feature_extractor,
-            decoder=build_lm_decoder(asr.tokenizer, lm),
-            device=device,
-        )
-    return asr
+    # Objects rather than the folder's name, with the decoder loaded here: the pipeline would fall back to greedy
+    # decoding with only a warning when pyctcdecode is missing, and load a corrupt LM without a clear error.
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    decoder = None
+    if use_lm and (lm or has_lm(model)):
+        decoder = lm_decoder_or_exit(tokenizer, lm, model)
+    return pipeline(
+        "automatic-speech-recognition",
+        model=AutoModelForCTC.from_pretrained(model, trust_remote_code=trust_remote_code),
+        tokenizer=tokenizer,
+        feature_extractor=AutoFeatureExtractor.from_pretrained(model, trust_remote_code=trust_remote_code),
+        decoder=decoder,
+        device=device,
+    )
 
 
-def transcribe(asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps=None):
+def transcribe(asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps=None, decoder_kwargs=None):
     """Yields (path, result, None) for every audio file under `inputs`, or (path, None, error) for one that cannot be
     transcribed, in input order. Files are decoded a batch at a time: a folder of long recordings is never all in
     memory. Each batch is sent to the pipeline as a list, whose results come back as a list of the same length; a
@@ -100,6 +107,8 @@ def transcribe(asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps
     options = dict(batch_size=pipeline_batch, chunk_length_s=chunk_length_s)
     if return_timestamps:
         options["return_timestamps"] = return_timestamps
+    if getattr(asr, "decoder", None) is not None and decoder_kwargs:
+        options["decoder_kwargs"] = decoder_kwargs
     files = list_audio_files(inputs)
     for start in range(0, len(files), batch_size):
         group = files[start : start + batch_size]
@@ -155,8 +164,9 @@ def onnx_logits(session, audio, chunk_samples: int | None, ratio: int = 320) -> 
     return np.concatenate(pieces)
 
 
-def transcribe_onnx(model_dir, inputs, chunk_length_s=20.0):
-    """The same as `transcribe`, with ONNX Runtime (model_int8.onnx if present, else model.onnx) and greedy CTC."""
+def transcribe_onnx(model_dir, inputs, chunk_length_s=20.0, decoder=None, decoder_kwargs=None):
+    """The same as `transcribe`, with ONNX Runtime (model_int8.onnx if present, else model.onnx); greedy CTC, or
+    beam search with `decoder` (pyctcdecode)."""
     from transformers import Wav2Vec2CTCTokenizer
 
     from modeling_distilxlsr.onnx_export import onnx_session
@@ -169,14 +179,15 @@ def transcribe_onnx(model_dir, inputs, chunk_length_s=20.0):
     for path in list_audio_files(inputs):
         try:
             audio = read_for_transcription(path, min_samples)
-            ids = onnx_logits(session, audio, chunk_samples).argmax(-1)
+            logits = onnx_logits(session, audio, chunk_samples)
+            text = decoder.decode(logits, **(decoder_kwargs or {})) if decoder else tokenizer.decode(logits.argmax(-1))
         except AudioDecodeError as err:
             yield path, None, str(err)
             continue
         except Exception as err:  # noqa: BLE001 - one file's failure is that file's result
             yield path, None, f"inference failed: {type(err).__name__}: {err}"
             continue
-        yield path, {"text": tokenizer.decode(ids)}, None
+        yield path, {"text": text}, None
 
 
 def main(argv=None):
@@ -188,7 +199,13 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--chunk_length_s", type=float, default=20.0, help="0 to disable chunking.")
     parser.add_argument("--return_timestamps", choices=["char", "word"])
-    parser.add_argument("--lm", help="KenLM n-gram (ARPA or binary) for beam-search decoding with pyctcdecode.")
+    parser.add_argument(
+        "--lm", help="An external KenLM n-gram (ARPA or binary) to beam-search with, instead of the folder's own."
+    )
+    parser.add_argument("--no_lm", action="store_true", help="Greedy CTC even when the folder ships an LM.")
+    parser.add_argument("--beam_width", type=int, default=DEFAULT_BEAM_WIDTH, help="Beam width of LM decoding.")
+    parser.add_argument("--hotwords", nargs="+", help="Words to favour in LM decoding (pyctcdecode hotwords).")
+    parser.add_argument("--hotword_weight", type=float, default=10.0)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0")
     parser.add_argument(
         "--trust_remote_code",
@@ -203,14 +220,27 @@ def main(argv=None):
         help="onnx: a folder written by `python -m modeling_distilxlsr.onnx_export` (greedy decoding).",
     )
     args = parser.parse_args(argv)
-    if args.backend == "onnx" and (args.lm or args.return_timestamps):
-        parser.error("--backend onnx supports neither --lm nor --return_timestamps.")
+    if args.backend == "onnx" and args.return_timestamps:
+        parser.error("--backend onnx does not support --return_timestamps.")
+    decoder_kwargs = {"beam_width": args.beam_width}
+    if args.hotwords:
+        decoder_kwargs.update(hotwords=args.hotwords, hotword_weight=args.hotword_weight)
+    use_lm = not args.no_lm and (bool(args.lm) or has_lm(args.model))
+    print(f"decoding: {'beam search with an n-gram LM' if use_lm else 'greedy CTC'}", file=sys.stderr)
 
     if args.backend == "onnx":
-        results = transcribe_onnx(args.model, args.inputs, args.chunk_length_s or None)
+        decoder = None
+        if use_lm:
+            from transformers import Wav2Vec2CTCTokenizer
+
+            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(args.model) if args.lm else None
+            decoder = lm_decoder_or_exit(tokenizer, args.lm, args.model)
+        results = transcribe_onnx(args.model, args.inputs, args.chunk_length_s or None, decoder, decoder_kwargs)
     else:
-        asr = load_asr_pipeline(args.model, args.lm, args.device, args.trust_remote_code)
-        results = transcribe(asr, args.inputs, args.batch_size, args.chunk_length_s or None, args.return_timestamps)
+        asr = load_asr_pipeline(args.model, args.lm, args.device, args.trust_remote_code, use_lm=not args.no_lm)
+        results = transcribe(
+            asr, args.inputs, args.batch_size, args.chunk_length_s or None, args.return_timestamps, decoder_kwargs
+        )
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
     if writer:

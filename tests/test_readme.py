@@ -1,17 +1,11 @@
 """The README stays true: its smoke commands run, as written, on a fresh copy of the repo with an empty cache."""
 
 import os
-import re
 import shutil
 import subprocess
 
 from conftest import REPO_ROOT
-
-
-def readme_smoke_commands() -> list[str]:
-    text = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
-    block = re.search(r"<!-- readme-smoke-start -->\s*```bash\n(.*?)```\s*<!-- readme-smoke-end -->", text, re.S)
-    return [line for line in block.group(1).splitlines() if line.strip()]
+from readme_blocks import readme_block
 
 
 def test_readme_smoke_commands_run_on_a_fresh_checkout_with_no_data(tmp_path):
@@ -21,7 +15,7 @@ def test_readme_smoke_commands_run_on_a_fresh_checkout_with_no_data(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("DISTILXLSR_CACHE", "PYTHONPATH")}
     env.update(HOME=str(home), HF_HUB_OFFLINE="1")
-    commands = readme_smoke_commands()
+    commands = readme_block("smoke")
     assert len(commands) == 3 and commands[0].startswith("python train_distill.py")
     outputs = []
     for command in commands:
