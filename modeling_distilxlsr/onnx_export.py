@@ -21,6 +21,7 @@ import torch
 
 from .data import SkipCounter, find_utterances, load_audio
 from .export import PROCESSOR_FILES, default_feature_extractor
+from .lm import LM_INFO_FILE, has_lm
 from .modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
 
@@ -82,6 +83,10 @@ def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calib
     fp32_path = export_graph(model, os.path.join(out_dir, "model.onnx"), output_name)
     for name in PROCESSOR_FILES + ("config.json",):
         if os.path.exists(os.path.join(model_dir, name)):
+            shutil.copy(os.path.join(model_dir, name), os.path.join(out_dir, name))
+    if has_lm(model_dir):  # the n-gram decoder travels with the graph (transcribe.py --backend onnx uses it)
+        shutil.copytree(os.path.join(model_dir, "language_model"), os.path.join(out_dir, "language_model"))
+        for name in ("alphabet.json", LM_INFO_FILE):
             shutil.copy(os.path.join(model_dir, name), os.path.join(out_dir, name))
     if not os.path.exists(os.path.join(out_dir, "preprocessor_config.json")) and not os.path.exists(
         os.path.join(out_dir, "processor_config.json")
