@@ -134,7 +134,7 @@ def _run_pipeline(asr, decoded: dict, options: dict):
         if len(results) != len(paths):  # never pair a result with the wrong file
             raise RuntimeError(f"the pipeline returned {len(results)} results for {len(paths)} files")
         yield from ((path, result, None) for path, result in zip(paths, results, strict=True))
-    except Exception as err:  # noqa: BLE001 - isolate the file that fails
+    except Exception as err:  # isolate the file that fails
         if len(paths) == 1:
             yield paths[0], None, f"inference failed: {type(err).__name__}: {err}"
             return
@@ -184,7 +184,7 @@ def transcribe_onnx(model_dir, inputs, chunk_length_s=20.0, decoder=None, decode
         except AudioDecodeError as err:
             yield path, None, str(err)
             continue
-        except Exception as err:  # noqa: BLE001 - one file's failure is that file's result
+        except Exception as err:  # one file's failure is that file's result
             yield path, None, f"inference failed: {type(err).__name__}: {err}"
             continue
         yield path, {"text": text}, None

@@ -6,7 +6,7 @@
    corpus' train split: the model that "knows" pt-BR phonetics.
 2. Distil it into a 2-layer student with train_distill.py on the train audio, *without labels*.
 3. Fine-tune the student with finetune_ctc.py on 10% of the labelled train split.
-4. The slim student (issue 6): the same recipe with a CNN half as wide (`--student_cnn_width`), initialised from a
+4. The slim student: the same recipe with a CNN half as wide (`--student_cnn_width`), initialised from a
    channel subset of the teacher's and distilled from its CNN output.
 5. Baselines under the same fine-tuning budget: the same student architecture from random init, and the teacher itself.
 

@@ -114,7 +114,7 @@ def validate_checkpoint(path: str):
                 with zipfile.ZipFile(file) as archive:
                     if archive.testzip() is not None:
                         raise ValueError("a member fails its CRC check")
-        except Exception as err:  # noqa: BLE001 - safetensors and zipfile raise several types
+        except Exception as err:  # safetensors and zipfile raise several types
             raise CheckpointError(f"{file} is damaged: {err}") from err
 
 
@@ -210,7 +210,7 @@ def load_checkpoint(accelerator, candidates: list[str], explicit: bool, state, c
             continue
         try:
             accelerator.load_state(path)
-        except Exception as err:  # noqa: BLE001 - torch/accelerate raise many types for a bad file
+        except Exception as err:  # torch/accelerate raise many types for a bad file
             if explicit:
                 raise CheckpointError(f"Cannot load checkpoint {path}: {type(err).__name__}: {err}") from err
             logger.warning("skipping checkpoint %s: it failed to load (%s); trying an older one", path, err)

@@ -249,7 +249,7 @@ def list_sources(spec: str) -> list[tuple[str | bytes, str | None, str | None]]:
         return [(path, None, None) for path in sorted(files)]
     try:
         return list(_entries_from_hf_dataset(spec))
-    except Exception as err:  # noqa: BLE001 - any failure here means "not a dataset either"
+    except Exception as err:  # any failure here means "not a dataset either"
         raise ManifestError(
             f"{spec!r} is not an audio folder, a manifest (.csv/.tsv/.jsonl) or a loadable Hugging Face dataset: {err}"
         ) from err
@@ -288,7 +288,7 @@ def probe_audio(source, min_samples: int) -> tuple[int, str | None, str]:
         return 0, "empty (0 bytes)", ""
     try:
         num_samples = _header_num_samples(source)
-    except Exception as err:  # noqa: BLE001 - libsndfile raises several types for corrupt files
+    except Exception as err:  # libsndfile raises several types for corrupt files
         return 0, "unreadable", str(err)
     if num_samples < min_samples:
         return num_samples, "too short", f"{num_samples} samples at 16 kHz"
@@ -322,7 +322,7 @@ def load_audio(source) -> np.ndarray:
     """Decodes to float32 mono at 16 kHz (channels averaged, resampled with soxr through librosa)."""
     try:
         audio, sample_rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise AudioDecodeError("unreadable", str(err)) from err
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
@@ -408,10 +408,7 @@ class AudioDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         rng = example_rng(self.seed, epoch, index)
-        item = decode_item(self.utterances[index], self.max_samples, self.random_crop, rng, self.augmenter, self.paired)
-        if "skip" not in item:
-            item["index"] = index
-        return item
+        return decode_item(self.utterances[index], self.max_samples, self.random_crop, rng, self.augmenter, self.paired)
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):
@@ -527,7 +524,7 @@ def open_audio_stream(
             f"--streaming {spec!r}: datasets needs torchcodec to stream this dataset's audio files ({err}). Install "
             "torchcodec for your torch build, or convert the dataset to parquet with the audio as bytes."
         ) from err
-    except Exception as err:  # noqa: BLE001 - datasets raises many types for "not a dataset"
+    except Exception as err:  # datasets raises many types for "not a dataset"
         raise ManifestError(f"--streaming: cannot open {spec!r} as a Hugging Face dataset: {err}") from err
     if not first:
         raise ValueError(f"No usable audio in {spec!r}: the stream is empty.")

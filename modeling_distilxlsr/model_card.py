@@ -61,7 +61,7 @@ def check_hub_access(repo_id: str | None) -> str:
         )
     try:
         HfApi(token=token).whoami()
-    except Exception as err:  # noqa: BLE001 - offline mode, network and HTTP errors all mean "no push"
+    except Exception as err:  # offline mode, network and HTTP errors all mean "no push"
         raise ValueError(
             f"--push_to_hub: cannot reach the Hugging Face Hub with this token ({type(err).__name__}: {err}). "
             "Check the network and the token (`hf auth whoami`), or drop --push_to_hub and upload the output folder "

@@ -1,6 +1,6 @@
 """ONNX export for ONNX Runtime, with optional int8 quantisation, and the drift it causes, measured.
 
-    python -m modeling_distilxlsr.onnx_export MODEL_DIR OUT_DIR [--quantize dynamic|static] [--eval_data DIR]
+    python -m modeling_distilxlsr.onnx_export MODEL_DIR OUT_DIR [--quantize dynamic|static] [--calibration_data DIR]
 
 The graph takes `input_values` and `attention_mask` (int64), both (batch, samples) with dynamic batch and length, and
 returns `logits` (CTC models) or `last_hidden_state`. The processor files are copied beside `model.onnx`, so

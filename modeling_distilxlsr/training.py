@@ -121,7 +121,7 @@ def open_output_dir(accelerator, args):
         try:
             lock = claim_output_dir(args.output_dir, resuming, args.overwrite_output_dir)
             atexit.register(lock.release)
-        except Exception as err:  # noqa: BLE001 - passed to every rank, raised there
+        except Exception as err:  # passed to every rank, raised there
             error = [f"{type(err).__name__}: {err}"]
     if accelerator.num_processes > 1:
         broadcast_object_list(error)
