@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
+from huggingface_hub import EvalResult, ModelCardData
 from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
@@ -38,7 +39,14 @@ from modeling_distilxlsr.data import (
     prepare_ctc_utterances,
 )
 from modeling_distilxlsr.export import default_feature_extractor, save_for_hub
-from modeling_distilxlsr.model_card import check_hub_access, format_params, push_folder, render_card
+from modeling_distilxlsr.model_card import (
+    check_hub_access,
+    format_params,
+    hub_id_or_none,
+    push_folder,
+    readable_dataset_name,
+    render_card,
+)
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (
@@ -378,11 +386,39 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
     evals = [row for row in state.history if "eval" in row]
     initial, best = evals[0]["eval"], next(row["eval"] for row in evals if row["step"] == state.best_step)
     table = ["| eval set | WER | CER | WER before fine-tuning | CER before |", "|---|---|---|---|---|"]
+    eval_results = []
     for name, result in best.items():
+        dataset = readable_dataset_name(name)
         table.append(
-            f"| {name} | {result['wer']:.3f} | {result['cer']:.3f} | {initial[name]['wer']:.3f} | "
+            f"| {dataset} | {result['wer']:.3f} | {result['cer']:.3f} | {initial[name]['wer']:.3f} | "
             f"{initial[name]['cer']:.3f} |"
         )
+        eval_results += [
+            EvalResult(
+                task_type="automatic-speech-recognition",
+                task_name="Speech Recognition",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=metric,
+                metric_name=f"{metric.upper()} (greedy)",
+                metric_value=round(result[metric], 4),
+            )
+            for metric in ("wer", "cer")
+        ]
+    model_name = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+    train_data = readable_dataset_name(args.train_data) if args.train_data else "the project's synthetic pt-BR corpus"
+    card_data = ModelCardData(
+        language="pt",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="automatic-speech-recognition",
+        tags=["speech", "audio", "automatic-speech-recognition", "wav2vec2", "distilxlsr"],
+        base_model=None if args.from_scratch else hub_id_or_none(args.model),
+        datasets=[train_data] if args.train_data else None,
+        metrics=["wer", "cer"],
+        model_name=model_name,
+        eval_results=eval_results,
+    )
     if any(r["empty_outputs"] > 0.5 for r in best.values()):
         logger.warning(
             "More than half of the eval outputs are empty: the model predicts only blanks. Train longer, "
@@ -391,12 +427,13 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
     render_card(
         "asr.md",
         args.output_dir,
-        language="pt",
-        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        card_data,
+        model_name=model_name,
         repo_id=args.hub_model_id or args.output_dir,
-        base_model=args.model + (" (random init)" if args.from_scratch else ""),
+        base_model=(hub_id_or_none(args.model) or readable_dataset_name(args.model))
+        + (" (random init)" if args.from_scratch else ""),
         params=format_params(sum(p.numel() for p in model.parameters())),
-        train_data=args.train_data or "the project's synthetic pt-BR corpus",
+        train_data=train_data,
         vocab_size=len(processor.tokenizer),
         results_table="\n".join(table),
         steps=f"best of {state.step} (step {state.best_step})",

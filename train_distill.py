@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from huggingface_hub import ModelCardData
 from tqdm.auto import tqdm
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
@@ -33,7 +34,15 @@ from modeling_distilxlsr.data import (
 )
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.losses import student_distillation_loss
-from modeling_distilxlsr.model_card import check_hub_access, format_params, plot_curves, push_folder, render_card
+from modeling_distilxlsr.model_card import (
+    check_hub_access,
+    format_params,
+    hub_id_or_none,
+    plot_curves,
+    push_folder,
+    readable_dataset_name,
+    render_card,
+)
 from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (
     TrainingState,
@@ -426,13 +435,23 @@ def write_output(student, state_dict, args, state, final_eval: dict, skips_summa
         },
     )
     config = student.config
+    train_data = readable_dataset_name(args.train_data) if args.train_data else "the project's synthetic pt-BR corpus"
+    card_data = ModelCardData(
+        language="pt",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="feature-extraction",
+        tags=["speech", "audio", "wav2vec2", "distilhubert", "distilxlsr", "feature-extraction"],
+        base_model=hub_id_or_none(args.teacher),
+        datasets=[train_data] if args.train_data else None,
+    )
     render_card(
         "distilled.md",
         args.output_dir,
-        language="pt",
+        card_data,
         model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
         repo_id=args.hub_model_id or args.output_dir,
-        teacher=args.teacher,
+        teacher=hub_id_or_none(args.teacher) or readable_dataset_name(args.teacher),
         teacher_note=" (**random weights: a smoke run, not a usable model**)" if args.teacher_random_init else "",
         teacher_params=format_params(teacher_params),
         backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
@@ -440,7 +459,7 @@ def write_output(student, state_dict, args, state, final_eval: dict, skips_summa
         hidden_size=config.hidden_size,
         pred_layer_ids=", ".join(map(str, config.pred_layer_ids)),
         target_norm=args.normalize_targets,
-        train_data=args.train_data or "the project's synthetic pt-BR corpus",
+        train_data=train_data,
         hours_seen=f"{state.audio_seconds / 3600:.2f}",
         steps=state.step,
         eval_loss=f"{final_eval['eval/loss']:.4f}",

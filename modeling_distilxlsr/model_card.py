@@ -1,20 +1,40 @@
 """Model cards rendered from `model_card/` templates with a run's facts, training curves, and the Hub upload."""
 
 import os
+import re
 import string
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_card")
 
 
-def render_card(template_name: str, out_dir: str, **facts) -> str:
-    """Writes `out_dir/README.md` from `model_card/<template_name>`; every $field of the template must be given."""
+def render_card(template_name: str, out_dir: str, card_data, **facts) -> str:
+    """Writes `out_dir/README.md`: the Hub's YAML metadata from `card_data` (a `huggingface_hub.ModelCardData`:
+    license, language, tags, base_model, datasets, metrics, and `model-index` eval results), then the body from
+    `model_card/<template_name>`, every $field of which must be given."""
+    from huggingface_hub import ModelCard
+
     with open(os.path.join(TEMPLATE_DIR, template_name), encoding="utf-8") as f:
-        template = string.Template(f.read())
-    text = template.substitute({key: str(value) for key, value in facts.items()})
+        body = string.Template(f.read()).substitute({key: str(value) for key, value in facts.items()})
     path = os.path.join(out_dir, "README.md")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}").save(path)
     return path
+
+
+def hub_id_or_none(name_or_path: str | None) -> str | None:
+    """`name_or_path` when it names a Hub repo (`user/name`), None for a local folder or file: the card's metadata
+    never carries a path of the machine that trained the model."""
+    if not name_or_path or os.path.exists(name_or_path) or os.path.isabs(name_or_path):
+        return None
+    return name_or_path if re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path) else None
+
+
+def readable_dataset_name(spec: str) -> str:
+    """A data source as a card names it: a Hub id as is; a local folder or manifest by its last two path parts
+    (`corpus-pt-br-v2/test`, `cv-pt/dev.tsv`), never the absolute path."""
+    if hub_id_or_none(spec):
+        return spec
+    parts = os.path.normpath(str(spec)).split(os.sep)
+    return "/".join(p for p in parts[-2:] if p)
 
 
 def format_params(count: int) -> str:

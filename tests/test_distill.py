@@ -137,7 +137,12 @@ def test_a_run_lowers_held_out_loss_and_raises_cosine(tiny_teacher_dir, small_co
     ):
         assert (out / name).exists(), name
     card = (out / "README.md").read_text()
-    assert tiny_teacher_dir in card and "2, 4" in card and f"{final['eval/loss']:.4f}" in card
+    assert "2, 4" in card and f"{final['eval/loss']:.4f}" in card and "cosine" in card
+    # A local teacher is named by its folder, never by this machine's path, and is no Hub base_model.
+    assert os.path.basename(tiny_teacher_dir) in card and tiny_teacher_dir not in card
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").data.base_model is None
     assert sorted(os.listdir(out / "checkpoints")) == ["step_20", "step_40"]
 
 

@@ -124,6 +124,14 @@ def test_finetune_lowers_cer_and_does_not_collapse_to_blanks(finetuned, asr_corp
     assert best["cer"] < MAX_TEST_CER and best["empty_outputs"] < 0.1, best
     card = (finetuned / "README.md").read_text(encoding="utf-8")
     assert f"{best['cer']:.3f}" in card and "| eval set | WER | CER |" in card
+    # The Hub's card format: model-index results per eval set with a readable name, no local paths in the card.
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(finetuned / "README.md").data
+    results = {(r.dataset_name, r.metric_type): r.metric_value for r in data.eval_results}
+    assert results == {("pt-br/test", "wer"): round(best["wer"], 4), ("pt-br/test", "cer"): round(best["cer"], 4)}
+    assert data.base_model is None and data.metrics == ["wer", "cer"] and data.datasets == ["pt-br/train"]
+    assert str(asr_corpus) not in card and "model-index" in card
     for name in ("model.safetensors", "config.json", "vocab.json", "tokenizer_config.json", "modeling_distilxlsr.py"):
         assert (finetuned / name).exists(), name
     assert json.loads((finetuned / "config.json").read_text())["auto_map"]["AutoModelForCTC"].endswith("ForCTC")
