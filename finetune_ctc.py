@@ -29,24 +29,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
+from modeling_distilxlsr.audio_format import SAMPLING_RATE, default_feature_extractor
 from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
-from modeling_distilxlsr.data import (
-    AudioDataset,
-    CTCCollator,
-    SkipCounter,
-    find_utterances,
-    make_loader,
-    prepare_ctc_utterances,
-)
-from modeling_distilxlsr.export import default_feature_extractor, save_for_hub
-from modeling_distilxlsr.model_card import (
-    check_hub_access,
-    format_params,
-    hub_id_or_none,
-    push_folder,
-    readable_dataset_name,
-    render_card,
-)
+from modeling_distilxlsr.ctc_data import CTCCollator, prepare_ctc_utterances
+from modeling_distilxlsr.data import AudioDataset, SkipCounter, find_utterances, make_loader
+from modeling_distilxlsr.export import save_for_hub
+from modeling_distilxlsr.hub import check_hub_access, push_folder
+from modeling_distilxlsr.model_card import format_params, hub_id_or_none, readable_dataset_name, render_card
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (
@@ -239,13 +228,13 @@ def main(args: FinetuneArguments):
             utterances, normalizer, processor.tokenizer, model._get_feat_extract_output_lengths, skips, max_samples
         )
 
-    max_samples = int(args.max_audio_seconds * 16_000)
+    max_samples = int(args.max_audio_seconds * SAMPLING_RATE)
     train_utterances = prepare(train_raw, max_samples)
     if args.train_fraction < 1.0:
         keep = np.random.default_rng(args.seed).permutation(len(train_utterances))
         keep = sorted(keep[: max(1, round(args.train_fraction * len(train_utterances)))])
         train_utterances = [train_utterances[i] for i in keep]
-    max_eval_samples = int(args.max_eval_audio_seconds * 16_000)
+    max_eval_samples = int(args.max_eval_audio_seconds * SAMPLING_RATE)
     eval_sets = {
         source: prepare(find_utterances(source, skips, need_text=True), max_eval_samples) for source in eval_sources
     }
@@ -310,7 +299,7 @@ def main(args: FinetuneArguments):
             scheduler.step()
             optimizer.zero_grad()
         if not all_skipped:
-            state.audio_seconds += batch["attention_mask"].sum().item() / 16_000
+            state.audio_seconds += batch["attention_mask"].sum().item() / SAMPLING_RATE
         if not accelerator.sync_gradients:
             continue
         state.step += 1

@@ -21,28 +21,22 @@ from huggingface_hub import ModelCardData
 from tqdm.auto import tqdm
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
+from modeling_distilxlsr.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
 from modeling_distilxlsr.data import (
     AudioCollator,
     AudioDataset,
     SkipCounter,
-    StreamingAudioDataset,
     find_utterances,
     make_loader,
-    open_audio_stream,
     split_eval,
 )
 from modeling_distilxlsr.export import save_for_hub
+from modeling_distilxlsr.hub import check_hub_access, push_folder
 from modeling_distilxlsr.losses import student_distillation_loss
-from modeling_distilxlsr.model_card import (
-    check_hub_access,
-    format_params,
-    hub_id_or_none,
-    plot_curves,
-    push_folder,
-    readable_dataset_name,
-    render_card,
-)
+from modeling_distilxlsr.model_card import format_params, hub_id_or_none, readable_dataset_name, render_card
+from modeling_distilxlsr.plots import plot_curves
+from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stream
 from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (
     TrainingState,
@@ -354,7 +348,7 @@ def main(args: DistillArguments):
             scheduler.step()
             optimizer.zero_grad()
         if not all_skipped:
-            seconds_since_log += batch["attention_mask"].sum() / 16_000
+            seconds_since_log += batch["attention_mask"].sum() / SAMPLING_RATE
         if not accelerator.sync_gradients:
             continue
         state.step += 1

@@ -21,8 +21,9 @@ import sys
 
 import numpy as np
 
+from modeling_distilxlsr.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
-from modeling_distilxlsr.data import AUDIO_EXTENSIONS, SAMPLING_RATE, AudioDecodeError, SkipCounter, load_audio
+from modeling_distilxlsr.data import AUDIO_EXTENSIONS, AudioDecodeError, SkipCounter, load_audio
 from modeling_distilxlsr.lm import LanguageModelError, build_decoder, has_lm, load_folder_decoder
 from modeling_distilxlsr.lm_tune import DEFAULT_BEAM_WIDTH
 from modeling_distilxlsr.teacher import load_config

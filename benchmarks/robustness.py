@@ -32,8 +32,9 @@ import soundfile as sf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from modeling_distilxlsr.audio_format import SAMPLING_RATE  # noqa: E402
 from modeling_distilxlsr.augment import mix_at_snr, reverberate, simulated_rirs, telephone  # noqa: E402
-from modeling_distilxlsr.data import SAMPLING_RATE, load_audio  # noqa: E402
+from modeling_distilxlsr.data import load_audio  # noqa: E402
 
 SNRS = (20, 10, 5, 0)
 NOISE_TYPES = ("tones", "narrowband", "music")

@@ -36,9 +36,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve
 
+from .audio_format import SAMPLING_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLING_RATE = 16_000
 NOISE_KINDS = ("file", "color", "babble", "hum")
 CODECS = {  # name -> (soundfile format, subtype)
     "mulaw": ("WAV", "ULAW"),

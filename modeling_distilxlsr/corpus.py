@@ -27,7 +27,8 @@ import soundfile as sf
 import soxr
 from tqdm.auto import tqdm
 
-SAMPLING_RATE = 16_000
+from .audio_format import SAMPLING_RATE
+
 SENTENCES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sentences_pt_br.txt")
 CORPUS_VERSION = "v2"  # v2: every utterance varies its voice's rate, pitch and pitch range
 

@@ -12,12 +12,12 @@ import argparse
 import os
 import shutil
 
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Model
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Model
 
+from .audio_format import default_feature_extractor
 from .configuration_distilxlsr import DistilXLSRConfig
 from .modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
-SAMPLING_RATE = 16_000
 # Files of a processor (feature extractor + tokenizer) that travel beside the weights.
 PROCESSOR_FILES = (
     "preprocessor_config.json",
@@ -34,18 +34,6 @@ DISTILXLSR_ONLY_FIELDS = (
     "teacher_name_or_path",
     "fast_feature_encoder",
 )
-
-
-def default_feature_extractor() -> Wav2Vec2FeatureExtractor:
-    """The input pipeline every DistilXLSR model is trained with: 16 kHz mono, zero-mean/unit-variance per utterance,
-    with an attention mask (our CNN uses LayerNorm, so padded batches are exact)."""
-    return Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=SAMPLING_RATE,
-        padding_value=0.0,
-        do_normalize=True,
-        return_attention_mask=True,
-    )
 
 
 def save_for_hub(model, out_dir: str, processor=None, state_dict: dict | None = None) -> str:

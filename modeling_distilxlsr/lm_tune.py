@@ -17,7 +17,8 @@ import jiwer
 import numpy as np
 import torch
 
-from .data import SAMPLING_RATE, SkipCounter, find_utterances, load_audio
+from .audio_format import SAMPLING_RATE
+from .data import SkipCounter, find_utterances, load_audio
 from .lm import LM_INFO_FILE, LanguageModelError, has_lm, load_folder_decoder
 from .text import TextNormalizer
 

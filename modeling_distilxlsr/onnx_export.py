@@ -19,8 +19,9 @@ import shutil
 import numpy as np
 import torch
 
+from .audio_format import SAMPLING_RATE, default_feature_extractor
 from .data import SkipCounter, find_utterances, load_audio
-from .export import PROCESSOR_FILES, default_feature_extractor
+from .export import PROCESSOR_FILES
 from .lm import LM_INFO_FILE, has_lm
 from .modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
@@ -54,13 +55,13 @@ def calibration_waves(data: str | None, count: int = 8, max_seconds: float = 8.0
 
         data = default_corpus_split("dev")
     utterances = find_utterances(data, SkipCounter())[:count]
-    return [normalize(load_audio(u.source)[: int(max_seconds * 16_000)]) for u in utterances]
+    return [normalize(load_audio(u.source)[: int(max_seconds * SAMPLING_RATE)]) for u in utterances]
 
 
 def export_graph(model: torch.nn.Module, path: str, output_name: str) -> str:
     """`model` (ours, or any transformers wav2vec2 model) as an ONNX graph with dynamic batch and length. The
     example batch is 2: torch.export would fix a batch axis traced at size 1."""
-    example = (torch.randn(2, 16_000), torch.ones(2, 16_000, dtype=torch.long))
+    example = (torch.randn(2, SAMPLING_RATE), torch.ones(2, SAMPLING_RATE, dtype=torch.long))
     batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=400)
     torch.onnx.export(
         _OnnxGraph(model.eval()),

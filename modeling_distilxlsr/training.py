@@ -188,7 +188,7 @@ def resumable_batches(accelerator, loader, state: TrainingState):
     (each rank reads its own part of the stream), so batches are moved to the device here."""
     from accelerate.utils import send_to_device
 
-    from .data import StreamingAudioDataset
+    from .streaming import StreamingAudioDataset
 
     if isinstance(loader.dataset, StreamingAudioDataset):
         loader.dataset.resume_after(state.batches_in_epoch)

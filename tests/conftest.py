@@ -55,7 +55,8 @@ def tiny_teacher():
 def tiny_ctc_dir(tmp_path_factory):
     """A saved random-weight DistilXLSR CTC folder with the BP processor, and the model itself."""
     from modeling_distilxlsr import DistilXLSRForCTC
-    from modeling_distilxlsr.export import default_feature_extractor, save_for_hub
+    from modeling_distilxlsr.audio_format import default_feature_extractor
+    from modeling_distilxlsr.export import save_for_hub
     from modeling_distilxlsr.text import build_processor, build_vocab
 
     torch.manual_seed(0)

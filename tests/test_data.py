@@ -183,7 +183,8 @@ def parquet_stream(tmp_path, monkeypatch):
 def _stream_batches(spec, rank, world_size, num_batches, num_workers=2, resume_after=0, held_out=4):
     import itertools
 
-    from modeling_distilxlsr.data import StreamingAudioDataset, make_loader, open_audio_stream
+    from modeling_distilxlsr.data import make_loader
+    from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stream
 
     stream, held, audio_column, text_column = open_audio_stream(spec, rank, world_size, 0, 8, held_out, SkipCounter())
     dataset = StreamingAudioDataset(stream, audio_column, text_column, 3, 4000, 400, sort_buffer=6)
@@ -230,7 +231,7 @@ def test_streaming_resume_continues_with_the_batches_not_yet_seen(parquet_stream
 
 
 def test_streaming_an_empty_or_unreadable_source_is_a_clear_error(tmp_path):
-    from modeling_distilxlsr.data import open_audio_stream
+    from modeling_distilxlsr.streaming import open_audio_stream
 
     with pytest.raises(ManifestError, match="cannot open"):
         open_audio_stream(str(tmp_path / "nothing-here"), 0, 1, 0, 8, 4, SkipCounter())

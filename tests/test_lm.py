@@ -24,7 +24,8 @@ def misspelling_asr(tmp_path_factory):
     only a language model can put it right; the clip in a one-utterance eval folder whose transcript is the right
     spelling."""
     from modeling_distilxlsr import DistilXLSRForCTC
-    from modeling_distilxlsr.export import default_feature_extractor, save_for_hub
+    from modeling_distilxlsr.audio_format import default_feature_extractor
+    from modeling_distilxlsr.export import save_for_hub
     from modeling_distilxlsr.text import build_processor, build_vocab
 
     root = tmp_path_factory.mktemp("lm")

@@ -2,7 +2,7 @@ import unicodedata
 
 import pytest
 
-from modeling_distilxlsr.export import default_feature_extractor
+from modeling_distilxlsr.audio_format import default_feature_extractor
 from modeling_distilxlsr.text import (
     BP_LETTERS,
     TextNormalizer,
