@@ -286,9 +286,8 @@ def main(args: FinetuneArguments):
         for reason, name in batch["skipped"]:
             skips.skip(reason, name, once=True)
         all_skipped = "input_values" not in batch
-        if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
-            batch = collator([{"input_values": np.zeros(1600, np.float32), "text": "a"}])
-            batch = send_to_device(batch, accelerator.device)
+        if all_skipped:
+            batch = send_to_device(collator.stand_in(), accelerator.device)
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 outputs = model(batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])

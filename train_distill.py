@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
 from huggingface_hub import ModelCardData
 from tqdm.auto import tqdm
 
@@ -333,10 +333,8 @@ def main(args: DistillArguments):
         if args.streaming:  # nothing was listed up front: count what the stream delivers
             skips.total += batch["num_items"]
         all_skipped = "input_values" not in batch
-        if all_skipped:  # every clip failed to decode: a silent stand-in with zero weight keeps DDP ranks in step
-            silence = torch.zeros(1, 4 * config.receptive_field, device=accelerator.device)
-            batch = {"input_values": silence, "attention_mask": torch.zeros_like(silence, dtype=torch.long)}
-            batch["attention_mask"][:, : config.receptive_field] = 1
+        if all_skipped:
+            batch = send_to_device(collator.stand_in(), accelerator.device)
         with accelerator.accumulate(student):
             loss, result, cnn_result = distill_step_loss(
                 student, teacher_targets, batch, args, accelerator, share_cnn=args.freeze_cnn

@@ -459,6 +459,13 @@ class AudioCollator:
                 )["input_values"]
         return batch
 
+    def stand_in(self, num_samples: int = SAMPLING_RATE) -> dict:
+        """The batch for a step whose clips all failed to decode: one silent clip (with a one-letter transcript for a
+        CTC collator). Run with zero loss weight, it keeps DDP ranks in step: every rank must run forward and
+        backward at every step, or the gradient all-reduce hangs. One second long, so that SpecAugment's time masks
+        (10 frames by default) fit in it."""
+        return self([{"input_values": np.zeros(num_samples, np.float32), "text": "a", "name": "stand-in"}])
+
 
 def split_eval(utterances: list[Utterance], fraction: float, seed: int) -> tuple[list, list]:
     """A held-out fraction of `utterances` (at least one, and one left for training), drawn with `seed`."""

@@ -238,3 +238,25 @@ def test_streaming_an_empty_or_unreadable_source_is_a_clear_error(tmp_path):
     write_wav(tmp_path / "one.wav", 0.5)
     with pytest.raises(ManifestError, match="drop --streaming"):  # an audio folder is listed, not streamed
         open_audio_stream(str(tmp_path), 0, 1, 0, 8, 4, SkipCounter())
+
+
+def test_stand_in_batch_runs_forward_and_backward_for_both_loops(tiny_ctc_dir):
+    """The batch a step uses when all its clips failed to decode, built one way for distillation and CTC: one silent
+    clip the models run on with finite outputs, so that every DDP rank still calls backward."""
+    import torch
+    from transformers import Wav2Vec2Processor
+
+    from modeling_distilxlsr import DistilXLSRForCTC
+    from modeling_distilxlsr.ctc_data import CTCCollator
+    from modeling_distilxlsr.data import AudioCollator
+
+    model_dir, _ = tiny_ctc_dir
+    # finetune_ctc.py's default SpecAugment: time masks of 10 frames must fit in the stand-in clip.
+    model = DistilXLSRForCTC.from_pretrained(model_dir, mask_time_prob=0.05).train()
+    audio = AudioCollator().stand_in()
+    assert audio["input_values"].shape == (1, 16000) and audio["attention_mask"].all() and audio["skipped"] == []
+    ctc = CTCCollator(Wav2Vec2Processor.from_pretrained(model_dir)).stand_in()
+    assert ctc["labels"].shape == (1, 1) and ctc["texts"] == ["a"]
+    loss = model(ctc["input_values"], attention_mask=ctc["attention_mask"], labels=ctc["labels"]).loss
+    (loss * 0.0).backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
