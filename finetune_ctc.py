@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import jiwer
 import numpy as np
 import torch
+import transformers
 from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
 from huggingface_hub import EvalResult, ModelCardData
@@ -155,10 +156,34 @@ def load_ctc_model(args: FinetuneArguments, processor):
             setattr(config, key, value)
         model = DistilXLSRForCTC(config) if model_class is DistilXLSRForCTC else AutoModelForCTC.from_config(config)
     else:
-        model = model_class.from_pretrained(args.model, ignore_mismatched_sizes=True, **overrides)
+        # transformers' load report is a warning table; the CTC head that fine-tuning adds is meant to be new, so the
+        # report is replaced by one line, and a warning only for weights that should have been in the checkpoint.
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        try:
+            model, info = model_class.from_pretrained(
+                args.model, ignore_mismatched_sizes=True, output_loading_info=True, **overrides
+            )
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        log_loading_info(info)
     if args.freeze_cnn:
         model.freeze_feature_encoder()
     return model
+
+
+def log_loading_info(info: dict) -> None:
+    new = sorted(set(info["missing_keys"]) | {key for key, *_ in info.get("mismatched_keys", [])})
+    expected_new = [key for key in new if key.startswith("lm_head.")]
+    unexpected_new = [key for key in new if not key.startswith("lm_head.")]
+    dropped = sorted(info["unexpected_keys"])
+    logger.info(
+        "newly initialised: %s (the CTC head, sized to the tokenizer)%s",
+        ", ".join(expected_new) or "nothing",
+        f"; not used from the checkpoint: {len(dropped)} tensors ({dropped[0].split('.')[0]}...)" if dropped else "",
+    )
+    if unexpected_new:
+        logger.warning("weights missing from the checkpoint, newly initialised: %s", ", ".join(unexpected_new))
 
 
 def greedy_transcripts(model, batch, processor) -> list[str]:

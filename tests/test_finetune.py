@@ -217,11 +217,14 @@ def test_lm_text_ships_a_tuned_lm_with_the_model(asr_corpus, tmp_path):
     """--lm_text: an n-gram from the train transcripts (metadata.csv's transcription column), built with the labels'
     normaliser, attached as a Wav2Vec2ProcessorWithLM and tuned on the first eval set, reported per eval set."""
     out = tmp_path / "asr"
-    finetune(
+    result = finetune(
         FIXTURE, asr_corpus / "train", [asr_corpus / "dev", asr_corpus / "test"], out,
         "--max_steps", 20, "--eval_steps", 20, "--save_steps", 20, "--learning_rate", "1e-3",
         "--lm_text", asr_corpus / "train" / "metadata.csv", "--lm_order", 3,
     )  # fmt: skip
+    # The CTC head is new on purpose: one line says so, instead of transformers' load-report table.
+    assert "newly initialised: lm_head.bias, lm_head.weight (the CTC head" in result.stderr
+    assert "LOAD REPORT" not in result.stderr and "weights missing from the checkpoint" not in result.stderr
     info = json.loads((out / "lm_info.json").read_text())
     assert info["order"] == 3 and info["sentences"] > 100 and info["normalizer"]["digits"] == "spell"
     report = json.loads((out / "lm_results.json").read_text())
