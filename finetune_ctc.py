@@ -25,7 +25,7 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult
 from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
@@ -36,7 +36,14 @@ from modeling_distilxlsr.ctc_data import CTCCollator, prepare_ctc_utterances
 from modeling_distilxlsr.data import AudioDataset, SkipCounter, find_utterances, make_loader
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.hub import check_hub_access, push_folder
-from modeling_distilxlsr.model_card import format_params, hub_id_or_none, readable_dataset_name, render_card
+from modeling_distilxlsr.model_card import (
+    card_metadata,
+    format_params,
+    hub_id_or_none,
+    readable_dataset_name,
+    render_card,
+    train_data_name,
+)
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (
@@ -419,15 +426,12 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
             for metric in ("wer", "cer")
         ]
     model_name = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-    train_data = readable_dataset_name(args.train_data) if args.train_data else "the project's synthetic pt-BR corpus"
-    card_data = ModelCardData(
-        language="pt",
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="automatic-speech-recognition",
-        tags=["speech", "audio", "automatic-speech-recognition", "wav2vec2", "distilxlsr"],
-        base_model=None if args.from_scratch else hub_id_or_none(args.model),
-        datasets=[train_data] if args.train_data else None,
+    train_data = train_data_name(args.train_data)
+    card_data = card_metadata(
+        args.train_data,
+        None if args.from_scratch else args.model,
+        "automatic-speech-recognition",
+        ["automatic-speech-recognition"],
         metrics=["wer", "cer"],
         model_name=model_name,
         eval_results=eval_results,

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
-from huggingface_hub import ModelCardData
 from tqdm.auto import tqdm
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
@@ -34,7 +33,14 @@ from modeling_distilxlsr.data import (
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.hub import check_hub_access, push_folder
 from modeling_distilxlsr.losses import student_distillation_loss
-from modeling_distilxlsr.model_card import format_params, hub_id_or_none, readable_dataset_name, render_card
+from modeling_distilxlsr.model_card import (
+    card_metadata,
+    format_params,
+    hub_id_or_none,
+    readable_dataset_name,
+    render_card,
+    train_data_name,
+)
 from modeling_distilxlsr.plots import plot_curves
 from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stream
 from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
@@ -427,15 +433,9 @@ def write_output(student, state_dict, args, state, final_eval: dict, skips_summa
         },
     )
     config = student.config
-    train_data = readable_dataset_name(args.train_data) if args.train_data else "the project's synthetic pt-BR corpus"
-    card_data = ModelCardData(
-        language="pt",
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="feature-extraction",
-        tags=["speech", "audio", "wav2vec2", "distilhubert", "distilxlsr", "feature-extraction"],
-        base_model=hub_id_or_none(args.teacher),
-        datasets=[train_data] if args.train_data else None,
+    train_data = train_data_name(args.train_data)
+    card_data = card_metadata(
+        args.train_data, args.teacher, "feature-extraction", ["distilhubert", "feature-extraction"]
     )
     render_card(
         "distilled.md",

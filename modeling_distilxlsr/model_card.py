@@ -38,5 +38,29 @@ def readable_dataset_name(spec: str) -> str:
     return "/".join(p for p in parts[-2:] if p)
 
 
+BUILTIN_CORPUS = "the project's synthetic pt-BR corpus"
+
+
+def train_data_name(train_data: str | None) -> str:
+    return readable_dataset_name(train_data) if train_data else BUILTIN_CORPUS
+
+
+def card_metadata(train_data: str | None, base_model: str | None, pipeline_tag: str, tags: list[str], **fields):
+    """The Hub metadata every DistilXLSR card shares (pt, apache-2.0, transformers), the training data as `datasets`
+    (readable names) and `base_model` only when it is a Hub id; `fields` adds to it (metrics, model-index)."""
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(
+        language="pt",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["speech", "audio", "wav2vec2", "distilxlsr", *tags],
+        base_model=hub_id_or_none(base_model),
+        datasets=[readable_dataset_name(train_data)] if train_data else None,
+        **fields,
+    )
+
+
 def format_params(count: int) -> str:
     return f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.1f}K"
