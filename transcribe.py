@@ -14,15 +14,18 @@ model code runs only with --trust_remote_code.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import sys
 
 import numpy as np
+import torch
 
 from modeling_distilxlsr.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
+from modeling_distilxlsr.cpu_features import check_bf16
 from modeling_distilxlsr.data import AUDIO_EXTENSIONS, AudioDecodeError, SkipCounter, load_audio
 from modeling_distilxlsr.lm import LanguageModelError, build_decoder, has_lm, load_folder_decoder
 from modeling_distilxlsr.lm_tune import DEFAULT_BEAM_WIDTH
@@ -93,7 +96,9 @@ def load_asr_pipeline(model, lm=None, device=None, trust_remote_code=False, use_
     )
 
 
-def transcribe(asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps=None, decoder_kwargs=None):
+def transcribe(
+    asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps=None, decoder_kwargs=None, dtype="fp32"
+):
     """Yields (path, result, None) for every audio file under `inputs`, or (path, None, error) for one that cannot be
     transcribed, in input order. Files are decoded a batch at a time: a folder of long recordings is never all in
     memory. Each batch is sent to the pipeline as a list, whose results come back as a list of the same length; a
@@ -110,6 +115,8 @@ def transcribe(asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps
         options["return_timestamps"] = return_timestamps
     if getattr(asr, "decoder", None) is not None and decoder_kwargs:
         options["decoder_kwargs"] = decoder_kwargs
+    if dtype == "bf16":  # autocast: matmuls and convolutions in bf16, reductions and the CTC decode in fp32
+        options["autocast"] = torch.autocast(asr.device.type, dtype=torch.bfloat16)
     files = list_audio_files(inputs)
     for start in range(0, len(files), batch_size):
         group = files[start : start + batch_size]
@@ -130,8 +137,11 @@ def _run_pipeline(asr, decoded: dict, options: dict):
     paths = list(decoded)
     if not paths:
         return
+    options = dict(options)
+    autocast = options.pop("autocast", contextlib.nullcontext())
     try:
-        results = asr([{"raw": decoded[p], "sampling_rate": SAMPLING_RATE} for p in paths], **options)
+        with autocast:
+            results = asr([{"raw": decoded[p], "sampling_rate": SAMPLING_RATE} for p in paths], **options)
         if len(results) != len(paths):  # never pair a result with the wrong file
             raise RuntimeError(f"the pipeline returned {len(results)} results for {len(paths)} files")
         yield from ((path, result, None) for path, result in zip(paths, results, strict=True))
@@ -140,7 +150,7 @@ def _run_pipeline(asr, decoded: dict, options: dict):
             yield paths[0], None, f"inference failed: {type(err).__name__}: {err}"
             return
         for path in paths:
-            yield from _run_pipeline(asr, {path: decoded[path]}, options)
+            yield from _run_pipeline(asr, {path: decoded[path]}, {**options, "autocast": autocast})
 
 
 def onnx_logits(session, audio, chunk_samples: int | None, ratio: int = 320) -> np.ndarray:
@@ -209,6 +219,13 @@ def main(argv=None):
     parser.add_argument("--hotword_weight", type=float, default=10.0)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0")
     parser.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: autocast, where the hardware runs bf16 natively (AVX512-BF16 or AMX on a CPU; refused elsewhere). "
+        "Measured on an AVX512-BF16 EPYC and an AMX Xeon: see benchmarks/README.md.",
+    )
+    parser.add_argument(
         "--trust_remote_code",
         action="store_true",
         help="Run the Python files of a model folder that is not a DistilXLSR or transformers model (DistilXLSR "
@@ -221,8 +238,13 @@ def main(argv=None):
         help="onnx: a folder written by `python -m modeling_distilxlsr.onnx_export` (greedy decoding).",
     )
     args = parser.parse_args(argv)
-    if args.backend == "onnx" and args.return_timestamps:
-        parser.error("--backend onnx does not support --return_timestamps.")
+    if args.backend == "onnx" and (args.return_timestamps or args.dtype != "fp32"):
+        parser.error("--backend onnx supports neither --return_timestamps nor --dtype bf16.")
+    if args.dtype == "bf16":
+        try:
+            check_bf16(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except ValueError as err:
+            parser.error(str(err))
     decoder_kwargs = {"beam_width": args.beam_width}
     if args.hotwords:
         decoder_kwargs.update(hotwords=args.hotwords, hotword_weight=args.hotword_weight)
@@ -240,7 +262,13 @@ def main(argv=None):
     else:
         asr = load_asr_pipeline(args.model, args.lm, args.device, args.trust_remote_code, use_lm=not args.no_lm)
         results = transcribe(
-            asr, args.inputs, args.batch_size, args.chunk_length_s or None, args.return_timestamps, decoder_kwargs
+            asr,
+            args.inputs,
+            args.batch_size,
+            args.chunk_length_s or None,
+            args.return_timestamps,
+            decoder_kwargs,
+            args.dtype,
         )
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None

@@ -131,7 +131,11 @@ def main():
         print(f"{name}: {results[name]}", file=sys.stderr)
     base = results[next(iter(ROWS))]
     memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "peak RSS (MiB)"
+    sys.path.insert(0, REPO)
+    from modeling_distilxlsr.cpu_features import describe_cpu
+
     lines = [
+        f"CPU: {describe_cpu()}",
         f"device: {args.device}{' bf16' if args.bf16 else ' fp32'}; batch: {args.batch_seconds} s padded to the "
         f"longest; {args.steps} steps after 1 warm-up",
         "",

@@ -59,13 +59,16 @@ def worker(spec: dict) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]]
     backend = spec["backend"]
     run = None
+    # On a CPU, bf16 is autocast over fp32 weights, as transcribe.py --dtype bf16 runs it; on a GPU, weights are cast.
+    cpu_autocast = device.type == "cpu" and dtype == torch.bfloat16
     if backend in ("eager", "compile"):
-        model.to(device, dtype)
+        model.to(device, torch.float32 if cpu_autocast else dtype)
         forward = torch.compile(model, dynamic=True) if backend == "compile" else model
+        input_dtype = torch.float32 if cpu_autocast else dtype
 
         def run(x, mask):
-            with torch.no_grad():
-                forward(torch.from_numpy(x).to(device, dtype), attention_mask=torch.from_numpy(mask).to(device))
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
+                forward(torch.from_numpy(x).to(device, input_dtype), attention_mask=torch.from_numpy(mask).to(device))
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
@@ -146,8 +149,13 @@ def main():
     cells = [f"{d:g}x{b}" for d in args.durations for b in args.batch_sizes]
     keys = [f"{d}x{b}" for d in args.durations for b in args.batch_sizes]
     header = " | ".join(f"{c} s: latency s (RTF, speed-up)" for c in cells)
+    sys.path.insert(0, REPO)
+    from modeling_distilxlsr.cpu_features import describe_cpu
+
     lines = [
-        f"device: {args.device} {args.dtype}; cells are input seconds x batch size; median of {args.repeats}",
+        f"device: {args.device} {args.dtype}{' (autocast)' if args.device == 'cpu' and args.dtype == 'bf16' else ''}; "
+        f"CPU: {describe_cpu()}; torch {__import__('torch').__version__}",
+        f"cells are input seconds x batch size; median of {args.repeats}",
         "",
         f"| model | backend | {header} | peak memory (MiB) |",
         "|---" * (3 + len(cells)) + "|",
