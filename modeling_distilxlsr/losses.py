@@ -1,8 +1,10 @@
 """DistilHuBERT's loss, over real frames only.
 
 Per predicted layer: L1 (mean over features) + lambda * -log sigmoid(cosine), each averaged over the real frames
-of the batch; the layers are summed, as in s3prl. s3prl averages padded frames in as well, so a padded batch there
-learns to predict padding; here a padded batch gives exactly the loss of its items taken together.
+of the batch; the layers are summed. s3prl's distiller (`rec_loss.mean()` over batch, layers, frames and features)
+averages the layers instead: the same direction at len(pred_layer_ids) times the scale, which this project's learning
+rates are set for. s3prl also averages padded frames in, so a padded batch there learns to predict padding; here a
+padded batch gives exactly the loss of its items taken together.
 """
 
 from dataclasses import dataclass
