@@ -105,8 +105,8 @@ class DistilXLSRConfig(Wav2Vec2Config):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if getattr(self, "auto_map", None) is None:
-            self.auto_map = dict(AUTO_MAP)
+        # The one place auto_map is set: every Auto class a DistilXLSR folder supports, whatever class saves it.
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
 
     def validate_architecture(self):
         super().validate_architecture()

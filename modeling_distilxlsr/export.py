@@ -42,8 +42,6 @@ def save_for_hub(model, out_dir: str, processor=None, state_dict: dict | None = 
     `state_dict`: the full weights when the model is sharded (FSDP, DeepSpeed ZeRO-3), from
     `accelerator.get_state_dict`."""
     os.makedirs(out_dir, exist_ok=True)
-    if isinstance(model.config, DistilXLSRConfig):
-        model.config.auto_map = DistilXLSRConfig().auto_map  # custom_object_save only adds the saving class' entry
     model.save_pretrained(out_dir, state_dict=state_dict)
     (processor if processor is not None else default_feature_extractor()).save_pretrained(out_dir)
     return out_dir
