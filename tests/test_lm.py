@@ -147,6 +147,8 @@ def test_shipped_lm_fixes_a_misspelling_in_the_real_pipeline_and_transcribe(miss
     text, stderr = transcribe(asr, clip)
     assert text == "o gato preto" and "beam search with an n-gram LM" in stderr
     assert transcribe(asr, clip, "--no_lm")[0] == greedy
+    # Hotwords pass through to pyctcdecode: a heavily weighted hotword wins over the LM's spelling.
+    assert transcribe(asr, clip, "--hotwords", greedy.split()[1], "--hotword_weight", "50")[0] == greedy
     # ONNX backend: the exported folder carries the LM, and beam search runs on ONNX Runtime's logits.
     run_script([sys.executable, "-m", "modeling_distilxlsr.onnx_export", str(asr), str(tmp_path / "onnx")])
     assert transcribe(tmp_path / "onnx", clip, "--backend", "onnx")[0] == "o gato preto"
