@@ -39,7 +39,6 @@ from modeling_distilxlsr.hub import check_hub_access, push_folder
 from modeling_distilxlsr.model_card import (
     card_metadata,
     format_params,
-    hub_id_or_none,
     readable_dataset_name,
     render_card,
     train_data_name,
@@ -378,9 +377,8 @@ def attach_tuned_lm(args: FinetuneArguments, normalizer: TextNormalizer, eval_so
     from modeling_distilxlsr.lm import attach_lm, build_lm
     from modeling_distilxlsr.lm_tune import tune_lm
 
-    lm_normalizer = TextNormalizer(normalizer.digits, normalizer.keep_apostrophe, normalizer.ambiguous_numbers)
-    with tempfile.TemporaryDirectory() as lm_dir:
-        info = build_lm(args.lm_text, lm_dir, args.lm_order, normalizer=lm_normalizer)
+    with tempfile.TemporaryDirectory() as lm_dir:  # a fresh normaliser: its drop counts are the LM text's own
+        info = build_lm(args.lm_text, lm_dir, args.lm_order, normalizer=TextNormalizer(**normalizer.settings()))
         logger.info(
             "LM: %d sentences, vocabulary %d, n-grams %s", info["sentences"], info["vocabulary"], info["ngram_counts"]
         )
@@ -447,8 +445,7 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
         card_data,
         model_name=model_name,
         repo_id=args.hub_model_id or args.output_dir,
-        base_model=(hub_id_or_none(args.model) or readable_dataset_name(args.model))
-        + (" (random init)" if args.from_scratch else ""),
+        base_model=readable_dataset_name(args.model) + (" (random init)" if args.from_scratch else ""),
         params=format_params(sum(p.numel() for p in model.parameters())),
         train_data=train_data,
         vocab_size=len(processor.tokenizer),
@@ -465,11 +462,7 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
         "train_seconds": elapsed,
         "audio_hours": state.audio_seconds / 3600,
         "skipped": skips_summary,
-        "text_normalizer": {  # what `lm build` / `lm tune` normalise text with, to agree with the labels
-            "digits": args.digits,
-            "keep_apostrophe": args.keep_apostrophe,
-            "ambiguous_numbers": args.ambiguous_numbers,
-        },
+        "text_normalizer": TextNormalizer(args.digits, args.keep_apostrophe, args.ambiguous_numbers).settings(),
     }
     with open(os.path.join(args.output_dir, "ctc_results.json"), "w") as f:
         json.dump(results, f, indent=2, ensure_ascii=False)

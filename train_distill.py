@@ -36,7 +36,6 @@ from modeling_distilxlsr.losses import student_distillation_loss
 from modeling_distilxlsr.model_card import (
     card_metadata,
     format_params,
-    hub_id_or_none,
     readable_dataset_name,
     render_card,
     train_data_name,
@@ -443,7 +442,7 @@ def write_output(student, state_dict, args, state, final_eval: dict, skips_summa
         card_data,
         model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
         repo_id=args.hub_model_id or args.output_dir,
-        teacher=hub_id_or_none(args.teacher) or readable_dataset_name(args.teacher),
+        teacher=readable_dataset_name(args.teacher),
         teacher_note=" (**random weights: a smoke run, not a usable model**)" if args.teacher_random_init else "",
         teacher_params=format_params(teacher_params),
         backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),

@@ -14,7 +14,6 @@ model code runs only with --trust_remote_code.
 """
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -115,8 +114,8 @@ def transcribe(
         options["return_timestamps"] = return_timestamps
     if getattr(asr, "decoder", None) is not None and decoder_kwargs:
         options["decoder_kwargs"] = decoder_kwargs
-    if dtype == "bf16":  # autocast: matmuls and convolutions in bf16, reductions and the CTC decode in fp32
-        options["autocast"] = torch.autocast(asr.device.type, dtype=torch.bfloat16)
+    # bf16 autocast: matmuls and convolutions in bf16, reductions and the CTC decode in fp32.
+    bf16 = dtype == "bf16"
     files = list_audio_files(inputs)
     for start in range(0, len(files), batch_size):
         group = files[start : start + batch_size]
@@ -127,8 +126,9 @@ def transcribe(
                 decoded[path] = read_for_transcription(path, min_samples)
             except AudioDecodeError as err:
                 outcomes[path] = (None, str(err))
-        for path, result, error in _run_pipeline(asr, decoded, options):
-            outcomes[path] = (result, error)
+        with torch.autocast(asr.device.type, dtype=torch.bfloat16, enabled=bf16):
+            for path, result, error in _run_pipeline(asr, decoded, options):
+                outcomes[path] = (result, error)
         for path in group:
             yield path, *outcomes[path]
 
@@ -137,11 +137,8 @@ def _run_pipeline(asr, decoded: dict, options: dict):
     paths = list(decoded)
     if not paths:
         return
-    options = dict(options)
-    autocast = options.pop("autocast", contextlib.nullcontext())
     try:
-        with autocast:
-            results = asr([{"raw": decoded[p], "sampling_rate": SAMPLING_RATE} for p in paths], **options)
+        results = asr([{"raw": decoded[p], "sampling_rate": SAMPLING_RATE} for p in paths], **options)
         if len(results) != len(paths):  # never pair a result with the wrong file
             raise RuntimeError(f"the pipeline returned {len(results)} results for {len(paths)} files")
         yield from ((path, result, None) for path, result in zip(paths, results, strict=True))
@@ -150,7 +147,7 @@ def _run_pipeline(asr, decoded: dict, options: dict):
             yield paths[0], None, f"inference failed: {type(err).__name__}: {err}"
             return
         for path in paths:
-            yield from _run_pipeline(asr, {path: decoded[path]}, {**options, "autocast": autocast})
+            yield from _run_pipeline(asr, {path: decoded[path]}, options)
 
 
 def onnx_logits(session, audio, chunk_samples: int | None, ratio: int = 320) -> np.ndarray:
@@ -223,7 +220,7 @@ def main(argv=None):
         choices=["fp32", "bf16"],
         default="fp32",
         help="bf16: autocast, where the hardware runs bf16 natively (AVX512-BF16 or AMX on a CPU; refused elsewhere). "
-        "Measured on an AVX512-BF16 EPYC and an AMX Xeon: see benchmarks/README.md.",
+        "Speed and accuracy cost: benchmarks/README.md.",
     )
     parser.add_argument(
         "--trust_remote_code",
@@ -235,7 +232,7 @@ def main(argv=None):
         "--backend",
         choices=["torch", "onnx"],
         default="torch",
-        help="onnx: a folder written by `python -m modeling_distilxlsr.onnx_export` (greedy decoding).",
+        help="onnx: a folder written by `python -m modeling_distilxlsr.onnx_export` (with the folder's LM, if any).",
     )
     args = parser.parse_args(argv)
     if args.backend == "onnx" and (args.return_timestamps or args.dtype != "fp32"):

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import librosa
@@ -109,20 +110,22 @@ class ManifestError(ValueError):
     pass
 
 
-def _read_text_lines(path: str) -> list[str]:
-    """Lines of a UTF-8 file; a byte sequence that is not UTF-8 is reported with its file and line number."""
-    with open(path, "rb") as f:
-        raw_lines = f.read().splitlines()
-    lines = []
+def decode_utf8_lines(path: str, raw_lines) -> Iterator[str]:
+    """Decodes byte lines of a UTF-8 file (a BOM dropped); a byte sequence that is not UTF-8 is a `ManifestError`
+    naming the file and line, not a UnicodeDecodeError from deep inside a reader."""
     for number, raw in enumerate(raw_lines, start=1):
         try:
-            lines.append(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
             raise ManifestError(
-                f"{path}, line {number}: not valid UTF-8 ({err.reason} at byte {err.start}). Re-encode the manifest "
+                f"{path}, line {number}: not valid UTF-8 ({err.reason} at byte {err.start}). Re-encode the file "
                 "as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
             ) from err
-    return lines
+
+
+def _read_text_lines(path: str) -> list[str]:
+    with open(path, "rb") as f:
+        return list(decode_utf8_lines(path, f.read().splitlines()))
 
 
 def read_manifest_rows(path: str) -> list[dict]:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections import Counter
 
-from .data import TEXT_COLUMNS, ManifestError, _pick_column, read_manifest_rows
+from .data import TEXT_COLUMNS, ManifestError, _pick_column, decode_utf8_lines, read_manifest_rows
 from .kenlm_tools import find_binary
 from .text import APOSTROPHE, TextNormalizer
 
@@ -55,8 +55,8 @@ def read_text_lines(path: str, text_column: str | None = None):
             yield str(row.get(column) or "")
         return
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        yield from (line.rstrip("\n") for line in f)
+    with opener(path, "rb") as f:  # streamed line by line: an LM corpus can be larger than memory
+        yield from decode_utf8_lines(path, f)
 
 
 def normalized_sentences(paths, normalizer: TextNormalizer, stats: Counter, text_column: str | None = None):
@@ -153,20 +153,12 @@ def build_lm(
         "ngram_counts": counts,
         "lines_read": stats["lines"],
         "skipped": {k: v for k, v in stats.items() if k not in ("lines", "sentences")},
-        "normalizer": normalizer_settings(normalizer),
+        "normalizer": normalizer.settings(),
         "normalizer_report": normalizer.report(),
     }
     with open(os.path.join(out_dir, LM_INFO_FILE), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2, ensure_ascii=False)
     return info
-
-
-def normalizer_settings(normalizer: TextNormalizer) -> dict:
-    return {
-        "digits": normalizer.digits,
-        "keep_apostrophe": normalizer.keep_apostrophe,
-        "ambiguous_numbers": normalizer.ambiguous_numbers,
-    }
 
 
 def ctc_labels(tokenizer) -> list[str]:

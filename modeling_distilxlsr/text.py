@@ -56,6 +56,15 @@ class TextNormalizer:
         self.dropped: Counter = Counter()
         self.last_drop_reason: str | None = None
 
+    def settings(self) -> dict:
+        """The constructor arguments: what `lm build`/`lm tune` and `ctc_results.json` record, so that LM text and
+        references are normalised as the labels were."""
+        return {
+            "digits": self.digits,
+            "keep_apostrophe": self.keep_apostrophe,
+            "ambiguous_numbers": self.ambiguous_numbers,
+        }
+
     def _drop(self, reason: str) -> None:
         self.last_drop_reason = reason
         self.dropped[reason] += 1

@@ -92,6 +92,13 @@ def test_empty_text_and_a_missing_column_are_clear_errors(tmp_path):
         check=False,
     )
     assert result.returncode != 0 and "no text column" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "latin1.txt").write_bytes("o gato\na gota d'água\n".encode("latin-1"))
+    result = run_script(
+        [sys.executable, "-m", "modeling_distilxlsr.lm", "build", str(tmp_path / "latin1.txt"), "--out", str(tmp_path)],
+        check=False,
+    )
+    assert result.returncode != 0 and "latin1.txt, line 2: not valid UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_lm_spelling_characters_the_tokenizer_lacks_is_refused(misspelling_asr, tmp_path):
