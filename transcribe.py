@@ -2,7 +2,8 @@
 
     python transcribe.py MODEL_DIR_OR_HUB_ID audio/ more.wav [--format text|jsonl|csv] [--output FILE]
                          [--batch_size 8] [--chunk_length_s 20] [--return_timestamps word]
-                         [--beam_width 32] [--hotwords W...] [--no_lm] [--lm lm.arpa] [--backend torch|onnx]
+                         [--beam_width 32] [--hotwords W...] [--no_lm] [--lm lm.arpa]
+                         [--backend auto|torch|onnx] [--dtype fp32|bf16|int8]
 
 Any sample rate and channel count (decoded with soundfile, mixed to mono, resampled to 16 kHz); long audio is cut into
 overlapping chunks by the transformers ASR pipeline, so an hour-long file needs no more memory than a 20 s one.
@@ -11,6 +12,11 @@ stderr, counted in the summary, and as `status`/`error` fields in JSONL and CSV;
 A folder that ships an n-gram LM (`python -m modeling_distilxlsr.lm attach`) is decoded with it by beam search, on
 both backends; `--no_lm` decodes greedily. DistilXLSR folders load with this package's own code; any other custom
 model code runs only with --trust_remote_code.
+
+`--backend auto` (the default) runs the fastest path this model and machine offer: torch fp32, torch bf16 autocast
+(on CPUs with native bf16) and, when the folder holds them, its ONNX fp32/int8 graphs, timed once on 10 s of the
+input and cached per model and CPU (`modeling_distilxlsr/backends.py`). Files are batched by length, as many per batch
+as a quarter of the free memory holds; the last line reports the throughput in audio-hours per hour.
 """
 
 import argparse
@@ -23,6 +29,8 @@ import numpy as np
 import torch
 
 from modeling_distilxlsr.audio_format import SAMPLING_RATE
+from modeling_distilxlsr.backends import BACKENDS, ONNX_FILES, auto_backend
+from modeling_distilxlsr.batching import Throughput, length_sorted_batches, memory_budget
 from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
 from modeling_distilxlsr.cpu_features import check_bf16
 from modeling_distilxlsr.data import AUDIO_EXTENSIONS, AudioDecodeError, SkipCounter, load_audio
@@ -96,41 +104,61 @@ def load_asr_pipeline(model, lm=None, device=None, trust_remote_code=False, use_
 
 
 def transcribe(
-    asr, inputs, batch_size=8, chunk_length_s=20.0, return_timestamps=None, decoder_kwargs=None, dtype="fp32"
+    asr,
+    inputs,
+    batch_size=None,
+    chunk_length_s=20.0,
+    return_timestamps=None,
+    decoder_kwargs=None,
+    dtype="fp32",
+    throughput=None,
 ):
     """Yields (path, result, None) for every audio file under `inputs`, or (path, None, error) for one that cannot be
-    transcribed, in input order. Files are decoded a batch at a time: a folder of long recordings is never all in
-    memory. Each batch is sent to the pipeline as a list, whose results come back as a list of the same length; a
-    batch that fails is retried file by file, so one bad file costs only its own result."""
+    transcribed, in input order. Files are decoded a batch at a time (a folder of long recordings is never all in
+    memory), batched by length (`batching.length_sorted_batches`: `batch_size` files, or as many as the memory
+    allows when it is None). Each batch is sent to the pipeline as a list, whose results come back as a list of the
+    same length; a batch that fails is retried file by file, so one bad file costs only its own result."""
     from modeling_distilxlsr import DistilXLSRForCTC
 
-    min_samples = cnn_receptive_field(asr.model.config)
+    config = asr.model.config
+    min_samples = cnn_receptive_field(config)
     # The pipeline decodes every frame of a padded batch: only our CTC model turns padded frames into blanks, so any
     # other model (a plain Wav2Vec2ForCTC, an export of ours included) runs one file at a time, or a short file's
     # transcript would gain characters made up from the padding.
-    pipeline_batch = batch_size if isinstance(asr.model, DistilXLSRForCTC) else 1
-    options = dict(batch_size=pipeline_batch, chunk_length_s=chunk_length_s)
+    batched = isinstance(asr.model, DistilXLSRForCTC)
+    options = dict(chunk_length_s=chunk_length_s)
     if return_timestamps:
         options["return_timestamps"] = return_timestamps
     if getattr(asr, "decoder", None) is not None and decoder_kwargs:
         options["decoder_kwargs"] = decoder_kwargs
+    chunk_samples = int(chunk_length_s * SAMPLING_RATE) if chunk_length_s else None
+    budget = memory_budget(str(asr.device)) if batch_size is None else None
     # bf16 autocast: matmuls and convolutions in bf16, reductions and the CTC decode in fp32.
     bf16 = dtype == "bf16"
     files = list_audio_files(inputs)
-    for start in range(0, len(files), batch_size):
-        group = files[start : start + batch_size]
+    for window, batches in length_sorted_batches(files, batch_size if batched else 1, config, chunk_samples, budget):
         outcomes: dict[str, tuple] = {}
-        decoded = {}
-        for path in group:
-            try:
-                decoded[path] = read_for_transcription(path, min_samples)
-            except AudioDecodeError as err:
-                outcomes[path] = (None, str(err))
-        with torch.autocast(asr.device.type, dtype=torch.bfloat16, enabled=bf16):
-            for path, result, error in _run_pipeline(asr, decoded, options):
-                outcomes[path] = (result, error)
-        for path in group:
+        for group in batches:
+            decoded = read_batch(group, min_samples, outcomes)
+            options["batch_size"] = max(1, len(decoded)) if batched else 1
+            with torch.autocast(asr.device.type, dtype=torch.bfloat16, enabled=bf16):
+                for path, result, error in _run_pipeline(asr, decoded, options):
+                    outcomes[path] = (result, error)
+                    if throughput is not None and result is not None:
+                        throughput.add(len(decoded[path]))
+        for path in window:
             yield path, *outcomes[path]
+
+
+def read_batch(paths: list[str], min_samples: int, outcomes: dict) -> dict[str, np.ndarray]:
+    """The audio of each file of a batch that can be transcribed; the others get their error in `outcomes`."""
+    decoded = {}
+    for path in paths:
+        try:
+            decoded[path] = read_for_transcription(path, min_samples)
+        except AudioDecodeError as err:
+            outcomes[path] = (None, str(err))
+    return decoded
 
 
 def _run_pipeline(asr, decoded: dict, options: dict):
@@ -150,52 +178,100 @@ def _run_pipeline(asr, decoded: dict, options: dict):
             yield from _run_pipeline(asr, {path: decoded[path]}, options)
 
 
-def onnx_logits(session, audio, chunk_samples: int | None, ratio: int = 320) -> np.ndarray:
-    """CTC logits of one utterance; long audio in overlapping chunks whose overlaps (a sixth of a chunk on each
-    side) are dropped before the logits are joined, as the transformers pipeline does."""
-    from modeling_distilxlsr.data import normalize
-    from modeling_distilxlsr.onnx_export import run_onnx
-
-    if not chunk_samples or len(audio) <= chunk_samples:
-        return run_onnx(session, [normalize(audio)])[0]
-    stride = (chunk_samples // 6) // ratio * ratio
-    step = chunk_samples - 2 * stride
-    pieces = []
-    for start in range(0, len(audio), step):
-        chunk = audio[max(0, start - stride) : start + step + stride]
-        if len(chunk) < 400:
-            break
-        logits = run_onnx(session, [normalize(chunk)])[0]
-        left = (start - max(0, start - stride)) // ratio
-        keep = logits[left : left + max(1, step // ratio)] if start + step < len(audio) else logits[left:]
-        pieces.append(keep)
-    return np.concatenate(pieces)
-
-
-def transcribe_onnx(model_dir, inputs, chunk_length_s=20.0, decoder=None, decoder_kwargs=None):
-    """The same as `transcribe`, with ONNX Runtime (model_int8.onnx if present, else model.onnx); greedy CTC, or
-    beam search with `decoder` (pyctcdecode)."""
+def transcribe_onnx(
+    model_dir,
+    inputs,
+    chunk_length_s=20.0,
+    decoder=None,
+    decoder_kwargs=None,
+    onnx_file=None,
+    batch_size=None,
+    throughput=None,
+):
+    """The same as `transcribe`, with ONNX Runtime running `onnx_file` (default: model_int8.onnx if present, else
+    model.onnx); greedy CTC, or beam search with `decoder` (pyctcdecode)."""
     from transformers import Wav2Vec2CTCTokenizer
 
-    from modeling_distilxlsr.onnx_export import onnx_session
+    from modeling_distilxlsr.onnx_export import onnx_batch_logits, onnx_session
 
-    int8 = os.path.join(model_dir, "model_int8.onnx")
-    session = onnx_session(int8 if os.path.exists(int8) else os.path.join(model_dir, "model.onnx"))
+    if onnx_file is None:
+        onnx_file = "model_int8.onnx" if os.path.exists(os.path.join(model_dir, "model_int8.onnx")) else "model.onnx"
+    session = onnx_session(os.path.join(model_dir, onnx_file))
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model_dir)
     chunk_samples = int(chunk_length_s * SAMPLING_RATE) if chunk_length_s else None
-    min_samples = cnn_receptive_field(load_config(model_dir))
-    for path in list_audio_files(inputs):
+    config = load_config(model_dir)
+    min_samples = cnn_receptive_field(config)
+    budget = memory_budget() if batch_size is None else None
+    for window, batches in length_sorted_batches(list_audio_files(inputs), batch_size, config, chunk_samples, budget):
+        outcomes: dict[str, tuple] = {}
+        for group in batches:
+            decoded = read_batch(group, min_samples, outcomes)
+            for path, logits, error in onnx_batch_logits(session, decoded, chunk_samples, config):
+                if error is None:
+                    try:
+                        kwargs = decoder_kwargs or {}
+                        text = decoder.decode(logits, **kwargs) if decoder else tokenizer.decode(logits.argmax(-1))
+                    except Exception as err:  # one file's failure is that file's result
+                        error = f"decoding failed: {type(err).__name__}: {err}"
+                outcomes[path] = (None, error) if error else ({"text": text}, None)
+                if throughput is not None and error is None:
+                    throughput.add(len(decoded[path]))
+        for path in window:
+            yield path, *outcomes[path]
+
+
+def calibration_waves(files: list[str], min_samples: int, max_files: int = 4, max_seconds: float = 10.0):
+    """The first few files that can be transcribed, each cut to `max_seconds`: what `--backend auto` measures on."""
+    waves = []
+    for path in files:
         try:
-            audio = read_for_transcription(path, min_samples)
-            logits = onnx_logits(session, audio, chunk_samples)
-            text = decoder.decode(logits, **(decoder_kwargs or {})) if decoder else tokenizer.decode(logits.argmax(-1))
-        except AudioDecodeError as err:
-            yield path, None, str(err)
+            waves.append(read_for_transcription(path, min_samples)[: int(max_seconds * SAMPLING_RATE)])
+        except AudioDecodeError:
             continue
-        except Exception as err:  # one file's failure is that file's result
-            yield path, None, f"inference failed: {type(err).__name__}: {err}"
-            continue
-        yield path, {"text": text}, None
+        if len(waves) == max_files:
+            break
+    return waves
+
+
+def local_model_dir(model: str) -> str:
+    """A local folder for `model` (a Hub id is downloaded, or found in the Hub cache): `--backend auto` keys its cache
+    and finds the ONNX graphs there."""
+    if os.path.isdir(model):
+        return model
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(model)
+    except Exception as err:
+        raise SystemExit(f"error: cannot load {model!r}: {type(err).__name__}: {err}") from err
+
+
+def pick_backend(args, files: list[str]) -> tuple[str, str, str]:
+    """(model folder, backend, dtype) of the run: `--backend auto` measures (or reads from its cache) the paths this
+    folder and machine offer and takes the fastest within `--max_cer_change` of fp32's transcripts."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.backend != "auto":
+        return args.model, args.backend, args.dtype or ("fp32" if args.backend == "torch" else None)
+    model_dir = local_model_dir(args.model)
+    allowed = ("torch-fp32", "torch-bf16") if args.return_timestamps else tuple(BACKENDS)
+    try:
+        min_samples = cnn_receptive_field(load_config(model_dir))
+    except ValueError:  # a model type of its own: the pipeline's loader says what it needs (--trust_remote_code)
+        print("backend: torch-fp32 (not a wav2vec2-family config: nothing else to time)", file=sys.stderr)
+        return model_dir, "torch", "fp32"
+    try:
+        name = auto_backend(
+            model_dir,
+            lambda: calibration_waves(files, min_samples),
+            device,
+            args.max_cer_change,
+            log=lambda message: print(message, file=sys.stderr),
+            allowed=allowed,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (RuntimeError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from err
+    return (model_dir, *BACKENDS[name])
 
 
 def main(argv=None):
@@ -204,7 +280,12 @@ def main(argv=None):
     parser.add_argument("inputs", nargs="+", help="Audio files and/or folders (searched recursively).")
     parser.add_argument("--format", choices=["text", "jsonl", "csv"], default="text")
     parser.add_argument("--output", help="Write here instead of stdout.")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="Files per batch (batched by length). Default: as many as a quarter of the available memory holds.",
+    )
     parser.add_argument("--chunk_length_s", type=float, default=20.0, help="0 to disable chunking.")
     parser.add_argument("--return_timestamps", choices=["char", "word"])
     parser.add_argument(
@@ -216,11 +297,27 @@ def main(argv=None):
     parser.add_argument("--hotword_weight", type=float, default=10.0)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0")
     parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: the fastest of torch fp32/bf16 and the folder's ONNX graphs (`python -m "
+        "modeling_distilxlsr.onnx_export MODEL MODEL --quantize dynamic` adds them), timed once per model and machine "
+        "and cached. onnx: a folder written by onnx_export (with the folder's LM, if any).",
+    )
+    parser.add_argument(
         "--dtype",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="bf16: autocast, where the hardware runs bf16 natively (AVX512-BF16 or AMX on a CPU; refused elsewhere). "
-        "Speed and accuracy cost: benchmarks/README.md.",
+        choices=["fp32", "bf16", "int8"],
+        default=None,
+        help="Picks the path by hand (without --backend: int8 means onnx, the others torch). With --backend torch: "
+        "fp32 (default) or bf16 autocast, where the hardware runs bf16 natively "
+        "(AVX512-BF16 or AMX on a CPU; refused elsewhere). With --backend onnx: fp32 (model.onnx) or int8 "
+        "(model_int8.onnx; the default when present). Speed and accuracy: benchmarks/README.md.",
+    )
+    parser.add_argument(
+        "--max_cer_change",
+        type=float,
+        default=0.01,
+        help="--backend auto: the largest character error rate of a path's transcripts against torch fp32's.",
     )
     parser.add_argument(
         "--trust_remote_code",
@@ -228,15 +325,17 @@ def main(argv=None):
         help="Run the Python files of a model folder that is not a DistilXLSR or transformers model (DistilXLSR "
         "folders never need it: this package's own classes load them).",
     )
-    parser.add_argument(
-        "--backend",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="onnx: a folder written by `python -m modeling_distilxlsr.onnx_export` (with the folder's LM, if any).",
-    )
     args = parser.parse_args(argv)
-    if args.backend == "onnx" and (args.return_timestamps or args.dtype != "fp32"):
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch_size must be at least 1.")
+    if (
+        args.backend == "auto" and args.dtype
+    ):  # a dtype alone picks the path by hand: int8 is ONNX's, the others torch's
+        args.backend = "onnx" if args.dtype == "int8" else "torch"
+    if args.backend == "onnx" and (args.return_timestamps or args.dtype == "bf16"):
         parser.error("--backend onnx supports neither --return_timestamps nor --dtype bf16.")
+    if args.backend == "torch" and args.dtype == "int8":
+        parser.error("--dtype int8 is ONNX Runtime's: export with `onnx_export --quantize dynamic`, --backend onnx.")
     if args.dtype == "bf16":
         try:
             check_bf16(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -245,27 +344,37 @@ def main(argv=None):
     decoder_kwargs = {"beam_width": args.beam_width}
     if args.hotwords:
         decoder_kwargs.update(hotwords=args.hotwords, hotword_weight=args.hotword_weight)
-    use_lm = not args.no_lm and (bool(args.lm) or has_lm(args.model))
+    try:
+        files = list_audio_files(args.inputs)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    model, backend, dtype = pick_backend(args, files)
+    use_lm = not args.no_lm and (bool(args.lm) or has_lm(model))
     print(f"decoding: {'beam search with an n-gram LM' if use_lm else 'greedy CTC'}", file=sys.stderr)
 
-    if args.backend == "onnx":
+    throughput = Throughput()
+    if backend == "onnx":
         decoder = None
         if use_lm:
             from transformers import Wav2Vec2CTCTokenizer
 
-            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(args.model) if args.lm else None
-            decoder = lm_decoder_or_exit(tokenizer, args.lm, args.model)
-        results = transcribe_onnx(args.model, args.inputs, args.chunk_length_s or None, decoder, decoder_kwargs)
+            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model) if args.lm else None
+            decoder = lm_decoder_or_exit(tokenizer, args.lm, model)
+        onnx_file = ONNX_FILES[dtype] if dtype else None
+        chunk = args.chunk_length_s or None
+        results = transcribe_onnx(model, files, chunk, decoder, decoder_kwargs, onnx_file, args.batch_size, throughput)
     else:
-        asr = load_asr_pipeline(args.model, args.lm, args.device, args.trust_remote_code, use_lm=not args.no_lm)
+        asr = load_asr_pipeline(model, args.lm, args.device, args.trust_remote_code, use_lm=not args.no_lm)
+        throughput = Throughput()  # from here: model loading is not transcription
         results = transcribe(
             asr,
-            args.inputs,
+            files,
             args.batch_size,
             args.chunk_length_s or None,
             args.return_timestamps,
             decoder_kwargs,
-            args.dtype,
+            dtype,
+            throughput,
         )
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
@@ -295,6 +404,7 @@ def main(argv=None):
     if args.output:
         out.close()
     print(skips.summary(), file=sys.stderr)
+    print(throughput.summary(), file=sys.stderr)
     return 1 if skips.reasons and skips.total == sum(skips.reasons.values()) else 0
 
 

@@ -43,6 +43,13 @@ def cnn_receptive_field(config) -> int:
     return field
 
 
+def cnn_output_frames(config, samples: int) -> int:
+    """Frames the CNN of any wav2vec2-family config makes of `samples` (0 below the receptive field)."""
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        samples = max(0, (samples - kernel) // stride + 1)
+    return samples
+
+
 @strict
 class DistilXLSRConfig(Wav2Vec2Config):
     r"""

@@ -180,10 +180,14 @@ def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options
     return out_dir
 
 
+def cache_dir() -> str:
+    """`$DISTILXLSR_CACHE`, defaulting to ~/.cache/distilxlsr: the corpus and the `--backend auto` choices."""
+    return os.environ.get("DISTILXLSR_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "distilxlsr"))
+
+
 def default_corpus_dir() -> str:
-    """`$DISTILXLSR_CACHE/corpus-pt-br-<CORPUS_VERSION>`, `$DISTILXLSR_CACHE` defaulting to ~/.cache/distilxlsr."""
-    cache = os.environ.get("DISTILXLSR_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "distilxlsr"))
-    return os.path.join(cache, f"corpus-pt-br-{CORPUS_VERSION}")
+    """`$DISTILXLSR_CACHE/corpus-pt-br-<CORPUS_VERSION>`."""
+    return os.path.join(cache_dir(), f"corpus-pt-br-{CORPUS_VERSION}")
 
 
 def ensure_corpus(corpus_dir: str, quiet: bool = False) -> str:

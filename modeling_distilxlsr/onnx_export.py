@@ -2,6 +2,9 @@
 
     python -m modeling_distilxlsr.onnx_export MODEL_DIR OUT_DIR [--quantize dynamic|static] [--calibration_data DIR]
 
+OUT_DIR may be MODEL_DIR itself: the graphs are then added beside the torch weights, and `transcribe.py` (whose
+default `--backend auto` times every path the folder offers) picks whichever runs fastest on the machine.
+
 The graph takes `input_values` and `attention_mask` (int64), both (batch, samples) with dynamic batch and length, and
 returns `logits` (CTC models) or `last_hidden_state`. The processor files are copied beside `model.onnx`, so
 `transcribe.py --backend onnx OUT_DIR ...` can use the folder directly.
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from .audio_format import SAMPLING_RATE, default_feature_extractor
+from .configuration_distilxlsr import cnn_output_frames
 from .data import SkipCounter, find_utterances, load_audio
 from .export import PROCESSOR_FILES
 from .lm import LM_INFO_FILE, has_lm
@@ -82,6 +86,16 @@ def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calib
     model = load_for_export(model_dir)
     output_name = "logits" if isinstance(model, DistilXLSRForCTC) else "last_hidden_state"
     fp32_path = export_graph(model, os.path.join(out_dir, "model.onnx"), output_name)
+    if os.path.realpath(out_dir) != os.path.realpath(model_dir):
+        copy_model_files(model_dir, out_dir)
+    if quantize is None:
+        return fp32_path
+    return quantize_onnx(fp32_path, os.path.join(out_dir, "model_int8.onnx"), quantize, calibration_data)
+
+
+def copy_model_files(model_dir: str, out_dir: str) -> None:
+    """What `transcribe.py --backend onnx OUT_DIR` needs besides the graph: config, processor and LM. (Exporting into
+    the model folder itself keeps everything in one place, where `--backend auto` can time both runtimes.)"""
     for name in PROCESSOR_FILES + ("config.json",):
         if os.path.exists(os.path.join(model_dir, name)):
             shutil.copy(os.path.join(model_dir, name), os.path.join(out_dir, name))
@@ -93,9 +107,6 @@ def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calib
         os.path.join(out_dir, "processor_config.json")
     ):
         default_feature_extractor().save_pretrained(out_dir)
-    if quantize is None:
-        return fp32_path
-    return quantize_onnx(fp32_path, os.path.join(out_dir, "model_int8.onnx"), quantize, calibration_data)
 
 
 def quantize_onnx(fp32_path: str, int8_path: str, mode: str, calibration_data: str | None = None) -> str:
@@ -151,6 +162,51 @@ def run_onnx(session, waves: list[np.ndarray]) -> np.ndarray:
         "attention_mask": batch["attention_mask"].astype(np.int64),
     }
     return session.run(None, feeds)[0]
+
+
+def onnx_logits(session, audio, chunk_samples: int | None, ratio: int = 320) -> np.ndarray:
+    """CTC logits of one utterance; long audio in overlapping chunks whose overlaps (a sixth of a chunk on each
+    side) are dropped before the logits are joined, as the transformers pipeline does."""
+    from .data import normalize
+
+    if not chunk_samples or len(audio) <= chunk_samples:
+        return run_onnx(session, [normalize(audio)])[0]
+    stride = (chunk_samples // 6) // ratio * ratio
+    step = chunk_samples - 2 * stride
+    pieces = []
+    for start in range(0, len(audio), step):
+        chunk = audio[max(0, start - stride) : start + step + stride]
+        if len(chunk) < 400:
+            break
+        logits = run_onnx(session, [normalize(chunk)])[0]
+        left = (start - max(0, start - stride)) // ratio
+        keep = logits[left : left + max(1, step // ratio)] if start + step < len(audio) else logits[left:]
+        pieces.append(keep)
+    return np.concatenate(pieces)
+
+
+def onnx_batch_logits(session, decoded: dict, chunk_samples: int | None, config):
+    """(path, logits, error) for each file of a batch: files up to one chunk long in one padded batch, each cut to
+    its own frames; longer ones alone, in chunks. A batch that fails is retried file by file."""
+    from .data import normalize
+
+    short = [p for p, audio in decoded.items() if not chunk_samples or len(audio) <= chunk_samples]
+    groups = ([short] if short else []) + [[p] for p in decoded if p not in short]
+    while groups:
+        group = groups.pop(0)
+        try:
+            if len(group) == 1:
+                logits = [onnx_logits(session, decoded[group[0]], chunk_samples)]
+            else:
+                logits = run_onnx(session, [normalize(decoded[p]) for p in group])
+        except Exception as err:
+            if len(group) > 1:
+                groups[:0] = [[p] for p in group]
+                continue
+            yield group[0], None, f"inference failed: {type(err).__name__}: {err}"
+            continue
+        for path, file_logits in zip(group, logits, strict=True):
+            yield path, file_logits[: cnn_output_frames(config, len(decoded[path]))], None
 
 
 def drift(model_dir: str, onnx_path: str, data: str | None = None) -> dict:

@@ -110,7 +110,7 @@ def test_every_file_keeps_its_own_result_or_failure(tiny_ctc_dir, bad_folder, tm
         model_dir = export_as_wav2vec2(str(model_dir), str(tmp_path / "plain"))
     out = tmp_path / f"out.{output_format}"
     result = run_script(
-        [sys.executable, "transcribe.py", str(model_dir), str(bad_folder), "--batch_size", "4"]
+        [sys.executable, "transcribe.py", str(model_dir), str(bad_folder), "--batch_size", "4", "--backend", "torch"]
         + ["--format", output_format, "--output", str(out)]
     )
     if output_format == "jsonl":
@@ -131,7 +131,9 @@ def test_every_file_keeps_its_own_result_or_failure(tiny_ctc_dir, bad_folder, tm
         return
     # No shift: the good files alone (no bad file between them) get the same transcripts.
     good = [str(bad_folder / name) for name, _, status, _ in TRANSCRIBE_INPUTS if status == "ok"]
-    alone = run_script([sys.executable, "transcribe.py", str(model_dir), *good, "--format", "jsonl"])
+    alone = run_script(
+        [sys.executable, "transcribe.py", str(model_dir), *good, "--format", "jsonl", "--backend", "torch"]
+    )
     alone_texts = {os.path.basename(r["path"]): r["text"] for r in map(json.loads, alone.stdout.splitlines())}
     assert alone_texts == {os.path.basename(r["path"]): r["text"] for r in rows if r["status"] == "ok"}
     assert len(set(alone_texts.values())) > 2  # distinct transcripts, so a shift could not go unseen

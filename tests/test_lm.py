@@ -54,7 +54,9 @@ def misspelling_asr(tmp_path_factory):
 
 
 def transcribe(folder, clip, *flags):
-    result = run_script([sys.executable, "transcribe.py", str(folder), str(clip), "--format", "jsonl", *flags])
+    result = run_script(
+        [sys.executable, "transcribe.py", str(folder), str(clip), "--format", "jsonl", "--backend", "torch", *flags]
+    )
     return json.loads(result.stdout.splitlines()[0])["text"], result.stderr
 
 

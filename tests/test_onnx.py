@@ -61,7 +61,7 @@ def test_transcribe_onnx_backend_matches_torch_greedy(tiny_ctc_dir, tmp_path):
     model_dir, _ = tiny_ctc_dir
     export_onnx(str(model_dir), str(tmp_path / "onnx"))
     audio = _speech(tmp_path)
-    torch_out = run_script([sys.executable, "transcribe.py", str(model_dir), audio]).stdout
+    torch_out = run_script([sys.executable, "transcribe.py", str(model_dir), audio, "--backend", "torch"]).stdout
     onnx_out = run_script([sys.executable, "transcribe.py", str(tmp_path / "onnx"), audio, "--backend", "onnx"]).stdout
     assert len(onnx_out.strip().splitlines()) == 3
     assert onnx_out == torch_out
@@ -70,7 +70,7 @@ def test_transcribe_onnx_backend_matches_torch_greedy(tiny_ctc_dir, tmp_path):
 def test_onnx_chunked_logits_match_the_whole_utterance(tiny_ctc_dir, tmp_path):
     """transcribe.py's ONNX path for long audio: overlapping chunks whose overlaps are dropped give one frame per
     frame of the whole utterance, and nearly the same logits (a chunk sees less context near its edges)."""
-    from transcribe import onnx_logits
+    from modeling_distilxlsr.onnx_export import onnx_logits
 
     model_dir, _ = tiny_ctc_dir
     session = onnx_session(export_onnx(str(model_dir), str(tmp_path / "onnx")))
