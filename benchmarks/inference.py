@@ -29,6 +29,15 @@ MODELS = {
     "slim student backbone (CNN 256)": "slim_student",
     "slim student CTC (CNN 256)": "slim_student_ctc",
 }
+# The int8 variants of issue 14's investigation: dynamic (weights int8, activations quantised on the fly) of every
+# MatMul, of all but the CNN, with per-channel weights; static QDQ (calibrated on the corpus' dev split) likewise.
+INT8_VARIANTS = {
+    "onnx-int8": ("dynamic", {}),
+    "onnx-int8-nocnn": ("dynamic", {"skip_cnn": True}),
+    "onnx-int8-perchannel": ("dynamic", {"per_channel": True}),
+    "onnx-int8-static": ("static", {}),
+    "onnx-int8-static-nocnn": ("static", {"skip_cnn": True}),
+}
 SLIM_CNN_WIDTH = 256  # --student_cnn_width 256: inner CNN layers half as wide as XLSR-53's, last one 512
 
 
@@ -77,9 +86,10 @@ def worker(spec: dict) -> dict:
 
         folder = tempfile.mkdtemp()
         path = export_graph(model, os.path.join(folder, "model.onnx"), "out")
-        if backend == "onnx-int8":
-            path = quantize_onnx(path, os.path.join(folder, "model_int8.onnx"), "dynamic")
-        session = onnx_session(path)
+        if backend in INT8_VARIANTS:
+            mode, options = INT8_VARIANTS[backend]
+            path = quantize_onnx(path, os.path.join(folder, "model_int8.onnx"), mode, **options)
+        session = onnx_session(path, spec.get("threads"))
 
         def run(x, mask):
             session.run(None, {"input_values": x, "attention_mask": mask})
@@ -113,6 +123,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: torch's count).")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,6 +147,7 @@ def main():
                 repeats=args.repeats,
                 device=args.device,
                 dtype=args.dtype,
+                threads=args.threads,
             )
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
@@ -154,7 +166,8 @@ def main():
 
     lines = [
         f"device: {args.device} {args.dtype}{' (autocast)' if args.device == 'cpu' and args.dtype == 'bf16' else ''}; "
-        f"CPU: {describe_cpu()}; torch {__import__('torch').__version__}",
+        f"CPU: {describe_cpu()}; torch {__import__('torch').__version__}, onnxruntime "
+        f"{__import__('onnxruntime').__version__}, {args.threads or __import__('torch').get_num_threads()} threads",
         f"cells are input seconds x batch size; median of {args.repeats}",
         "",
         f"| model | backend | {header} | peak memory (MiB) |",
@@ -168,11 +181,8 @@ def main():
             rtf = seconds / (duration * batch_size)
             speedup = f", {baseline['times'][key] / seconds:.2f}x" if baseline else ""
             parts.append(f"{seconds:.3f} ({rtf:.3f}{speedup})")
-        precision = "int8 (dynamic)" if backend == "onnx-int8" else args.dtype
-        lines.append(
-            f"| {label} | {backend.removesuffix('-int8')} {precision} | {' | '.join(parts)} | "
-            f"{result['peak_memory_mb']:.0f} |"
-        )
+        name = backend if backend in INT8_VARIANTS else f"{backend} {args.dtype}"
+        lines.append(f"| {label} | {name} | {' | '.join(parts)} | {result['peak_memory_mb']:.0f} |")
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
