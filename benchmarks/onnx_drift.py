@@ -53,7 +53,13 @@ def main():
     variants = {
         "ONNX fp32": fp32,
         "ONNX int8 dynamic": quantize_onnx(fp32, os.path.join(folder, "dynamic.onnx"), "dynamic"),
+        "ONNX int8 dynamic, CNN fp32": quantize_onnx(
+            fp32, os.path.join(folder, "dynamic_nocnn.onnx"), "dynamic", skip_cnn=True
+        ),
         "ONNX int8 static": quantize_onnx(fp32, os.path.join(folder, "static.onnx"), "static", calibration),
+        "ONNX int8 static, CNN fp32": quantize_onnx(
+            fp32, os.path.join(folder, "static_nocnn.onnx"), "static", calibration, skip_cnn=True
+        ),
     }
 
     def cer_of(logits_list):

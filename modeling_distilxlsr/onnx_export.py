@@ -80,7 +80,13 @@ def export_graph(model: torch.nn.Module, path: str, output_name: str) -> str:
     return path
 
 
-def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calibration_data: str | None = None) -> str:
+def export_onnx(
+    model_dir: str,
+    out_dir: str,
+    quantize: str | None = None,
+    calibration_data: str | None = None,
+    skip_cnn: bool = False,
+) -> str:
     """Writes OUT_DIR/model.onnx (fp32) and, with `quantize`, OUT_DIR/model_int8.onnx; returns the path to use."""
     os.makedirs(out_dir, exist_ok=True)
     model = load_for_export(model_dir)
@@ -90,7 +96,7 @@ def export_onnx(model_dir: str, out_dir: str, quantize: str | None = None, calib
         copy_model_files(model_dir, out_dir)
     if quantize is None:
         return fp32_path
-    return quantize_onnx(fp32_path, os.path.join(out_dir, "model_int8.onnx"), quantize, calibration_data)
+    return quantize_onnx(fp32_path, os.path.join(out_dir, "model_int8.onnx"), quantize, calibration_data, skip_cnn)
 
 
 def copy_model_files(model_dir: str, out_dir: str) -> None:
@@ -140,8 +146,16 @@ def quantize_onnx(
     quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
     excluded = cnn_nodes(fp32_path) if skip_cnn else []
     if mode == "dynamic":
+        # MatMuls only: the positional convolution (kernel 128, 16 groups) as a dynamic ConvInteger took 125 ms of a
+        # 10 s clip on an AVX512-VNNI EPYC against 23 ms as an fp32 Conv, and made the whole int8 graph slower than
+        # fp32 (benchmarks/onnx_profile.py).
         quantize_dynamic(
-            prepared, int8_path, weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=excluded
+            prepared,
+            int8_path,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            nodes_to_exclude=excluded,
+            op_types_to_quantize=["MatMul"],
         )
     elif mode == "static":
         waves = calibration_waves(calibration_data)
@@ -263,8 +277,9 @@ def main(argv=None):
     parser.add_argument("out_dir")
     parser.add_argument("--quantize", choices=["dynamic", "static"], default=None)
     parser.add_argument("--calibration_data", default=None, help="Audio for static calibration and the drift check.")
+    parser.add_argument("--skip_cnn", action="store_true", help="Keep the CNN in fp32 (int8 for the rest).")
     args = parser.parse_args(argv)
-    path = export_onnx(args.model_dir, args.out_dir, args.quantize, args.calibration_data)
+    path = export_onnx(args.model_dir, args.out_dir, args.quantize, args.calibration_data, args.skip_cnn)
     report = drift(args.model_dir, path, args.calibration_data)
     print(f"{path}: cosine to fp32 torch {report['cosine']:.5f}, max |diff| {report['max_abs_diff']:.2e}")
 
