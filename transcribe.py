@@ -20,204 +20,44 @@ as a quarter of the free memory holds; the last line reports the throughput in a
 """
 
 import argparse
-import csv
-import json
 import os
 import sys
+from datetime import timedelta
 
-import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
+from modeling_distilxlsr.asr_inference import (
+    list_audio_files,
+    lm_decoder_or_exit,
+    load_asr_pipeline,
+    read_for_transcription,
+    transcribe,
+    transcribe_onnx,
+)
 from modeling_distilxlsr.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.backends import BACKENDS, ONNX_FILES, auto_backend
-from modeling_distilxlsr.batching import Throughput, length_sorted_batches, memory_budget
+from modeling_distilxlsr.batching import Throughput
 from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
 from modeling_distilxlsr.cpu_features import check_bf16
-from modeling_distilxlsr.data import AUDIO_EXTENSIONS, AudioDecodeError, SkipCounter, load_audio
-from modeling_distilxlsr.lm import LanguageModelError, build_decoder, has_lm, load_folder_decoder
+from modeling_distilxlsr.data import AudioDecodeError, SkipCounter
+from modeling_distilxlsr.lm import has_lm
 from modeling_distilxlsr.lm_tune import DEFAULT_BEAM_WIDTH
 from modeling_distilxlsr.teacher import load_config
+from modeling_distilxlsr.transcript_files import (
+    RowWriter,
+    check_settings,
+    existing_shards,
+    make_row,
+    read_output,
+    rows_done,
+    shard_path,
+    split_by_length,
+    write_output,
+)
 
-
-def list_audio_files(inputs: list[str]) -> list[str]:
-    files = []
-    for path in inputs:
-        if os.path.isdir(path):
-            for root, _, names in os.walk(path):
-                files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(AUDIO_EXTENSIONS))
-        elif os.path.exists(path):
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"No such file or folder: {path}")
-    return sorted(files)
-
-
-def lm_decoder_or_exit(tokenizer=None, lm_path: str | None = None, model_dir: str | None = None):
-    """The beam-search decoder for an external KenLM file (`--lm`) or the one a folder ships, or a clear exit."""
-    try:
-        import kenlm  # noqa: F401
-        import pyctcdecode  # noqa: F401
-    except ImportError as err:
-        raise SystemExit(
-            f"LM decoding needs pyctcdecode and kenlm ({err}): `bash install.sh`, or `pip install --no-deps "
-            "-r requirements-lm.txt`. --no_lm decodes greedily."
-        ) from err
-    try:
-        return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
-    except LanguageModelError as err:
-        raise SystemExit(f"error: {err}") from err
-
-
-def read_for_transcription(path: str, min_samples: int) -> np.ndarray:
-    """16 kHz mono float audio of one file, or `AudioDecodeError` saying why it cannot be transcribed (unreadable,
-    no audio frames, NaN, shorter than the CNN's receptive field). Checked per file, before batching, so that a bad
-    file fails alone and never shifts another file's result."""
-    audio = load_audio(path)
-    if len(audio) == 0:
-        raise AudioDecodeError("empty (no audio frames)")
-    if len(audio) < min_samples:
-        raise AudioDecodeError("too short", f"{len(audio)} samples at 16 kHz, the model needs {min_samples}")
-    return audio
-
-
-def load_asr_pipeline(model, lm=None, device=None, trust_remote_code=False, use_lm=True):
-    """The transformers ASR pipeline for `model`. DistilXLSR folders load with this package's own classes (registered
-    with the Auto classes on import), so their Python files are never run; other custom code only with
-    `trust_remote_code`. A folder that ships an LM (`lm attach`) decodes with it (beam search); `lm` is an external
-    KenLM file instead; `use_lm=False` decodes greedily either way."""
-    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, pipeline
-
-    # Objects rather than the folder's name, with the decoder loaded here: the pipeline would fall back to greedy
-    # decoding with only a warning when pyctcdecode is missing, and load a corrupt LM without a clear error.
-    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-    decoder = None
-    if use_lm and (lm or has_lm(model)):
-        decoder = lm_decoder_or_exit(tokenizer, lm, model)
-    return pipeline(
-        "automatic-speech-recognition",
-        model=AutoModelForCTC.from_pretrained(model, trust_remote_code=trust_remote_code),
-        tokenizer=tokenizer,
-        feature_extractor=AutoFeatureExtractor.from_pretrained(model, trust_remote_code=trust_remote_code),
-        decoder=decoder,
-        device=device,
-    )
-
-
-def transcribe(
-    asr,
-    inputs,
-    batch_size=None,
-    chunk_length_s=20.0,
-    return_timestamps=None,
-    decoder_kwargs=None,
-    dtype="fp32",
-    throughput=None,
-):
-    """Yields (path, result, None) for every audio file under `inputs`, or (path, None, error) for one that cannot be
-    transcribed, in input order. Files are decoded a batch at a time (a folder of long recordings is never all in
-    memory), batched by length (`batching.length_sorted_batches`: `batch_size` files, or as many as the memory
-    allows when it is None). Each batch is sent to the pipeline as a list, whose results come back as a list of the
-    same length; a batch that fails is retried file by file, so one bad file costs only its own result."""
-    from modeling_distilxlsr import DistilXLSRForCTC
-
-    config = asr.model.config
-    min_samples = cnn_receptive_field(config)
-    # The pipeline decodes every frame of a padded batch: only our CTC model turns padded frames into blanks, so any
-    # other model (a plain Wav2Vec2ForCTC, an export of ours included) runs one file at a time, or a short file's
-    # transcript would gain characters made up from the padding.
-    batched = isinstance(asr.model, DistilXLSRForCTC)
-    options = dict(chunk_length_s=chunk_length_s)
-    if return_timestamps:
-        options["return_timestamps"] = return_timestamps
-    if getattr(asr, "decoder", None) is not None and decoder_kwargs:
-        options["decoder_kwargs"] = decoder_kwargs
-    chunk_samples = int(chunk_length_s * SAMPLING_RATE) if chunk_length_s else None
-    budget = memory_budget(str(asr.device)) if batch_size is None else None
-    # bf16 autocast: matmuls and convolutions in bf16, reductions and the CTC decode in fp32.
-    bf16 = dtype == "bf16"
-    files = list_audio_files(inputs)
-    for window, batches in length_sorted_batches(files, batch_size if batched else 1, config, chunk_samples, budget):
-        outcomes: dict[str, tuple] = {}
-        for group in batches:
-            decoded = read_batch(group, min_samples, outcomes)
-            options["batch_size"] = max(1, len(decoded)) if batched else 1
-            with torch.autocast(asr.device.type, dtype=torch.bfloat16, enabled=bf16):
-                for path, result, error in _run_pipeline(asr, decoded, options):
-                    outcomes[path] = (result, error)
-                    if throughput is not None and result is not None:
-                        throughput.add(len(decoded[path]))
-        for path in window:
-            yield path, *outcomes[path]
-
-
-def read_batch(paths: list[str], min_samples: int, outcomes: dict) -> dict[str, np.ndarray]:
-    """The audio of each file of a batch that can be transcribed; the others get their error in `outcomes`."""
-    decoded = {}
-    for path in paths:
-        try:
-            decoded[path] = read_for_transcription(path, min_samples)
-        except AudioDecodeError as err:
-            outcomes[path] = (None, str(err))
-    return decoded
-
-
-def _run_pipeline(asr, decoded: dict, options: dict):
-    paths = list(decoded)
-    if not paths:
-        return
-    try:
-        results = asr([{"raw": decoded[p], "sampling_rate": SAMPLING_RATE} for p in paths], **options)
-        if len(results) != len(paths):  # never pair a result with the wrong file
-            raise RuntimeError(f"the pipeline returned {len(results)} results for {len(paths)} files")
-        yield from ((path, result, None) for path, result in zip(paths, results, strict=True))
-    except Exception as err:  # isolate the file that fails
-        if len(paths) == 1:
-            yield paths[0], None, f"inference failed: {type(err).__name__}: {err}"
-            return
-        for path in paths:
-            yield from _run_pipeline(asr, {path: decoded[path]}, options)
-
-
-def transcribe_onnx(
-    model_dir,
-    inputs,
-    chunk_length_s=20.0,
-    decoder=None,
-    decoder_kwargs=None,
-    onnx_file=None,
-    batch_size=None,
-    throughput=None,
-):
-    """The same as `transcribe`, with ONNX Runtime running `onnx_file` (default: model_int8.onnx if present, else
-    model.onnx); greedy CTC, or beam search with `decoder` (pyctcdecode)."""
-    from transformers import Wav2Vec2CTCTokenizer
-
-    from modeling_distilxlsr.onnx_export import onnx_batch_logits, onnx_session
-
-    if onnx_file is None:
-        onnx_file = "model_int8.onnx" if os.path.exists(os.path.join(model_dir, "model_int8.onnx")) else "model.onnx"
-    session = onnx_session(os.path.join(model_dir, onnx_file))
-    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model_dir)
-    chunk_samples = int(chunk_length_s * SAMPLING_RATE) if chunk_length_s else None
-    config = load_config(model_dir)
-    min_samples = cnn_receptive_field(config)
-    budget = memory_budget() if batch_size is None else None
-    for window, batches in length_sorted_batches(list_audio_files(inputs), batch_size, config, chunk_samples, budget):
-        outcomes: dict[str, tuple] = {}
-        for group in batches:
-            decoded = read_batch(group, min_samples, outcomes)
-            for path, logits, error in onnx_batch_logits(session, decoded, chunk_samples, config):
-                if error is None:
-                    try:
-                        kwargs = decoder_kwargs or {}
-                        text = decoder.decode(logits, **kwargs) if decoder else tokenizer.decode(logits.argmax(-1))
-                    except Exception as err:  # one file's failure is that file's result
-                        error = f"decoding failed: {type(err).__name__}: {err}"
-                outcomes[path] = (None, error) if error else ({"text": text}, None)
-                if throughput is not None and error is None:
-                    throughput.add(len(decoded[path]))
-        for path in window:
-            yield path, *outcomes[path]
+COLLECTIVE_TIMEOUT_HOURS = 6
 
 
 def calibration_waves(files: list[str], min_samples: int, max_files: int = 4, max_seconds: float = 10.0):
@@ -279,7 +119,14 @@ def main(argv=None):
     parser.add_argument("model", help="Fine-tuned model folder or Hub id.")
     parser.add_argument("inputs", nargs="+", help="Audio files and/or folders (searched recursively).")
     parser.add_argument("--format", choices=["text", "jsonl", "csv"], default="text")
-    parser.add_argument("--output", help="Write here instead of stdout.")
+    parser.add_argument(
+        "--output", help="Write here instead of stdout (needed with several processes: `accelerate launch`)."
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Keep the files --output (and the shards of a killed run) already holds; transcribe only the others.",
+    )
     parser.add_argument(
         "--batch_size",
         type=int,
@@ -348,9 +195,25 @@ def main(argv=None):
         files = list_audio_files(args.inputs)
     except FileNotFoundError as err:
         parser.error(str(err))
-    model, backend, dtype = pick_backend(args, files)
+    # One process, or one of several under `accelerate launch` (gloo on CPUs, NCCL on GPUs); the long timeout lets a
+    # process wait at the final barrier for the others' last, longest files.
+    state = PartialState(timeout=timedelta(hours=COLLECTIVE_TIMEOUT_HOURS))
+    if state.num_processes > 1 and not args.output:
+        parser.error("several processes need --output: each writes its own shard, merged into it at the end.")
+    done = {}
+    with state.main_process_first():  # the main process folds a killed run's shards into --output first
+        if args.output:
+            done = previous_rows(args, files, state.is_main_process)
+    todo = [path for path in files if path not in done]
+    choice = [pick_backend(args, todo or files) if state.is_main_process else None]
+    if state.num_processes > 1:  # every process runs the path the main process chose
+        broadcast_object_list(choice)
+    model, backend, dtype = choice[0]
+    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    mine = split_by_length(todo, state.num_processes)[state.process_index] if state.num_processes > 1 else todo
     use_lm = not args.no_lm and (bool(args.lm) or has_lm(model))
-    print(f"decoding: {'beam search with an n-gram LM' if use_lm else 'greedy CTC'}", file=sys.stderr)
+    if state.is_main_process:
+        print(f"decoding: {'beam search with an n-gram LM' if use_lm else 'greedy CTC'}", file=sys.stderr)
 
     throughput = Throughput()
     if backend == "onnx":
@@ -362,50 +225,70 @@ def main(argv=None):
             decoder = lm_decoder_or_exit(tokenizer, args.lm, model)
         onnx_file = ONNX_FILES[dtype] if dtype else None
         chunk = args.chunk_length_s or None
-        results = transcribe_onnx(model, files, chunk, decoder, decoder_kwargs, onnx_file, args.batch_size, throughput)
+        results = transcribe_onnx(model, mine, chunk, decoder, decoder_kwargs, onnx_file, args.batch_size, throughput)
     else:
-        asr = load_asr_pipeline(model, args.lm, args.device, args.trust_remote_code, use_lm=not args.no_lm)
+        asr = load_asr_pipeline(model, args.lm, device, args.trust_remote_code, use_lm=not args.no_lm)
         throughput = Throughput()  # from here: model loading is not transcription
+        chunk = args.chunk_length_s or None
         results = transcribe(
-            asr,
-            files,
-            args.batch_size,
-            args.chunk_length_s or None,
-            args.return_timestamps,
-            decoder_kwargs,
-            dtype,
-            throughput,
+            asr, mine, args.batch_size, chunk, args.return_timestamps, decoder_kwargs, dtype, throughput
         )
-    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
-    writer = csv.writer(out) if args.format == "csv" else None
-    if writer:
-        writer.writerow(["path", "text", "status", "error"])
+    shard = shard_path(args.output, state.process_index, state.num_processes) if args.output else None
+    out = open(shard, "w", encoding="utf-8") if shard else sys.stdout
+    writer = RowWriter(out, "jsonl" if shard else args.format)
     skips = SkipCounter()
     for path, result, error in results:
         skips.total += 1
-        text = result["text"] if result else ""
-        status = "failed" if error else "ok"
         if error:
             skips.skip(error.split(":")[0], path)
             print(f"could not transcribe {path}: {error}", file=sys.stderr)
-        if args.format == "jsonl":
-            row = {"path": path, "text": text, "status": status}
-            if error:
-                row["error"] = error
-            if result and "chunks" in result:
-                row["chunks"] = [{"text": c["text"], "timestamp": list(c["timestamp"])} for c in result["chunks"]]
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif writer:
-            writer.writerow([path, text, status, error or ""])
-        else:
-            if not error:  # text: one line per transcript; failures are on stderr and in the summary
-                out.write(f"{path}\t{text}\n")
-        out.flush()
-    if args.output:
-        out.close()
-    print(skips.summary(), file=sys.stderr)
-    print(throughput.summary(), file=sys.stderr)
-    return 1 if skips.reasons and skips.total == sum(skips.reasons.values()) else 0
+        writer.write(make_row(path, result, error))
+    rank = f"process {state.process_index}: " if state.num_processes > 1 else ""
+    print(f"{rank}{skips.summary()}\n{rank}{throughput.summary()}", file=sys.stderr)
+    if not shard:
+        return 1 if skips.reasons and skips.total == sum(skips.reasons.values()) else 0
+    out.close()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return 0
+    rows = rows_done(args.output, args.format)[0]
+    write_output(args.output, args.format, files, rows)
+    failed = sum(rows[p]["status"] != "ok" for p in files if p in rows)
+    print(
+        f"{args.output}: {len(files)} files, {len(files) - failed} transcribed, {failed} failed "
+        f"({len(done)} kept from the earlier run, {len(todo)} done now by {state.num_processes} process(es))",
+        file=sys.stderr,
+    )
+    return 1 if files and failed == len(files) else 0
+
+
+def run_settings(args) -> dict:
+    """What makes two runs' transcripts comparable: a resume must use the same (checked by transcript_files)."""
+    keys = ("model", "backend", "dtype", "lm", "no_lm", "beam_width", "hotwords", "hotword_weight", "chunk_length_s")
+    return {key: getattr(args, key) for key in keys} | {"return_timestamps": args.return_timestamps}
+
+
+def previous_rows(args, files: list[str], is_main_process: bool) -> dict[str, dict]:
+    """With --resume, the rows --output and its shards already hold (the main process folds the shards into it,
+    in input order, so the others read one file); without, stale shards of an earlier run are removed."""
+    if not is_main_process:
+        return read_output(args.output, args.format) if args.resume else {}
+    try:
+        check_settings(args.output, run_settings(args), args.resume)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    if not args.resume:
+        for stale in existing_shards(args.output):
+            print(f"removing {stale}, left by an earlier run (--resume keeps its rows)", file=sys.stderr)
+            os.remove(stale)
+        return {}
+    rows, torn = rows_done(args.output, args.format)
+    if torn:
+        print(
+            f"--resume: {torn} line(s) torn by a kill are dropped; their files are transcribed again", file=sys.stderr
+        )
+    write_output(args.output, args.format, files, rows)
+    return {path: row for path, row in rows.items() if path in set(files)}
 
 
 if __name__ == "__main__":

@@ -144,8 +144,8 @@ def score(model_dir: str, folder: str) -> dict:
     """CER/WER of `model_dir` on one condition folder, through transcribe.py's pipeline path."""
     import jiwer
 
+    from modeling_distilxlsr.asr_inference import load_asr_pipeline, transcribe
     from modeling_distilxlsr.text import normalize_text
-    from transcribe import load_asr_pipeline, transcribe
 
     rows = list(csv.DictReader(open(os.path.join(folder, "metadata.csv"), encoding="utf-8")))
     references = {os.path.join(folder, r["file_name"]): normalize_text(r["transcription"]) for r in rows}
