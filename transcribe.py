@@ -26,7 +26,7 @@ from datetime import timedelta
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, parse_flag_from_env
 
 from modeling_distilxlsr.asr_inference import (
     list_audio_files,
@@ -197,7 +197,9 @@ def main(argv=None):
         parser.error(str(err))
     # One process, or one of several under `accelerate launch` (gloo on CPUs, NCCL on GPUs); the long timeout lets a
     # process wait at the final barrier for the others' last, longest files.
-    state = PartialState(timeout=timedelta(hours=COLLECTIVE_TIMEOUT_HOURS))
+    state = PartialState(
+        cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=timedelta(hours=COLLECTIVE_TIMEOUT_HOURS)
+    )
     if state.num_processes > 1 and not args.output:
         parser.error("several processes need --output: each writes its own shard, merged into it at the end.")
     done = {}
@@ -209,7 +211,7 @@ def main(argv=None):
     if state.num_processes > 1:  # every process runs the path the main process chose
         broadcast_object_list(choice)
     model, backend, dtype = choice[0]
-    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    device = args.device or (str(state.device) if state.device.type == "cuda" else None)  # one GPU per process
     mine = split_by_length(todo, state.num_processes)[state.process_index] if state.num_processes > 1 else todo
     use_lm = not args.no_lm and (bool(args.lm) or has_lm(model))
     if state.is_main_process:
