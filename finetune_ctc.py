@@ -23,7 +23,7 @@ import jiwer
 import numpy as np
 import torch
 import transformers
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import send_to_device, set_seed
 from huggingface_hub import EvalResult
 from tqdm.auto import tqdm
@@ -459,6 +459,7 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
         "best_eval": best,
         "best_step": state.best_step,
         "steps": state.step,
+        "num_processes": PartialState().num_processes,  # the launch's, as train_distill.py records it
         "train_seconds": elapsed,
         "audio_hours": state.audio_seconds / 3600,
         "skipped": skips_summary,

@@ -43,9 +43,14 @@ def worker(spec: dict) -> dict:
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
-    teacher = load_teacher(os.path.join(REPO, "configs", "xlsr53_config.json"), random_init=True)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from shapes import layer_ids, teacher_config_path
+
+    teacher = load_teacher(teacher_config_path(), random_init=True)
+    spec["pred"] = layer_ids(spec["pred"], teacher.config.num_hidden_layers)
+    cnn_width = spec.get("cnn_width") and teacher.config.conv_dim[0] // 2  # 256 for XLSR-53
     config = DistilXLSRConfig.from_teacher_config(
-        teacher.config, pred_layer_ids=spec["pred"], fast_feature_encoder=spec["ours"], cnn_width=spec.get("cnn_width")
+        teacher.config, pred_layer_ids=spec["pred"], fast_feature_encoder=spec["ours"], cnn_width=cnn_width
     )
     cnn_loss_weight = 1.0 if spec.get("cnn_width") else 0.0
     student = DistilXLSRForDistillation(config)

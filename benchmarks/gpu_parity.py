@@ -17,7 +17,11 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC, DistilXLSRForDistillation  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from shapes import student_config, teacher_config_path  # noqa: E402
+
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRForDistillation  # noqa: E402
 from modeling_distilxlsr.losses import student_distillation_loss  # noqa: E402
 from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher  # noqa: E402
 
@@ -33,10 +37,10 @@ def main():
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    teacher = load_teacher(os.path.join(REPO, "configs", "xlsr53_config.json"), random_init=True)
-    student = DistilXLSRForDistillation(DistilXLSRConfig.from_teacher_config(teacher.config))
+    teacher = load_teacher(teacher_config_path(), random_init=True)
+    student = DistilXLSRForDistillation(student_config())
     init_student_from_teacher(student, teacher)
-    ctc = DistilXLSRForCTC(DistilXLSRConfig(vocab_size=43, pad_token_id=0))
+    ctc = DistilXLSRForCTC(student_config(vocab_size=43, pad_token_id=0))
     targets_fn = TeacherTargets(teacher, student.config.pred_layer_ids, normalize=True).eval()
     student.eval(), ctc.eval()
     wave = torch.randn(2, 5 * 16_000)

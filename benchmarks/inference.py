@@ -38,24 +38,22 @@ INT8_VARIANTS = {
     "onnx-int8-static": ("static", {}),
     "onnx-int8-static-nocnn": ("static", {"skip_cnn": True}),
 }
-SLIM_CNN_WIDTH = 256  # --student_cnn_width 256: inner CNN layers half as wide as XLSR-53's, last one 512
 
 
 def build(kind: str):
     sys.path.insert(0, REPO)
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from shapes import student_config, teacher_config
+    from transformers import Wav2Vec2Model
 
-    from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC, DistilXLSRModel
+    from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
     if kind == "teacher":
-        with open(os.path.join(REPO, "configs", "xlsr53_config.json")) as f:
-            fields = json.load(f)
-        fields.pop("model_type")
-        return Wav2Vec2Model(Wav2Vec2Config(**fields))
-    slim = {"conv_dim": (SLIM_CNN_WIDTH,) * 6 + (512,)} if kind.startswith("slim_") else {}
+        return Wav2Vec2Model(teacher_config())
+    slim = kind.startswith("slim_")
     if kind.endswith("student_ctc"):
-        return DistilXLSRForCTC(DistilXLSRConfig(vocab_size=43, pad_token_id=0, **slim))
-    return DistilXLSRModel(DistilXLSRConfig(fast_feature_encoder=kind != "student_slow_cnn", **slim))
+        return DistilXLSRForCTC(student_config(slim, vocab_size=43, pad_token_id=0))
+    return DistilXLSRModel(student_config(slim, fast_feature_encoder=kind != "student_slow_cnn"))
 
 
 def worker(spec: dict) -> dict:
@@ -113,6 +111,14 @@ def worker(spec: dict) -> dict:
     return {"times": results, "peak_memory_mb": peak}
 
 
+def onnxruntime_version() -> str:
+    try:  # not in the CUDA image gpu_check.sh runs in
+        import onnxruntime
+    except ImportError:
+        return "not installed"
+    return onnxruntime.__version__
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--durations", type=float, nargs="+", default=[1, 10, 30])
@@ -162,12 +168,14 @@ def main():
     keys = [f"{d}x{b}" for d in args.durations for b in args.batch_sizes]
     header = " | ".join(f"{c} s: latency s (RTF, speed-up)" for c in cells)
     sys.path.insert(0, REPO)
+    import torch
+
     from modeling_distilxlsr.cpu_features import describe_cpu
 
     lines = [
         f"device: {args.device} {args.dtype}{' (autocast)' if args.device == 'cpu' and args.dtype == 'bf16' else ''}; "
-        f"CPU: {describe_cpu()}; torch {__import__('torch').__version__}, onnxruntime "
-        f"{__import__('onnxruntime').__version__}, {args.threads or __import__('torch').get_num_threads()} threads",
+        f"CPU: {describe_cpu()}; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
+        f"{args.threads or torch.get_num_threads()} threads",
         f"cells are input seconds x batch size; median of {args.repeats}",
         "",
         f"| model | backend | {header} | peak memory (MiB) |",

@@ -11,8 +11,6 @@ import os
 import time
 from dataclasses import dataclass
 
-import soundfile as sf
-
 from .audio_format import SAMPLING_RATE
 
 WINDOW_FILES = 256
@@ -20,12 +18,13 @@ MAX_AUTO_BATCH = 64
 MEMORY_FRACTION = 0.25  # of the memory available when the run starts, for one batch's activations
 
 
-def header_seconds(path: str) -> float:
-    """The duration a file's header gives, 0 when it has none (the file's own decode reports the problem)."""
-    try:
-        return sf.info(path).duration
-    except Exception:
-        return 0.0
+def header_seconds(paths: list[str]) -> dict[str, float]:
+    """The duration each file's header gives (read once, `header_cache`), 0 when it has none: the file's own decode
+    reports the problem."""
+    from .header_cache import header_samples
+
+    headers = header_samples(paths)
+    return {path: headers.get(path, (0, None))[0] / SAMPLING_RATE for path in paths}
 
 
 def item_bytes(config, samples: int) -> int:
@@ -67,7 +66,7 @@ def length_sorted_batches(
     chunks, at most `chunk_samples`), at most MAX_AUTO_BATCH."""
     for start in range(0, len(files), window):
         paths = files[start : start + window]
-        seconds = {p: header_seconds(p) for p in paths}
+        seconds = header_seconds(paths)
         ordered = sorted(paths, key=seconds.__getitem__)
         batches, batch = [], []
         for path in ordered:

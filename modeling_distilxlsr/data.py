@@ -32,6 +32,7 @@ from transformers import Wav2Vec2FeatureExtractor
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .audio_format import SAMPLING_RATE, default_feature_extractor
+from .header_cache import header_samples, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +179,6 @@ def _rows_to_entries(rows: list[dict], manifest_path: str) -> list[tuple[str, st
     ]
 
 
-def _header_num_samples(source) -> int:
-    info = sf.info(io.BytesIO(source) if isinstance(source, bytes) else source)
-    if info.frames <= 0:
-        raise sf.LibsndfileError(0, prefix="no audio frames ")
-    return int(info.frames * SAMPLING_RATE / info.samplerate)
-
-
 def _is_saved_dataset(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "dataset_info.json")) or os.path.isfile(
         os.path.join(path, "dataset_dict.json")
@@ -283,28 +277,31 @@ def _count_unlisted_files(spec: str, entries, skips: SkipCounter):
                 skips.skip("not listed in metadata.csv", path)
 
 
-def probe_audio(source, min_samples: int) -> tuple[int, str | None, str]:
-    """(samples at 16 kHz, skip reason or None, detail) from the file header alone, without decoding."""
+def probe_audio(source, min_samples: int, header: tuple[int, str | None] | None = None) -> tuple[int, str | None, str]:
+    """(samples at 16 kHz, skip reason or None, detail) from the file header alone, without decoding (`header`:
+    what `header_cache.header_samples` already read)."""
     if isinstance(source, str) and not os.path.exists(source):
         return 0, "missing", ""
     if (isinstance(source, str) and os.path.getsize(source) == 0) or (isinstance(source, bytes) and not source):
         return 0, "empty (0 bytes)", ""
-    try:
-        num_samples = _header_num_samples(source)
-    except Exception as err:  # libsndfile raises several types for corrupt files
-        return 0, "unreadable", str(err)
+    num_samples, error = header or read_header(source)
+    if error:
+        return 0, "unreadable", error
     if num_samples < min_samples:
         return num_samples, "too short", f"{num_samples} samples at 16 kHz"
     return num_samples, None, ""
 
 
 def usable_utterances(entries, skips: SkipCounter, min_samples: int = 400, need_text: bool = False, names=None):
-    """`Utterance`s of the (source, text, speaker) entries that pass the header checks; the others are counted."""
+    """`Utterance`s of the (source, text, speaker) entries that pass the header checks; the others are counted.
+    Files' headers are read in parallel, once: `header_cache` keeps them for the next run."""
+    headers = header_samples([source for source, _, _ in entries if isinstance(source, str)])
     utterances = []
     for index, (source, text, speaker) in enumerate(entries):
         name = names[index] if names else source if isinstance(source, str) else f"<bytes {len(source)}>"
         skips.total += 1
-        num_samples, reason, detail = probe_audio(source, min_samples)
+        header = headers.get(source) if isinstance(source, str) else None
+        num_samples, reason, detail = probe_audio(source, min_samples, header)
         if reason:
             skips.skip(reason, name, detail)
             continue

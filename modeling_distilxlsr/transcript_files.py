@@ -129,7 +129,8 @@ def split_by_length(files: list[str], num_processes: int) -> list[list[str]]:
     each to the least loaded list), so that no process waits long for the others at the end."""
     loads = [(0.0, rank) for rank in range(num_processes)]
     parts: list[list[str]] = [[] for _ in range(num_processes)]
-    for seconds, path in sorted(((header_seconds(p), p) for p in files), reverse=True):
+    seconds_of = header_seconds(files)
+    for seconds, path in sorted(((seconds_of[p], p) for p in files), reverse=True):
         load, rank = heapq.heappop(loads)
         parts[rank].append(path)
         heapq.heappush(loads, (load + max(seconds, 1e-3), rank))

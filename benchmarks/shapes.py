@@ -1,0 +1,40 @@
+"""The model shapes the benchmarks build: XLSR-53's (configs/xlsr53_config.json, random weights), or tiny ones when
+DISTILXLSR_BENCH_TINY=1, which `gpu_check.sh --tiny` sets so that a CPU test runs the whole GPU check in seconds and
+it never rots between the sessions that have a GPU."""
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.environ.get("DISTILXLSR_BENCH_TINY") == "1"
+XLSR_LAYERS = 24
+
+
+def teacher_config_path() -> str:
+    name = "tiny_teacher_config.json" if TINY else "xlsr53_config.json"
+    return os.path.join(REPO, "configs", name)
+
+
+def teacher_config():
+    import json
+
+    from transformers import Wav2Vec2Config
+
+    with open(teacher_config_path()) as f:
+        fields = json.load(f)
+    fields.pop("model_type")
+    return Wav2Vec2Config(**fields)
+
+
+def layer_ids(ids, teacher_layers: int) -> list[int]:
+    """XLSR-53 layer ids (of 24) at the same relative depths of a shallower teacher."""
+    return sorted({max(1, round(i * teacher_layers / XLSR_LAYERS)) for i in ids})
+
+
+def student_config(slim: bool = False, pred=(8, 16, 24), **overrides):
+    """The default student of the teacher above (or the slim one: inner CNN layers half as wide, 256 for XLSR-53)."""
+    from modeling_distilxlsr import DistilXLSRConfig
+
+    teacher = teacher_config()
+    width = teacher.conv_dim[0] // 2 if slim else None
+    pred = layer_ids(pred, teacher.num_hidden_layers)
+    return DistilXLSRConfig.from_teacher_config(teacher, pred_layer_ids=pred, cnn_width=width, **overrides)

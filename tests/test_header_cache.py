@@ -1,0 +1,45 @@
+"""Audio headers read once and cached per file (path, size, modification time); stale and corrupt caches."""
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+from modeling_distilxlsr.header_cache import header_samples
+
+
+def _write(path, seconds, rate=16000):
+    sf.write(path, np.zeros(int(seconds * rate), dtype=np.float32), rate)
+
+
+def test_hits_misses_stale_entries_and_a_corrupt_cache(tmp_path, caplog):
+    cache = str(tmp_path / "headers.sqlite")
+    a, b, broken = tmp_path / "a.wav", tmp_path / "b.wav", tmp_path / "broken.wav"
+    _write(a, 1.0)
+    _write(b, 0.5, rate=8000)
+    broken.write_bytes(b"RIFF....WAVE")
+    paths = [str(a), str(b), str(broken), str(tmp_path / "gone.wav")]
+    first = header_samples(paths, cache)
+    assert first[str(a)] == (16000, None) and first[str(b)] == (8000, None)  # 16 kHz samples, whatever the rate
+    assert first[str(broken)][0] == 0 and first[str(broken)][1]
+    assert str(tmp_path / "gone.wav") not in first  # a missing file is the caller's to report
+
+    # A hit: a.wav rewritten with another length but the same size and modification time is not read again.
+    stat = os.stat(a)
+    data, _ = sf.read(a)
+    sf.write(a, data, 32000)  # same size: only the header's sample rate changes
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(a).st_size == stat.st_size
+    assert header_samples([str(a)], cache)[str(a)] == (16000, None)
+
+    # Stale: a new modification time -> read again.
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert header_samples([str(a)], cache)[str(a)] == (8000, None)
+
+    # Corrupt: rebuilt with a warning, the results still right.
+    with open(cache, "wb") as f:
+        f.write(b"this is not an sqlite database" * 10)
+    with caplog.at_level("WARNING"):
+        again = header_samples(paths, cache)
+    assert "rebuilding" in caplog.text and again[str(b)] == (8000, None)
+    assert header_samples([str(b)], cache)[str(b)] == (8000, None)

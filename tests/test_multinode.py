@@ -1,0 +1,115 @@
+"""Two "machines" on localhost (`accelerate launch --num_machines 2 --machine_rank 0|1`, one gloo CPU process each):
+both training scripts write one output, log from the main process only, and resume exactly after both are killed."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import REPO_ROOT, TINY_RUN, TWO_CPU_RANKS_ENV
+
+FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_two_machines(script_args: list[str], port: int) -> list[subprocess.Popen]:
+    """Machine 0 and machine 1, each `accelerate launch` with one process, as two hosts would start them."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **TWO_CPU_RANKS_ENV)
+    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "2"]
+    launch += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no"]
+    return [
+        subprocess.Popen(
+            [*launch, "--machine_rank", str(rank), *script_args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: launcher and worker are killed together
+        )
+        for rank in (0, 1)
+    ]
+
+
+def run_two_machines(script_args: list[str], timeout=400) -> list[str]:
+    """Both machines to the end; their stderr, machine 0 first."""
+    machines = start_two_machines(script_args, free_port())
+    outputs = [m.communicate(timeout=timeout) for m in machines]
+    for machine, (stdout, stderr) in zip(machines, outputs, strict=True):
+        assert machine.returncode == 0, f"{script_args[0]} failed on a machine:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    return [stderr for _, stderr in outputs]
+
+
+def optimizer_and_scheduler(checkpoint):
+    optimizer = torch.load(os.path.join(checkpoint, "optimizer.bin"), weights_only=True)
+    scheduler = torch.load(os.path.join(checkpoint, "scheduler.bin"), weights_only=True)
+    return {float(s["step"]) for s in optimizer["state"].values()}, scheduler["last_epoch"], scheduler["_last_lr"]
+
+
+def distill_args(teacher_dir, train_data, out, *extra) -> list[str]:
+    args = ["train_distill.py", "--teacher", teacher_dir, "--train_data", str(train_data), "--output_dir", str(out)]
+    return [*args, *TINY_RUN, *map(str, extra)]
+
+
+def test_distillation_on_two_machines_writes_once_and_resumes_exactly_after_both_are_killed(
+    tiny_teacher_dir, small_corpus, tmp_path
+):
+    common = ["--max_steps", 12, "--eval_steps", 100, "--save_steps", 4, "--logging_steps", 2, "--seed", 5]
+    straight = tmp_path / "straight"
+    main_log, other_log = run_two_machines(distill_args(tiny_teacher_dir, small_corpus / "train", straight, *common))
+    assert "MULTI_CPU, 2 process(es)" in main_log and main_log.count("done: 12 steps") == 1
+    assert "done:" not in other_log and "MULTI_CPU" not in other_log  # logs and progress from the main process only
+    assert sorted(os.listdir(straight / "checkpoints")) == ["step_12", "step_4", "step_8"]
+    first = json.loads((straight / "distill_results.json").read_text())
+    assert first["num_processes"] == 2 and first["steps"] == 12
+
+    killed = tmp_path / "killed"
+    machines = start_two_machines(distill_args(tiny_teacher_dir, small_corpus / "train", killed, *common), free_port())
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step_4").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the checkpoint is renamed into place when complete: let both reach the next step
+    for machine in machines:  # both machines die at once, launcher and worker
+        os.killpg(machine.pid, signal.SIGKILL)
+    for machine in machines:
+        machine.communicate()
+    assert (killed / "checkpoints" / "step_4").exists() and not (killed / "distill_results.json").exists()
+
+    resumed = distill_args(
+        tiny_teacher_dir, small_corpus / "train", killed, *common, "--resume_from_checkpoint", "latest"
+    )
+    main_log, _ = run_two_machines(resumed)
+    assert "at step 4" in main_log or "at step 8" in main_log
+    assert optimizer_and_scheduler(killed / "checkpoints" / "step_12") == optimizer_and_scheduler(
+        straight / "checkpoints" / "step_12"
+    )
+    second = json.loads((killed / "distill_results.json").read_text())
+    assert second["steps"] == 12 and second["audio_hours"] == pytest.approx(first["audio_hours"], rel=1e-6)
+
+
+def test_finetuning_on_two_machines_writes_once_and_resumes_from_a_checkpoint(small_corpus, tmp_path):
+    out = tmp_path / "asr"
+    args = ["finetune_ctc.py", "--model", FIXTURE, "--train_data", str(small_corpus / "train")]
+    args += ["--eval_data", str(small_corpus / "dev"), "--output_dir", str(out), "--max_steps", "6"]
+    args += ["--eval_steps", "3", "--save_steps", "3", "--per_device_batch_size", "4", "--num_workers", "0"]
+    args += ["--report_to", "none", "--seed", "2", "--mask_time_prob", "0.0"]
+    main_log, other_log = run_two_machines(args)
+    assert "MULTI_CPU, 2 process(es)" in main_log and "MULTI_CPU" not in other_log
+    first = json.loads((out / "ctc_results.json").read_text())
+    assert first["steps"] == 6 and first["num_processes"] == 2
+    state_at_6 = optimizer_and_scheduler(out / "checkpoints" / "step_6")
+    run_two_machines([*args, "--resume_from_checkpoint", str(out / "checkpoints" / "step_3")])
+    second = json.loads((out / "ctc_results.json").read_text())
+    assert second["steps"] == 6 and second["audio_hours"] == pytest.approx(first["audio_hours"], rel=1e-6)
+    assert optimizer_and_scheduler(out / "checkpoints" / "step_6") == state_at_6
+    assert second["best_eval"] == pytest.approx(first["best_eval"], rel=1e-4)
