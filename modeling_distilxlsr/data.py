@@ -485,6 +485,10 @@ def make_loader(
     """A DataLoader over `dataset`: length-grouped and reshuffled per epoch when `shuffle_seed` is given (training),
     in order otherwise (evaluation). A `StreamingAudioDataset` orders itself."""
     sampler = LengthGroupedSampler(dataset.lengths, batch_size, seed=shuffle_seed) if shuffle_seed is not None else None
+    # A generator of its own: a DataLoader draws a seed from its generator each time an iterator starts (every
+    # evaluation, every epoch, the restart after a resume); drawn from the global RNG, that shifted the dropout
+    # masks of every later step, and a resumed run drifted from the run it continues.
+    generator = torch.Generator().manual_seed(shuffle_seed or 0)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -492,4 +496,5 @@ def make_loader(
         collate_fn=collator,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        generator=generator,
     )

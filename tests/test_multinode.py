@@ -3,11 +3,11 @@ both training scripts write one output, log from the main process only, and resu
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
 
+import psutil
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_RUN, TWO_CPU_RANKS_ENV
@@ -35,7 +35,6 @@ def start_two_machines(script_args: list[str], port: int) -> list[subprocess.Pop
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            start_new_session=True,  # its own process group: launcher and worker are killed together
         )
         for rank in (0, 1)
     ]
@@ -64,37 +63,44 @@ def distill_args(teacher_dir, train_data, out, *extra) -> list[str]:
 def test_distillation_on_two_machines_writes_once_and_resumes_exactly_after_both_are_killed(
     tiny_teacher_dir, small_corpus, tmp_path
 ):
-    common = ["--max_steps", 12, "--eval_steps", 100, "--save_steps", 4, "--logging_steps", 2, "--seed", 5]
+    common = ["--max_steps", 24, "--eval_steps", 100, "--save_steps", 4, "--logging_steps", 2, "--seed", 5]
     straight = tmp_path / "straight"
     main_log, other_log = run_two_machines(distill_args(tiny_teacher_dir, small_corpus / "train", straight, *common))
-    assert "MULTI_CPU, 2 process(es)" in main_log and main_log.count("done: 12 steps") == 1
+    assert "MULTI_CPU, 2 process(es)" in main_log and main_log.count("done: 24 steps") == 1
     assert "done:" not in other_log and "MULTI_CPU" not in other_log  # logs and progress from the main process only
-    assert sorted(os.listdir(straight / "checkpoints")) == ["step_12", "step_4", "step_8"]
+    assert "step_24" in os.listdir(straight / "checkpoints")
     first = json.loads((straight / "distill_results.json").read_text())
-    assert first["num_processes"] == 2 and first["steps"] == 12
+    assert first["num_processes"] == 2 and first["steps"] == 24
 
     killed = tmp_path / "killed"
     machines = start_two_machines(distill_args(tiny_teacher_dir, small_corpus / "train", killed, *common), free_port())
+
+    def checkpoints():
+        folder = killed / "checkpoints"
+        return [c for c in os.listdir(folder) if not c.endswith(".partial")] if folder.exists() else []
+
     deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step_4").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # the checkpoint is renamed into place when complete: let both reach the next step
-    for machine in machines:  # both machines die at once, launcher and worker
-        os.killpg(machine.pid, signal.SIGKILL)
+    while not checkpoints() and time.time() < deadline:
+        time.sleep(0.02)
+    # Both machines die at once: launcher, elastic agent and worker (torch's agent starts its workers in sessions
+    # of their own, so the launcher's process group does not reach them).
+    processes = [p for m in machines for p in [psutil.Process(m.pid), *psutil.Process(m.pid).children(recursive=True)]]
+    for process in processes:
+        process.kill()
     for machine in machines:
         machine.communicate()
-    assert (killed / "checkpoints" / "step_4").exists() and not (killed / "distill_results.json").exists()
+    assert checkpoints() and not (killed / "distill_results.json").exists(), "the run ended before it was killed"
 
     resumed = distill_args(
         tiny_teacher_dir, small_corpus / "train", killed, *common, "--resume_from_checkpoint", "latest"
     )
     main_log, _ = run_two_machines(resumed)
-    assert "at step 4" in main_log or "at step 8" in main_log
-    assert optimizer_and_scheduler(killed / "checkpoints" / "step_12") == optimizer_and_scheduler(
-        straight / "checkpoints" / "step_12"
+    assert "at step " in main_log
+    assert optimizer_and_scheduler(killed / "checkpoints" / "step_24") == optimizer_and_scheduler(
+        straight / "checkpoints" / "step_24"
     )
     second = json.loads((killed / "distill_results.json").read_text())
-    assert second["steps"] == 12 and second["audio_hours"] == pytest.approx(first["audio_hours"], rel=1e-6)
+    assert second["steps"] == 24 and second["audio_hours"] == pytest.approx(first["audio_hours"], rel=1e-6)
 
 
 def test_finetuning_on_two_machines_writes_once_and_resumes_from_a_checkpoint(small_corpus, tmp_path):
@@ -112,4 +118,7 @@ def test_finetuning_on_two_machines_writes_once_and_resumes_from_a_checkpoint(sm
     second = json.loads((out / "ctc_results.json").read_text())
     assert second["steps"] == 6 and second["audio_hours"] == pytest.approx(first["audio_hours"], rel=1e-6)
     assert optimizer_and_scheduler(out / "checkpoints" / "step_6") == state_at_6
-    assert second["best_eval"] == pytest.approx(first["best_eval"], rel=1e-4)
+    scores = [
+        {(name, m): r[m] for name, r in run["best_eval"].items() for m in ("cer", "wer")} for run in (first, second)
+    ]
+    assert scores[1] == pytest.approx(scores[0], rel=1e-4)
