@@ -309,6 +309,8 @@ def main(args: FinetuneArguments):
         state.history.append({"step": 0, "eval": run_evals()})
         logger.info("initial eval: %s", _brief(state.history[-1]["eval"]))
 
+    model.train()  # from_pretrained returns eval mode: a resumed run (no initial eval) trained without dropout
+    # and SpecAugment until this was set here
     progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="ctc")
     started = time.time()
     for batch in resumable_batches(accelerator, train_loader, state):

@@ -327,6 +327,7 @@ def main(args: DistillArguments):
         state.history.append({"step": 0, **evaluate(student, teacher_targets, eval_loader, args, accelerator, skips)})
         logger.info("initial held-out: %s", state.history[-1])
 
+    student.train()  # from_pretrained returns eval mode: a resumed run (no initial eval) trained without dropout
     progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="distil")
     seconds_since_log = torch.zeros((), device=accelerator.device)
     started = time.time()
