@@ -47,6 +47,7 @@ from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (
     TrainingState,
+    collective_timeout,
     decay_parameter_groups,
     default_corpus_split,
     finish_run,
@@ -138,6 +139,10 @@ class FinetuneArguments(AugmentArguments):
     )
     lm_order: int = field(default=4, metadata={"help": "n-gram order of the --lm_text model."})
     report_to: str = field(default="tensorboard")
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a collective may wait for the other processes (a dead machine) before failing."},
+    )
     push_to_hub: bool = field(default=False)
     hub_model_id: str | None = field(default=None)
     seed: int = field(default=0)
@@ -228,6 +233,7 @@ def main(args: FinetuneArguments):
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
+        kwargs_handlers=[collective_timeout(args.ddp_timeout)],
     )
     setup_logging(accelerator, "finetune_ctc")
     set_seed(args.seed)

@@ -45,6 +45,7 @@ from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stre
 from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (
     TrainingState,
+    collective_timeout,
     decay_parameter_groups,
     default_corpus_split,
     finish_run,
@@ -147,6 +148,10 @@ class DistillArguments(AugmentArguments):
         default=False, metadata={"help": "Replace what a previous run left in output_dir (refused otherwise)."}
     )
     report_to: str = field(default="tensorboard", metadata={"help": "accelerate tracker(s), or 'none'."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a collective may wait for the other processes (a dead machine) before failing."},
+    )
     push_to_hub: bool = field(default=False)
     hub_model_id: str | None = field(default=None)
     seed: int = field(default=0)
@@ -198,7 +203,7 @@ def main(args: DistillArguments):
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
-        kwargs_handlers=[ddp_kwargs],
+        kwargs_handlers=[ddp_kwargs, collective_timeout(args.ddp_timeout)],
     )
     setup_logging(accelerator, "train_distill")
     set_seed(args.seed)

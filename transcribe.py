@@ -175,12 +175,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch_size must be at least 1.")
-    if (
-        args.backend == "auto" and args.dtype
-    ):  # a dtype alone picks the path by hand: int8 is ONNX's, the others torch's
+    if args.backend == "auto" and args.dtype:  # a dtype alone picks the path by hand: int8 is ONNX's, others torch's
         args.backend = "onnx" if args.dtype == "int8" else "torch"
     if args.backend == "onnx" and (args.return_timestamps or args.dtype == "bf16"):
         parser.error("--backend onnx supports neither --return_timestamps nor --dtype bf16.")
+    graph = os.path.join(args.model, ONNX_FILES.get(args.dtype or "fp32", "model.onnx"))
+    if args.backend == "onnx" and args.dtype and not os.path.exists(graph):
+        parser.error(f"--backend onnx --dtype {args.dtype}: no {graph} (python -m modeling_distilxlsr.onnx_export).")
     if args.backend == "torch" and args.dtype == "int8":
         parser.error("--dtype int8 is ONNX Runtime's: export with `onnx_export --quantize dynamic`, --backend onnx.")
     if args.dtype == "bf16":

@@ -30,6 +30,7 @@ FREE_ON_RESUME = {
     "eval_steps",
     "save_steps",
     "save_total_limit",
+    "ddp_timeout",
     "num_workers",
     "report_to",
     "push_to_hub",

@@ -40,6 +40,16 @@ class TrainingState:
             setattr(self, key, value)
 
 
+def collective_timeout(seconds: int):
+    """How long a collective (a gather, a barrier, DDP's gradient all-reduce) waits for the other processes before
+    the run fails with a timeout error rather than hanging: a machine that died mid-run. transformers' default."""
+    from datetime import timedelta
+
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return InitProcessGroupKwargs(timeout=timedelta(seconds=seconds))
+
+
 def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on weight matrices only, none on biases, norms and 1-D parameters."""
     decay, no_decay = [], []

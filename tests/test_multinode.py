@@ -135,3 +135,20 @@ def test_finetuning_on_two_machines_writes_once_and_resumes_from_a_checkpoint(sm
         {(name, m): r[m] for name, r in run["best_eval"].items() for m in ("cer", "wer")} for run in (first, second)
     ]
     assert scores[1] == pytest.approx(scores[0], rel=1e-4)
+
+
+def test_a_machine_that_dies_stops_the_other_with_an_error_instead_of_a_hang(tiny_teacher_dir, small_corpus, tmp_path):
+    out = tmp_path / "out"
+    args = ["--max_steps", 100000, "--eval_steps", 100000, "--save_steps", 4, "--ddp_timeout", 30]
+    machines = start_two_machines(distill_args(tiny_teacher_dir, small_corpus / "train", out, *args), free_port())
+    deadline = time.time() + 300
+    while not (out / "checkpoints").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    dead = psutil.Process(machines[1].pid)
+    for process in [dead, *dead.children(recursive=True)]:  # machine 1 is gone, launcher and worker
+        process.kill()
+    started = time.time()
+    _, stderr = machines[0].communicate(timeout=240)
+    assert machines[0].returncode != 0, "machine 0 went on alone"
+    assert time.time() - started < 200
+    assert "Traceback" in stderr or "failed" in stderr.lower()
