@@ -81,6 +81,18 @@ def read_json(path: str) -> dict:
     return data
 
 
+# Layouts that accelerate's backends write instead of model.safetensors: FSDP with a full state dict writes
+# pytorch_model_fsdp.bin (a torch zip archive, loaded with weights_only=True, CRC-checked below like optimizer.bin);
+# DeepSpeed (pytorch_model/*_states.pt) and sharded FSDP (pytorch_model_fsdp_0/, optimizer_0/: torch.distributed
+# checkpoint files) are loaded by code outside accelerate's weights_only loading, so they need the user's word.
+FSDP_FULL_WEIGHTS = "pytorch_model_fsdp"
+TRUST_ENV = "DISTILXLSR_TRUST_CHECKPOINTS"
+
+
+def _loaded_by_unpickling(folder: str) -> bool:
+    return any(n.endswith(("_model_states.pt", "_optim_states.pt", ".distcp")) for n in os.listdir(folder))
+
+
 def validate_checkpoint(path: str):
     """Raises `CheckpointError` naming the first file of `path` that is missing or damaged: our two JSON files, and
     every safetensors file (header and size checked, which catches truncation) and torch state file accelerate will
@@ -94,7 +106,15 @@ def validate_checkpoint(path: str):
     read_json(os.path.join(path, STATE_FILE))
     read_json(os.path.join(path, ARGS_FILE))
     names = sorted(os.listdir(path))
-    if not any(name.endswith(".safetensors") for name in names):
+    pickled = [
+        n for n in names if os.path.isdir(os.path.join(path, n)) and _loaded_by_unpickling(os.path.join(path, n))
+    ]
+    if pickled and os.environ.get(TRUST_ENV) != "1":
+        raise CheckpointError(
+            f"{os.path.join(path, pickled[0])} is a DeepSpeed or sharded-FSDP checkpoint, which its own loader "
+            f"unpickles (a crafted one could run code). Resume from it only if you made it: set {TRUST_ENV}=1."
+        )
+    if not pickled and not any(n.endswith(".safetensors") or n.startswith(FSDP_FULL_WEIGHTS) for n in names):
         raise CheckpointError(f"{path} holds no model weights (*.safetensors)")
     for name in names:
         file = os.path.join(path, name)

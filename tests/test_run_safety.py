@@ -209,3 +209,32 @@ def test_push_to_hub_fails_before_training_when_the_hub_is_unreachable(tiny_teac
     )
     assert result.returncode != 0 and "cannot reach the Hugging Face Hub" in result.stderr
     assert not out.exists()
+
+
+def test_checkpoints_of_fsdp_and_deepspeed_layouts(tmp_path, monkeypatch):
+    """What accelerate writes under FSDP (full state dict) validates like ours; DeepSpeed's and sharded FSDP's files,
+    which their own loaders unpickle, need the user's explicit trust."""
+    from modeling_distilxlsr.checkpoints import ARGS_FILE, STATE_FILE, TRUST_ENV, CheckpointError, validate_checkpoint
+
+    def checkpoint(name, files):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / STATE_FILE).write_text("{}")
+        (folder / ARGS_FILE).write_text("{}")
+        for relative in files:
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"w": torch.zeros(2)}, folder / relative)
+        return str(folder)
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    validate_checkpoint(checkpoint("fsdp_full", ["pytorch_model_fsdp.bin", "optimizer.bin", "scheduler.bin"]))
+    deepspeed = checkpoint("deepspeed", ["pytorch_model/mp_rank_00_model_states.pt", "scheduler.bin"])
+    sharded = checkpoint("fsdp_sharded", ["pytorch_model_fsdp_0/__0_0.distcp", "optimizer_0/__0_0.distcp"])
+    for folder in (deepspeed, sharded):
+        with pytest.raises(CheckpointError, match=TRUST_ENV):
+            validate_checkpoint(folder)
+    monkeypatch.setenv(TRUST_ENV, "1")
+    validate_checkpoint(deepspeed)
+    validate_checkpoint(sharded)
+    with pytest.raises(CheckpointError, match="no model weights"):
+        validate_checkpoint(checkpoint("empty", ["scheduler.bin"]))
