@@ -4,7 +4,7 @@
 
 Writes `--files` tiny WAV files (50 ms at 8 kHz; the header is what is read), then times, each on a cold start of
 the listing: `soundfile.info` file by file (what the data layer did before), `header_samples` with an empty cache
-(8 threads), and `header_samples` again (every file a cache hit), in files per second.
+(a process per core), and `header_samples` again (every file a cache hit), in files per second.
 """
 
 import argparse
@@ -55,7 +55,7 @@ def main():
     rows.append(("soundfile.info, file by file (before)", time.perf_counter() - started))
     started = time.perf_counter()
     cold = header_samples(paths, cache)
-    rows.append(("header_samples, empty cache (8 threads, then written)", time.perf_counter() - started))
+    rows.append(("header_samples, empty cache (a process per core, then written)", time.perf_counter() - started))
     started = time.perf_counter()
     warm = header_samples(paths, cache)
     rows.append(("header_samples, every file cached (a restart)", time.perf_counter() - started))

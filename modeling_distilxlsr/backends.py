@@ -32,6 +32,7 @@ MODEL_FILES = ("config.json", "model.safetensors", *ONNX_FILES.values())
 CACHE_FILE = "backend_choices.json"
 MAX_CACHE_ENTRIES = 64
 CALIBRATION_SECONDS = 10.0
+SELECTION_RULE = 2  # part of the cache key: a change to how paths are measured or chosen measures again
 
 
 @dataclass
@@ -94,6 +95,7 @@ def cache_key(model_dir: str, device: str = "cpu", cpu: str | None = None) -> st
         "threads": torch.get_num_threads(),
         "device": device,
         "versions": [torch.__version__, transformers.__version__, ort_version],
+        "rule": SELECTION_RULE,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

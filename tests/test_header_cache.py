@@ -43,3 +43,20 @@ def test_hits_misses_stale_entries_and_a_corrupt_cache(tmp_path, caplog):
         again = header_samples(paths, cache)
     assert "rebuilding" in caplog.text and again[str(b)] == (8000, None)
     assert header_samples([str(b)], cache)[str(b)] == (8000, None)
+
+
+def test_many_files_are_read_by_a_process_pool_with_the_same_results(tmp_path, monkeypatch):
+    from modeling_distilxlsr import header_cache
+
+    paths = []
+    for i in range(12):
+        path = tmp_path / f"{i}.wav"
+        _write(path, 0.1 * (i + 1))
+        paths.append(str(path))
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    paths.append(str(tmp_path / "bad.wav"))
+    sequential = header_cache.read_headers(paths, processes=1)
+    monkeypatch.setattr(header_cache, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(header_cache, "CHUNK_FILES", 5)  # three chunks over two processes
+    assert header_cache.read_headers(paths, processes=2) == sequential
+    assert sequential[0] == (1600, None) and sequential[-1][0] == 0 and sequential[-1][1]
