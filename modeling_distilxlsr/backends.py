@@ -306,7 +306,7 @@ def auto_backend(
     }
     save_choice(key, entry, cache_path)
     log(
-        f"backend: {choice} (fastest within {max_cer_change:.0%} CER of fp32's transcripts)\n"
-        + describe_timings(timings, choice)
+        f"backend: {choice} (fastest within {max_cer_change:.0%} CER of fp32's transcripts; within 5% of it, the "
+        "closest to fp32)\n" + describe_timings(timings, choice)
     )
     return choice
