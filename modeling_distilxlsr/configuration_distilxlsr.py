@@ -12,7 +12,11 @@ AUTO_MAP = {
     "AutoModel": "modeling_distilxlsr.DistilXLSRModel",
     "AutoModelForCTC": "modeling_distilxlsr.DistilXLSRForCTC",
     "AutoModelForPreTraining": "modeling_distilxlsr.DistilXLSRForDistillation",
+    "AutoModelForAudioClassification": "modeling_distilxlsr_classification.DistilXLSRForSequenceClassification",
 }
+# The model code that travels with every saved folder (what AUTO_MAP points at), whichever class saved it: a
+# distilled student on the Hub must load as an audio classifier as well as a CTC model.
+HUB_CODE_FILES = ("configuration_distilxlsr.py", "modeling_distilxlsr.py", "modeling_distilxlsr_classification.py")
 
 # Config fields that describe the teacher's architecture and that a student must share with it to be
 # initialised from it (CNN, feature projection, positional convolution, layer layout). `conv_dim` is checked apart:

@@ -12,11 +12,12 @@ import argparse
 import os
 import shutil
 
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Model
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForSequenceClassification, Wav2Vec2Model
 
 from .audio_format import default_feature_extractor
-from .configuration_distilxlsr import DistilXLSRConfig
+from .configuration_distilxlsr import HUB_CODE_FILES, DistilXLSRConfig
 from .modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
+from .modeling_distilxlsr_classification import DistilXLSRForSequenceClassification
 
 # Files of a processor (feature extractor + tokenizer) that travel beside the weights.
 PROCESSOR_FILES = (
@@ -43,6 +44,8 @@ def save_for_hub(model, out_dir: str, processor=None, state_dict: dict | None = 
     `accelerator.get_state_dict`."""
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, state_dict=state_dict)
+    for name in HUB_CODE_FILES:  # all of them, whichever class saved: see HUB_CODE_FILES
+        shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), os.path.join(out_dir, name))
     (processor if processor is not None else default_feature_extractor()).save_pretrained(out_dir)
     return out_dir
 
@@ -55,13 +58,21 @@ def wav2vec2_config(config: DistilXLSRConfig) -> Wav2Vec2Config:
 
 
 def export_as_wav2vec2(model_dir: str, out_dir: str) -> str:
-    """Re-saves a DistilXLSR folder as a plain wav2vec2 one (Wav2Vec2ForCTC for a CTC model, Wav2Vec2Model otherwise;
-    a distillation checkpoint loses its prediction heads). Same weights, same outputs."""
+    """Re-saves a DistilXLSR folder as a plain wav2vec2 one (Wav2Vec2ForCTC for a CTC model,
+    Wav2Vec2ForSequenceClassification for a classifier, Wav2Vec2Model otherwise; a distillation checkpoint loses its
+    prediction heads). Same weights, same outputs."""
     config = DistilXLSRConfig.from_pretrained(model_dir)
-    is_ctc = "DistilXLSRForCTC" in (config.architectures or [])
-    if is_ctc:
-        source = DistilXLSRForCTC.from_pretrained(model_dir)
-        target = Wav2Vec2ForCTC(wav2vec2_config(source.config))
+    architecture = (config.architectures or ["DistilXLSRModel"])[0]
+    if architecture in ("DistilXLSRForCTC", "DistilXLSRForSequenceClassification"):
+        source_class, target_class = {
+            "DistilXLSRForCTC": (DistilXLSRForCTC, Wav2Vec2ForCTC),
+            "DistilXLSRForSequenceClassification": (
+                DistilXLSRForSequenceClassification,
+                Wav2Vec2ForSequenceClassification,
+            ),
+        }[architecture]
+        source = source_class.from_pretrained(model_dir)
+        target = target_class(wav2vec2_config(source.config))
         state = {
             ("wav2vec2." + k.removeprefix("distilxlsr.") if k.startswith("distilxlsr.") else k): v
             for k, v in source.state_dict().items()

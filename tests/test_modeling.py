@@ -297,9 +297,15 @@ def test_save_then_load_with_remote_code_in_a_fresh_process(tmp_path):
     save_for_hub(model, model_dir)
     files = {p.name for p in model_dir.iterdir()}
     assert {"model.safetensors", "config.json", "preprocessor_config.json"} <= files
-    assert {"configuration_distilxlsr.py", "modeling_distilxlsr.py"} <= files
+    assert {"configuration_distilxlsr.py", "modeling_distilxlsr.py", "modeling_distilxlsr_classification.py"} <= files
     config = json.loads((model_dir / "config.json").read_text())
-    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCTC", "AutoModelForPreTraining"}
+    assert set(config["auto_map"]) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForCTC",
+        "AutoModelForPreTraining",
+        "AutoModelForAudioClassification",
+    }
     preprocessor = json.loads((model_dir / "preprocessor_config.json").read_text())
     assert (
         preprocessor["sampling_rate"] == 16000
