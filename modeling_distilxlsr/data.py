@@ -154,7 +154,7 @@ def _pick_column(row: dict, names, path: str, what: str, required: bool):
     return None
 
 
-def _resolve(manifest_dir: str, value: str) -> str:
+def resolve_manifest_path(manifest_dir: str, value: str) -> str:
     if os.path.isabs(value):
         return value
     candidate = os.path.join(manifest_dir, value)
@@ -171,7 +171,7 @@ def _rows_to_entries(rows: list[dict], manifest_path: str) -> list[tuple[str, st
     manifest_dir = os.path.dirname(os.path.abspath(manifest_path))
     return [
         (
-            _resolve(manifest_dir, row[path_column]),
+            resolve_manifest_path(manifest_dir, row[path_column]),
             row.get(text_column) if text_column else None,
             row.get(speaker_column) if speaker_column else None,
         )
@@ -257,14 +257,14 @@ def find_utterances(spec: str, skips: SkipCounter, min_samples: int = 400, need_
     (and, with `need_text`, ones without a transcript) are counted in `skips` and left out, and so are the audio
     files of a folder that its metadata.csv does not list."""
     entries = list_sources(spec)
-    _count_unlisted_files(spec, entries, skips)
+    count_unlisted_files(spec, entries, skips)
     utterances = usable_utterances(entries, skips, min_samples, need_text)
     if not utterances:
         raise ValueError(f"No usable audio in {spec!r} ({skips.summary()}).")
     return utterances
 
 
-def _count_unlisted_files(spec: str, entries, skips: SkipCounter):
+def count_unlisted_files(spec: str, entries, skips: SkipCounter):
     """A folder's audio files that its metadata.csv leaves out are not used: said in the summary, never silently."""
     if not (os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "metadata.csv"))):
         return

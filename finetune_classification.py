@@ -1,0 +1,316 @@
+"""Fine-tune a distilled DistilXLSR model (or any wav2vec2-family checkpoint) to classify utterances: keywords,
+speakers, emotions, intents.
+
+    python finetune_classification.py --model DISTILLED_DIR --train_data train/ --eval_data dev/ --output_dir kws/
+    accelerate launch finetune_classification.py --model ... --freeze_encoder     # the SUPERB frozen-encoder probe
+
+Data: class sub-folders (`train/sim/*.wav`, `train/nao/*.wav`) or a manifest / metadata.csv with a `--label_column`.
+The head is SUPERB's (weighted sum of every layer, mean pooling over real frames); the output folder works with
+`pipeline("audio-classification", model="kws/", trust_remote_code=True)`. The same Accelerate loop, data layer,
+checkpoints, resume and bad-input accounting as finetune_ctc.py; accuracy and macro-F1 per eval set.
+"""
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import send_to_device, set_seed
+from sklearn.metrics import accuracy_score, f1_score
+from tqdm.auto import tqdm
+from transformers import AutoModelForAudioClassification
+
+from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForSequenceClassification
+from modeling_distilxlsr.audio_format import SAMPLING_RATE, default_feature_extractor
+from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
+from modeling_distilxlsr.classification_data import (
+    ClassificationCollator,
+    balanced_class_weights,
+    class_names,
+    find_labelled_clips,
+)
+from modeling_distilxlsr.data import AudioDataset, SkipCounter, make_loader
+from modeling_distilxlsr.export import save_for_hub
+from modeling_distilxlsr.model_card import card_metadata, format_params, readable_dataset_name, render_card
+from modeling_distilxlsr.teacher import load_config
+from modeling_distilxlsr.training import (
+    TrainingState,
+    collective_timeout,
+    decay_parameter_groups,
+    finish_run,
+    open_output_dir,
+    parse_args,
+    resumable_batches,
+    save_checkpoint,
+    setup_logging,
+    start_run,
+    warmup_linear_schedule,
+)
+
+logger = logging.getLogger("finetune_classification")
+
+
+@dataclass
+class ClassificationArguments(AugmentArguments):
+    model: str = field(metadata={"help": "Distilled DistilXLSR folder or Hub id, or any wav2vec2-family checkpoint."})
+    train_data: str = field(default=None, metadata={"help": "Class sub-folders, or a manifest with a label column."})
+    eval_data: list[str] = field(default=None, metadata={"help": "One or more eval sets, labelled the same way."})
+    label_column: str = field(default="label", metadata={"help": "The label column of a manifest / metadata.csv."})
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "The classes, in this order (default: the training labels, sorted)."}
+    )
+    class_weights: str = field(
+        default="none",
+        metadata={
+            "help": "balanced: weigh each class the same in the loss (imbalanced data).",
+            "choices": ["none", "balanced"],
+        },
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train the head only (SUPERB's frozen probe)."})
+    freeze_cnn: bool = field(default=True)
+    use_weighted_layer_sum: bool = field(default=True, metadata={"help": "The head sees a learnt mix of all layers."})
+    classifier_proj_size: int = field(default=256)
+    output_dir: str = field(default="out/classifier")
+    max_steps: int = field(default=2000)
+    per_device_batch_size: int = field(default=16)
+    gradient_accumulation_steps: int = field(default=1)
+    learning_rate: float = field(default=1e-4)
+    weight_decay: float = field(default=0.0)
+    warmup_fraction: float = field(default=0.1)
+    max_grad_norm: float = field(default=1.0)
+    max_audio_seconds: float = field(default=10.0, metadata={"help": "Longer clips are skipped (counted)."})
+    num_workers: int = field(default=2)
+    logging_steps: int = field(default=10)
+    eval_steps: int = field(default=200)
+    save_steps: int = field(default=200)
+    save_total_limit: int = field(default=2)
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    overwrite_output_dir: bool = field(default=False)
+    report_to: str = field(default="tensorboard")
+    ddp_timeout: int = field(default=1800, metadata={"help": "Seconds a collective may wait for the others."})
+    seed: int = field(default=0)
+
+
+def load_classifier(args: ClassificationArguments, names: list[str]):
+    """Our class for DistilXLSR checkpoints, AutoModelForAudioClassification for any other (the XLSR-53 teacher for
+    a probe, say); the head is new, sized to the classes."""
+    options = dict(
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+        use_weighted_layer_sum=args.use_weighted_layer_sum,
+        classifier_proj_size=args.classifier_proj_size,
+        layerdrop=0.0,  # a skipped layer leaves unused parameters: DDP would fail
+        mask_time_prob=0.0,
+        ignore_mismatched_sizes=True,
+    )
+    is_ours = isinstance(load_config(args.model), DistilXLSRConfig)
+    model_class = DistilXLSRForSequenceClassification if is_ours else AutoModelForAudioClassification
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the new head is meant to be new: no warning table
+    try:
+        model = model_class.from_pretrained(args.model, **options)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if args.freeze_encoder:
+        model.freeze_base_model()
+    elif args.freeze_cnn:
+        model.freeze_feature_encoder()
+    if args.use_weighted_layer_sum and getattr(model.config, "do_stable_layer_norm", False):
+        # The weighted sum takes the hidden states as transformers records them, the last one before the encoder's
+        # final LayerNorm (as Wav2Vec2ForSequenceClassification does, so exports give the same outputs): that
+        # LayerNorm never reaches the loss, and DDP fails on a trainable parameter without a gradient.
+        model.base_model.encoder.layer_norm.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, skips: SkipCounter, num_labels: int) -> dict:
+    """Accuracy and macro-F1 over every class (a class the model never predicts scores 0 in the mean). Every rank
+    gathers for every batch, also one whose clips all failed to decode."""
+    model.eval()
+    predictions, references = [], []
+    for batch in loader:
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
+        predicted = []
+        if "input_values" in batch:
+            predicted = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits.argmax(-1).tolist()
+        predictions += accelerator.gather_for_metrics(predicted, use_gather_object=True)
+        references += accelerator.gather_for_metrics(
+            batch.get("labels", torch.empty(0)).tolist(), use_gather_object=True
+        )
+    model.train()
+    return {
+        "accuracy": float(accuracy_score(references, predictions)),
+        "macro_f1": float(
+            f1_score(references, predictions, labels=list(range(num_labels)), average="macro", zero_division=0)
+        ),
+        "clips": len(references),
+    }
+
+
+def main(args: ClassificationArguments):
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+        kwargs_handlers=[collective_timeout(args.ddp_timeout)],
+    )
+    setup_logging(accelerator, "finetune_classification")
+    set_seed(args.seed)
+    if not args.train_data or not args.eval_data:
+        raise SystemExit("--train_data and --eval_data are required (class sub-folders or a labelled manifest).")
+    lock = open_output_dir(accelerator, args)
+
+    skips = SkipCounter()
+    max_samples = int(args.max_audio_seconds * SAMPLING_RATE)
+    train = find_labelled_clips(args.train_data, skips, args.label_column, max_samples)
+    eval_sets = {s: find_labelled_clips(s, skips, args.label_column, max_samples) for s in args.eval_data}
+    try:
+        names = class_names(train, eval_sets, args.labels)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    model = load_classifier(args, names)
+    weights = balanced_class_weights(train, names) if args.class_weights == "balanced" else None
+    logger.info(
+        "model %s: %s parameters (%s trainable); classes %s; train: %d clips; eval: %s",
+        args.model,
+        format_params(sum(p.numel() for p in model.parameters())),
+        format_params(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        names,
+        len(train),
+        {k: len(v) for k, v in eval_sets.items()},
+    )
+
+    collator = ClassificationCollator(model.config.label2id)
+    loader_options = dict(batch_size=args.per_device_batch_size, collator=collator, num_workers=args.num_workers)
+    augmenter = make_augmenter(args, train, distilling=False)
+    train_loader = make_loader(
+        AudioDataset(train, augmenter=augmenter, seed=args.seed), shuffle_seed=args.seed, **loader_options
+    )
+    eval_loaders = [make_loader(AudioDataset(clips), **loader_options) for clips in eval_sets.values()]
+    optimizer = torch.optim.AdamW(decay_parameter_groups(model, args.weight_decay), lr=args.learning_rate)
+    scheduler = warmup_linear_schedule(optimizer, args.warmup_fraction, args.max_steps, accelerator.num_processes)
+    model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
+        model, optimizer, train_loader, scheduler, *eval_loaders
+    )
+    state = TrainingState()
+    checkpoint_dir = start_run(accelerator, args, state, "finetune_classification", skips)
+
+    def run_evals():
+        return {
+            name: evaluate(model, loader, accelerator, skips, len(names))
+            for name, loader in zip(eval_sets, eval_loaders, strict=True)
+        }
+
+    if state.step == 0:
+        state.history.append({"step": 0, "eval": run_evals()})
+        logger.info("initial eval: %s", state.history[-1]["eval"])
+    model.train()
+    progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="classify")
+    started = time.time()
+    for batch in resumable_batches(accelerator, train_loader, state):
+        if state.step >= args.max_steps:
+            break
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
+        all_skipped = "input_values" not in batch
+        if all_skipped:  # every rank must still run forward and backward, or DDP's all-reduce hangs
+            batch = send_to_device(collator.stand_in(), accelerator.device)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                logits = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
+            class_weights = None if weights is None else weights.to(logits.device)
+            loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=class_weights)
+            accelerator.backward(loss * (0.0 if all_skipped else 1.0))
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        if not all_skipped:
+            state.audio_seconds += batch["attention_mask"].sum().item() / SAMPLING_RATE
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        progress.update(1)
+        if state.step % args.logging_steps == 0:
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+            accelerator.log({"train/loss": loss.item()}, step=state.step)
+        if state.step % args.eval_steps == 0 or state.step == args.max_steps:
+            results = run_evals()
+            state.history.append({"step": state.step, "eval": results})
+            logger.info("step %d eval: %s", state.step, results)
+            accuracy = next(iter(results.values()))["accuracy"]
+            if state.best_metric is None or -accuracy < state.best_metric:  # the best model in output_dir
+                state.best_metric, state.best_step = -accuracy, state.step
+                state_dict = accelerator.get_state_dict(model)  # on every rank: gathers sharded weights
+                if accelerator.is_main_process:
+                    save_for_hub(
+                        accelerator.unwrap_model(model), args.output_dir, default_feature_extractor(), state_dict
+                    )
+            accelerator.wait_for_everyone()
+        if state.step % args.save_steps == 0 or state.step == args.max_steps:
+            save_checkpoint(accelerator, checkpoint_dir, state.step, args, state, skips)
+    progress.close()
+    skips.merge_ranks()
+    if accelerator.is_main_process:
+        summary = skips.summary("clips")
+        logger.info(summary)
+        params = format_params(sum(p.numel() for p in model.parameters()))
+        write_card_and_results(args, state, summary, time.time() - started, names, accelerator.num_processes, params)
+    finish_run(accelerator, lock)
+
+
+def write_card_and_results(args, state, skips_summary, elapsed, names, num_processes, params):
+    evals = [row for row in state.history if "eval" in row]
+    initial, best = evals[0]["eval"], next(row["eval"] for row in evals if row["step"] == state.best_step)
+    table = ["| eval set | accuracy | macro-F1 | clips | accuracy before fine-tuning |", "|---|---|---|---|---|"]
+    for name, result in best.items():
+        table.append(
+            f"| {readable_dataset_name(name)} | {result['accuracy']:.3f} | {result['macro_f1']:.3f} | "
+            f"{result['clips']} | {initial[name]['accuracy']:.3f} |"
+        )
+    model_name = os.path.basename(os.path.abspath(args.output_dir))
+    card_data = card_metadata(
+        args.train_data, args.model, "audio-classification", ["audio-classification"], metrics=["accuracy", "f1"],
+        model_name=model_name,
+    )  # fmt: skip
+    render_card(
+        "classification.md",
+        args.output_dir,
+        card_data,
+        model_name=model_name,
+        repo_id=args.output_dir,
+        base_model=readable_dataset_name(args.model),
+        params=params,
+        classes=", ".join(f"`{n}`" for n in names),
+        head="frozen encoder, head only" if args.freeze_encoder else "the whole model but its CNN",
+        results_table="\n".join(table),
+        steps=f"best of {state.step} (step {state.best_step})",
+        skips=skips_summary,
+        augmentation=describe_augmentation(args, distilling=False),
+    )
+    results = {
+        "classes": names,
+        "initial_eval": initial,
+        "best_eval": best,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "num_processes": num_processes,
+        "train_seconds": elapsed,
+        "audio_hours": state.audio_seconds / 3600,
+        "skipped": skips_summary,
+    }
+    with open(os.path.join(args.output_dir, "classification_results.json"), "w") as f:
+        json.dump(results, f, indent=2, ensure_ascii=False)
+    logger.info("done: %d steps -> %s; best %s", state.step, args.output_dir, json.dumps(best))
+
+
+if __name__ == "__main__":
+    main(parse_args(ClassificationArguments))
