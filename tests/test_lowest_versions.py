@@ -10,6 +10,9 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The Hub model code: what must work on the lowest transformers requirements.txt allows.
+MODEL_TESTS = ("test_modeling.py", "test_classification.py")
+
 
 def lowest_allowed(package: str) -> str:
     for line in (REPO / "requirements.txt").read_text().splitlines():
@@ -38,10 +41,10 @@ def test_model_tests_pass_on_the_lowest_allowed_transformers(tmp_path):
     )
     assert Version(installed.stdout.strip()) == Version(version), installed.stderr
     tests = subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "tests" / "test_modeling.py")],
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(REPO / "tests" / name) for name in MODEL_TESTS)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=900,
     )
-    assert tests.returncode == 0, f"tests/test_modeling.py fails on transformers {version}:\n{tests.stdout[-4000:]}"
+    assert tests.returncode == 0, f"{MODEL_TESTS} fail on transformers {version}:\n{tests.stdout[-4000:]}"

@@ -21,7 +21,13 @@ def test_default_config_is_distilhubert_recipe_on_xlsr53():
     assert tuple(config.conv_kernel) == (10, 3, 3, 3, 3, 2, 2) and tuple(config.conv_stride) == (5, 2, 2, 2, 2, 2, 2)
     assert config.conv_bias and config.feat_extract_norm == "layer" and config.do_stable_layer_norm
     assert config.receptive_field == 400 and config.inputs_to_logits_ratio == 320
-    assert set(config.auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCTC", "AutoModelForPreTraining"}
+    assert set(config.auto_map) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForCTC",
+        "AutoModelForPreTraining",
+        "AutoModelForAudioClassification",
+    }
 
 
 def test_from_teacher_config_matches_any_teacher_and_refuses_too_deep_layers():
