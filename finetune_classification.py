@@ -173,9 +173,9 @@ def main(args: ClassificationArguments):
     eval_sets = {s: find_labelled_clips(s, skips, args.label_column, max_samples) for s in args.eval_data}
     try:
         names = class_names(train, eval_sets, args.labels)
-    except ValueError as err:
+        model = load_classifier(args, names)
+    except ValueError as err:  # bad labels, or a --model that is not a model
         raise SystemExit(f"error: {err}") from err
-    model = load_classifier(args, names)
     weights = balanced_class_weights(train, names) if args.class_weights == "balanced" else None
     logger.info(
         "model %s: %s parameters (%s trainable); classes %s; train: %d clips; eval: %s",

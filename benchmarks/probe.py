@@ -108,7 +108,7 @@ def random_copy(model_dir: str, out: str) -> str:
 
 def probe(model: str, train: str, test: str, out: str, steps: int) -> dict:
     command = [sys.executable, "finetune_classification.py", "--model", model, "--train_data", train]
-    command += ["--eval_data", test, "--output_dir", out, "--freeze_encoder", "--learning_rate", "1e-3"]
+    command += ["--eval_data", test, "--output_dir", out, "--freeze_encoder", "--learning_rate", "3e-3"]
     command += ["--max_steps", str(steps), "--eval_steps", str(steps // 4), "--save_steps", str(steps)]
     command += ["--per_device_batch_size", "16", "--report_to", "none", "--overwrite_output_dir"]
     started = time.time()

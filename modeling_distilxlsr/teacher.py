@@ -29,6 +29,8 @@ def load_config(name_or_path: str) -> PretrainedConfig:
     DistilXLSR configs load with this package's class, never with a folder's remote code."""
     try:
         config_file = name_or_path if os.path.isfile(name_or_path) else cached_file(name_or_path, "config.json")
+        if config_file is None:  # a local folder without config.json: cached_file says nothing
+            raise OSError("no config.json there")
         with open(config_file) as f:
             config_dict = json.load(f)
     except (OSError, ValueError) as err:
