@@ -105,3 +105,10 @@ def test_labels_that_cannot_work_stop_before_training(tones, tmp_path):
         assert "not listed in metadata.csv" in result.stderr  # the folder's other clips: counted, not lost
     finally:
         os.remove(train / "metadata.csv")
+    # a --model folder with no model in it
+    (tmp_path / "empty").mkdir()
+    args = ["finetune_classification.py", "--model", str(tmp_path / "empty"), "--train_data", str(train)]
+    result = run_script(
+        [sys.executable, *args, "--eval_data", str(dev), "--output_dir", str(tmp_path / "d")], check=False
+    )
+    assert result.returncode != 0 and "no config.json" in result.stderr and "Traceback" not in result.stderr
