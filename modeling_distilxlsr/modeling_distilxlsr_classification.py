@@ -39,6 +39,17 @@ class DistilXLSRForSequenceClassification(DistilXLSRPreTrainedModel):
         self.classifier = nn.Linear(config.classifier_proj_size, config.num_labels)
         self.post_init()
 
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        # Equal weights to start. transformers' init knows no `layer_weights` (Wav2Vec2ForSequenceClassification,
+        # transformers 5.24, keeps uninitialised memory there when loaded from a base checkpoint: values like 1e31,
+        # different every run); a value loaded from a checkpoint is marked initialised and kept.
+        weights = getattr(module, "layer_weights", None)
+        if isinstance(module, DistilXLSRForSequenceClassification) and weights is not None:
+            if not getattr(weights, "_is_hf_initialized", False):
+                with torch.no_grad():
+                    weights.fill_(1.0 / weights.numel())
+
     def freeze_feature_encoder(self):
         self.distilxlsr.freeze_feature_encoder()
 

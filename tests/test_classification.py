@@ -126,3 +126,20 @@ def test_export_as_a_plain_wav2vec2_classifier_gives_the_same_logits(tmp_path):
     wave = torch.randn(1, 12000)
     with torch.no_grad():
         torch.testing.assert_close(plain(wave).logits, model(wave).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_layer_weights_start_equal_from_a_base_folder_and_are_kept_when_saved(tmp_path):
+    """transformers leaves `layer_weights` as uninitialised memory when a classifier loads from a base checkpoint
+    (values like 1e31, different every run); ours start equal, and trained ones survive a save and load."""
+    save_for_hub(DistilXLSRModel(tiny_student_config()), tmp_path / "base")
+    for _ in range(2):
+        fresh = DistilXLSRForSequenceClassification.from_pretrained(
+            tmp_path / "base", num_labels=3, use_weighted_layer_sum=True
+        )
+        torch.testing.assert_close(fresh.layer_weights.data, torch.full((3,), 1 / 3))
+    trained = classifier()
+    with torch.no_grad():
+        trained.layer_weights.copy_(torch.tensor([0.1, -2.0, 3.0]))
+    save_for_hub(trained, tmp_path / "trained")
+    reloaded = DistilXLSRForSequenceClassification.from_pretrained(tmp_path / "trained")
+    torch.testing.assert_close(reloaded.layer_weights.data, torch.tensor([0.1, -2.0, 3.0]))
