@@ -113,9 +113,12 @@ def load_classifier(args: ClassificationArguments, names: list[str]):
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the new head is meant to be new: no warning table
     try:
-        model = model_class.from_pretrained(args.model, **options)
+        model, info = model_class.from_pretrained(args.model, output_loading_info=True, **options)
     finally:
         transformers.logging.set_verbosity(verbosity)
+    if "layer_weights" in info["missing_keys"]:  # a new head: equal weights (transformers' own leaves them garbage)
+        with torch.no_grad():
+            model.layer_weights.fill_(1.0 / model.layer_weights.numel())
     if args.freeze_encoder:
         model.freeze_base_model()
     elif args.freeze_cnn:
