@@ -87,14 +87,28 @@ def default_corpus_split(split: str, accelerator=None) -> str:
 
 
 def parse_args(dataclass_type, argv=None):
-    """Command-line flags, or a single YAML/JSON file holding the same fields."""
+    """Command-line flags, or a YAML/JSON file holding the same fields, optionally followed by flags that override
+    it (`train_distill.py configs/smoke.yaml --output_dir out/other --max_steps 10`)."""
     parser = HfArgumentParser(dataclass_type)
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])[0]
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])[0]
-    return parser.parse_args_into_dataclasses(argv)[0]
+    if not argv or not argv[0].endswith((".yaml", ".yml", ".json")):
+        return _parse_flags(parser, argv)
+    read = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
+    from_file = read(argv[0])[0]
+    if len(argv) == 1:
+        return from_file
+    values = asdict(from_file)
+    for action in parser._actions:  # the file's values become the defaults the flags override
+        if action.dest in values:
+            action.default, action.required = values[action.dest], False
+    return _parse_flags(parser, argv[1:])
+
+
+def _parse_flags(parser, argv):
+    try:
+        return parser.parse_args_into_dataclasses(argv)[0]
+    except ValueError as err:  # HfArgumentParser's "arguments are not used": a usage error, not a traceback
+        parser.error(str(err))
 
 
 def setup_logging(accelerator, script_logger_name: str):

@@ -322,3 +322,16 @@ def test_streaming_from_a_sharded_dataset_on_two_ranks_and_resume(tiny_teacher_d
     # counted over the whole run, the part before the resume included: 6 held out + 8 steps x 2 ranks x 4
     assert results["skipped"] == "skipped 1 of 70 examples read: 1 unreadable"
     assert results["final_eval"]["eval/loss"] < results["initial_eval"]["eval/loss"]
+
+
+def test_a_config_file_followed_by_flags_that_override_it():
+    from modeling_distilxlsr.training import parse_args
+    from train_distill import DistillArguments
+
+    smoke = os.path.join(REPO_ROOT, "configs", "smoke.yaml")
+    args = parse_args(DistillArguments, [smoke, "--output_dir", "out/other", "--max_steps", "7"])
+    assert (args.output_dir, args.max_steps) == ("out/other", 7)
+    assert args.teacher_random_init and list(args.pred_layer_ids) == [2, 4] and args.report_to == "none"
+    assert parse_args(DistillArguments, [smoke]).output_dir == "out/smoke"
+    with pytest.raises(SystemExit):  # an unknown flag is still an error
+        parse_args(DistillArguments, [smoke, "--no_such_flag", "1"])
