@@ -43,6 +43,7 @@ from modeling_distilxlsr.model_card import (
     render_card,
     train_data_name,
 )
+from modeling_distilxlsr.phonemes import PhonemeTargets, build_phoneme_processor
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (
@@ -61,6 +62,8 @@ from modeling_distilxlsr.training import (
 )
 
 logger = logging.getLogger("finetune_ctc")
+# The eval figure that picks the best model: CER for characters; for phones, WER over phones (the phone error rate).
+SELECTION_METRIC = {"characters": "cer", "phonemes": "wer"}
 
 
 @dataclass
@@ -138,6 +141,14 @@ class FinetuneArguments(AugmentArguments):
         },
     )
     lm_order: int = field(default=4, metadata={"help": "n-gram order of the --lm_text model."})
+    target: str = field(
+        default="characters",
+        metadata={
+            "help": "phonemes: CTC on the IPA phones espeak-ng gives the normalised transcripts (SUPERB's phoneme "
+            "recognition); WER is then the phone error rate.",
+            "choices": ["characters", "phonemes"],
+        },
+    )
     report_to: str = field(default="tensorboard")
     ddp_timeout: int = field(
         default=1800,
@@ -247,17 +258,17 @@ def main(args: FinetuneArguments):
     train_source = args.train_data or default_corpus_split("train", accelerator)
     eval_sources = args.eval_data or [default_corpus_split("dev", accelerator)]
     train_raw = find_utterances(train_source, skips, need_text=True)
-    if args.vocab == "fixed":
-        vocab = build_vocab(keep_apostrophe=args.keep_apostrophe)
+    if args.target == "phonemes":  # labels and references become espeak-ng's IPA phones of the normalised text
+        if args.lm_text:
+            raise SystemExit("--lm_text builds a word n-gram for character targets; drop it with --target phonemes.")
+        normalizer = PhonemeTargets(normalizer)
+        phones = [t for u in train_raw if (t := PhonemeTargets(TextNormalizer(**normalizer.settings()))(u.text))]
+        processor = build_phoneme_processor(phones, tempfile.mkdtemp())
+    elif args.vocab == "fixed":
+        processor = build_processor(build_vocab(keep_apostrophe=args.keep_apostrophe), default_feature_extractor())
     else:
-        vocab = build_vocab(
-            [
-                t
-                for u in train_raw
-                if (t := TextNormalizer(args.digits, args.keep_apostrophe, args.ambiguous_numbers)(u.text))
-            ]
-        )
-    processor = build_processor(vocab, default_feature_extractor())
+        texts = [t for u in train_raw if (t := TextNormalizer(**normalizer.settings())(u.text))]
+        processor = build_processor(build_vocab(texts), default_feature_extractor())
     model = load_ctc_model(args, processor)
 
     def prepare(utterances, max_samples):
@@ -355,9 +366,9 @@ def main(args: FinetuneArguments):
                 step=state.step,
             )
             logger.info("step %d eval: %s", state.step, _brief(results))
-            cer = next(iter(results.values()))["cer"]
-            if state.best_metric is None or cer < state.best_metric:  # keep the best model in output_dir
-                state.best_metric = cer
+            score = next(iter(results.values()))[SELECTION_METRIC[args.target]]
+            if state.best_metric is None or score < state.best_metric:  # keep the best model in output_dir
+                state.best_metric = score
                 state.best_step = state.step
                 state_dict = accelerator.get_state_dict(model)  # on every rank: gathers sharded weights
                 if accelerator.is_main_process:
@@ -456,7 +467,13 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
         base_model=readable_dataset_name(args.model) + (" (random init)" if args.from_scratch else ""),
         params=format_params(sum(p.numel() for p in model.parameters())),
         train_data=train_data,
-        vocab_size=len(processor.tokenizer),
+        vocabulary=(
+            f"an IPA phone vocabulary of {len(processor.tokenizer)} symbols (espeak-ng's pt-br rules, `<pad>` is the "
+            "CTC blank; WER below is the phone error rate)"
+            if args.target == "phonemes"
+            else f"a character vocabulary of {len(processor.tokenizer)} symbols (`|` marks word boundaries, `[PAD]` "
+            "is the CTC blank)"
+        ),
         results_table="\n".join(table),
         steps=f"best of {state.step} (step {state.best_step})",
         skips=skips_summary,
@@ -467,6 +484,7 @@ def write_card_and_results(args, state, skips_summary, elapsed, model, processor
         "best_eval": best,
         "best_step": state.best_step,
         "steps": state.step,
+        "target": args.target,
         "num_processes": PartialState().num_processes,  # the launch's, as train_distill.py records it
         "train_seconds": elapsed,
         "audio_hours": state.audio_seconds / 3600,

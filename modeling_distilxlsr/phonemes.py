@@ -43,6 +43,28 @@ class Phonemizer:
         return " ".join(phones)
 
 
+class PhonemeTargets:
+    """A `TextNormalizer` followed by the phonemizer: what finetune_ctc.py applies to transcripts with
+    `--target phonemes` (numbers spelled out first, so "2" becomes the phones of "dois")."""
+
+    def __init__(self, normalizer):
+        self.normalizer, self.phonemize = normalizer, Phonemizer()
+
+    def __call__(self, text: str) -> str | None:
+        normalised = self.normalizer(text)
+        return self.phonemize(normalised) if normalised else normalised
+
+    @property
+    def last_drop_reason(self):
+        return self.normalizer.last_drop_reason
+
+    def report(self) -> str:
+        return self.normalizer.report()
+
+    def settings(self) -> dict:
+        return self.normalizer.settings()
+
+
 def phoneme_vocabulary(transcriptions: list[str]) -> dict[str, int]:
     """`<pad>` (the CTC blank) and `<unk>`, then every phone of `transcriptions`, sorted."""
     phones = sorted({phone for text in transcriptions for phone in text.split()})

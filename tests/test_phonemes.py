@@ -36,3 +36,43 @@ def test_phone_error_rate_counts_phones():
     reference = "n ɐ̃ʊ̃ s i ŋ"
     assert phone_error_rate([reference], [reference]) == 0.0
     assert phone_error_rate([reference], ["n a s i ŋ"]) == 1 / 5  # one substituted phone of five
+
+
+def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
+    """`finetune_ctc.py --target phonemes`: labels are espeak-ng's phones of the normalised transcripts, the folder
+    ships a phone tokenizer, and WER in the results is the phone error rate."""
+    import json
+    import os
+    import sys
+
+    from conftest import REPO_ROOT, run_script
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "pr"
+    args = [
+        sys.executable,
+        "finetune_ctc.py",
+        "--model",
+        os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student"),
+    ]
+    args += [
+        "--train_data",
+        str(small_corpus / "train"),
+        "--eval_data",
+        str(small_corpus / "dev"),
+        "--output_dir",
+        str(out),
+    ]
+    args += ["--target", "phonemes", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4", "--num_workers", "0"]
+    run_script([*args, "--per_device_batch_size", "4", "--report_to", "none"])
+    results = json.loads((out / "ctc_results.json").read_text())
+    assert results["target"] == "phonemes" and 0 < results["best_eval"][str(small_corpus / "dev")]["wer"] <= 10
+    reference = results["best_eval"][str(small_corpus / "dev")]["examples"][0]["reference"]
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert all(phone in vocab for phone in reference.split())  # references are phone strings of the vocabulary
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert (
+        type(tokenizer).__name__ == "Wav2Vec2PhonemeCTCTokenizer"
+        and tokenizer.decode(tokenizer(reference).input_ids) == reference
+    )
+    assert "phone error rate" in (out / "README.md").read_text()
