@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 from accelerate import Accelerator
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import set_seed
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 from transformers import AutoModelForAudioClassification
@@ -39,9 +39,12 @@ from modeling_distilxlsr.model_card import card_metadata, format_params, readabl
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.training import (
     TrainingState,
+    backward_and_step,
+    batch_or_stand_in,
     collective_timeout,
     decay_parameter_groups,
     finish_run,
+    keep_if_best,
     open_output_dir,
     parse_args,
     resumable_batches,
@@ -220,22 +223,13 @@ def main(args: ClassificationArguments):
     for batch in resumable_batches(accelerator, train_loader, state):
         if state.step >= args.max_steps:
             break
-        for reason, name in batch["skipped"]:
-            skips.skip(reason, name, once=True)
-        all_skipped = "input_values" not in batch
-        if all_skipped:  # every rank must still run forward and backward, or DDP's all-reduce hangs
-            batch = send_to_device(collator.stand_in(), accelerator.device)
+        batch, all_skipped = batch_or_stand_in(accelerator, batch, collator, skips)
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 logits = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
             class_weights = None if weights is None else weights.to(logits.device)
             loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=class_weights)
-            accelerator.backward(loss * (0.0 if all_skipped else 1.0))
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            backward_and_step(accelerator, model, loss, all_skipped, optimizer, scheduler, args.max_grad_norm)
         if not all_skipped:
             state.audio_seconds += batch["attention_mask"].sum().item() / SAMPLING_RATE
         if not accelerator.sync_gradients:
@@ -250,14 +244,13 @@ def main(args: ClassificationArguments):
             state.history.append({"step": state.step, "eval": results})
             logger.info("step %d eval: %s", state.step, results)
             accuracy = next(iter(results.values()))["accuracy"]
-            if state.best_metric is None or -accuracy < state.best_metric:  # the best model in output_dir
-                state.best_metric, state.best_step = -accuracy, state.step
-                state_dict = accelerator.get_state_dict(model)  # on every rank: gathers sharded weights
-                if accelerator.is_main_process:
-                    save_for_hub(
-                        accelerator.unwrap_model(model), args.output_dir, default_feature_extractor(), state_dict
-                    )
-            accelerator.wait_for_everyone()
+            keep_if_best(  # the best model in output_dir; accuracy is higher-better
+                accelerator,
+                model,
+                state,
+                -accuracy,
+                lambda m, sd: save_for_hub(m, args.output_dir, default_feature_extractor(), sd),
+            )
         if state.step % args.save_steps == 0 or state.step == args.max_steps:
             save_checkpoint(accelerator, checkpoint_dir, state.step, args, state, skips)
     progress.close()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator, PartialState
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import set_seed
 from huggingface_hub import EvalResult
 from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
@@ -48,10 +48,13 @@ from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (
     TrainingState,
+    backward_and_step,
+    batch_or_stand_in,
     collective_timeout,
     decay_parameter_groups,
     default_corpus_split,
     finish_run,
+    keep_if_best,
     open_output_dir,
     parse_args,
     resumable_batches,
@@ -333,20 +336,11 @@ def main(args: FinetuneArguments):
     for batch in resumable_batches(accelerator, train_loader, state):
         if state.step >= args.max_steps:
             break
-        for reason, name in batch["skipped"]:
-            skips.skip(reason, name, once=True)
-        all_skipped = "input_values" not in batch
-        if all_skipped:
-            batch = send_to_device(collator.stand_in(), accelerator.device)
+        batch, all_skipped = batch_or_stand_in(accelerator, batch, collator, skips)
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 outputs = model(batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-            accelerator.backward(outputs.loss * (0.0 if all_skipped else 1.0))
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            backward_and_step(accelerator, model, outputs.loss, all_skipped, optimizer, scheduler, args.max_grad_norm)
         if not all_skipped:
             state.audio_seconds += batch["attention_mask"].sum().item() / SAMPLING_RATE
         if not accelerator.sync_gradients:
@@ -367,13 +361,9 @@ def main(args: FinetuneArguments):
             )
             logger.info("step %d eval: %s", state.step, _brief(results))
             score = next(iter(results.values()))[SELECTION_METRIC[args.target]]
-            if state.best_metric is None or score < state.best_metric:  # keep the best model in output_dir
-                state.best_metric = score
-                state.best_step = state.step
-                state_dict = accelerator.get_state_dict(model)  # on every rank: gathers sharded weights
-                if accelerator.is_main_process:
-                    save_for_hub(accelerator.unwrap_model(model), args.output_dir, processor, state_dict)
-            accelerator.wait_for_everyone()
+            keep_if_best(  # the best model in output_dir
+                accelerator, model, state, score, lambda m, sd: save_for_hub(m, args.output_dir, processor, sd)
+            )
         if state.step % args.save_steps == 0 or state.step == args.max_steps:
             save_checkpoint(accelerator, checkpoint_dir, state.step, args, state, skips)
     progress.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
@@ -45,6 +45,8 @@ from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stre
 from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (
     TrainingState,
+    backward_and_step,
+    batch_or_stand_in,
     collective_timeout,
     decay_parameter_groups,
     default_corpus_split,
@@ -339,23 +341,14 @@ def main(args: DistillArguments):
     for batch in resumable_batches(accelerator, train_loader, state):
         if state.step >= args.max_steps:
             break
-        for reason, name in batch["skipped"]:
-            skips.skip(reason, name, once=True)
         if args.streaming:  # nothing was listed up front: count what the stream delivers
             skips.total += batch["num_items"]
-        all_skipped = "input_values" not in batch
-        if all_skipped:
-            batch = send_to_device(collator.stand_in(), accelerator.device)
+        batch, all_skipped = batch_or_stand_in(accelerator, batch, collator, skips)
         with accelerator.accumulate(student):
             loss, result, cnn_result = distill_step_loss(
                 student, teacher_targets, batch, args, accelerator, share_cnn=args.freeze_cnn
             )
-            accelerator.backward(loss * (0.0 if all_skipped else 1.0))
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            backward_and_step(accelerator, student, loss, all_skipped, optimizer, scheduler, args.max_grad_norm)
         if not all_skipped:
             seconds_since_log += batch["attention_mask"].sum() / SAMPLING_RATE
         if not accelerator.sync_gradients:

@@ -204,6 +204,40 @@ def finish_run(accelerator, lock=None):
         time.sleep(0.5)
 
 
+def batch_or_stand_in(accelerator, batch: dict, collator, skips) -> tuple[dict, bool]:
+    """Counts the clips of `batch` that failed to decode; a batch whose clips all failed is replaced by the
+    collator's stand-in (run with zero loss weight: every rank must still run forward and backward, or DDP's
+    gradient all-reduce hangs). Returns the batch to run and whether it is the stand-in."""
+    from accelerate.utils import send_to_device
+
+    for reason, name in batch["skipped"]:
+        skips.skip(reason, name, once=True)
+    if "input_values" in batch:
+        return batch, False
+    return send_to_device(collator.stand_in(), accelerator.device), True
+
+
+def backward_and_step(accelerator, model, loss, stand_in: bool, optimizer, scheduler, max_grad_norm: float):
+    """Backward (a stand-in batch with zero weight), then, at the end of an accumulation, clip; step."""
+    accelerator.backward(loss * (0.0 if stand_in else 1.0))
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
+def keep_if_best(accelerator, model, state: TrainingState, score: float, save) -> None:
+    """When `score` (lower is better) beats the best so far, records it and calls `save(unwrapped model,
+    full state dict)` on the main process; the state dict is gathered on every rank (sharded weights)."""
+    if state.best_metric is None or score < state.best_metric:
+        state.best_metric, state.best_step = score, state.step
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            save(accelerator.unwrap_model(model), state_dict)
+    accelerator.wait_for_everyone()
+
+
 def resumable_batches(accelerator, loader, state: TrainingState):
     """Batches epoch after epoch, from where `state` says: after a resume, the same epoch (same shuffle) past the
     batches already seen. The caller stops when it has done its steps.
