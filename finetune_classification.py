@@ -51,6 +51,7 @@ from modeling_distilxlsr.training import (
     save_checkpoint,
     setup_logging,
     start_run,
+    train_mode,
     warmup_linear_schedule,
 )
 
@@ -135,7 +136,7 @@ def load_classifier(args: ClassificationArguments, names: list[str]):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, skips: SkipCounter, num_labels: int) -> dict:
+def evaluate(model, loader, accelerator, skips: SkipCounter, num_labels: int, freeze_encoder: bool = False) -> dict:
     """Accuracy and macro-F1 over every class (a class the model never predicts scores 0 in the mean). Every rank
     gathers for every batch, also one whose clips all failed to decode."""
     model.eval()
@@ -150,7 +151,7 @@ def evaluate(model, loader, accelerator, skips: SkipCounter, num_labels: int) ->
         references += accelerator.gather_for_metrics(
             batch.get("labels", torch.empty(0)).tolist(), use_gather_object=True
         )
-    model.train()
+    train_mode(model, freeze_encoder)
     return {
         "accuracy": float(accuracy_score(references, predictions)),
         "macro_f1": float(
@@ -210,14 +211,14 @@ def main(args: ClassificationArguments):
 
     def run_evals():
         return {
-            name: evaluate(model, loader, accelerator, skips, len(names))
+            name: evaluate(model, loader, accelerator, skips, len(names), args.freeze_encoder)
             for name, loader in zip(eval_sets, eval_loaders, strict=True)
         }
 
     if state.step == 0:
         state.history.append({"step": 0, "eval": run_evals()})
         logger.info("initial eval: %s", state.history[-1]["eval"])
-    model.train()
+    train_mode(model, args.freeze_encoder)
     progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="classify")
     started = time.time()
     for batch in resumable_batches(accelerator, train_loader, state):

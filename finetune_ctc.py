@@ -61,6 +61,7 @@ from modeling_distilxlsr.training import (
     save_checkpoint,
     setup_logging,
     start_run,
+    train_mode,
     warmup_linear_schedule,
 )
 
@@ -94,6 +95,13 @@ class FinetuneArguments(AugmentArguments):
     warmup_fraction: float = field(default=0.1)
     max_grad_norm: float = field(default=1.0)
     freeze_cnn: bool = field(default=True, metadata={"help": "Keep the CNN feature encoder frozen (standard)."})
+    freeze_encoder: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the CTC head only, on the frozen encoder's last layer (a linear probe: the phoneme "
+            "recognition of benchmarks/probe.py)."
+        },
+    )
     mask_time_prob: float = field(default=0.05, metadata={"help": "SpecAugment time-masking probability."})
     vocab: str = field(
         default="fixed",
@@ -192,7 +200,9 @@ def load_ctc_model(args: FinetuneArguments, processor):
         finally:
             transformers.logging.set_verbosity(verbosity)
         log_loading_info(info)
-    if args.freeze_cnn:
+    if args.freeze_encoder:  # Wav2Vec2ForCTC and DistilXLSRForCTC both leave only lm_head trainable
+        model.freeze_base_model()
+    elif args.freeze_cnn:
         model.freeze_feature_encoder()
     return model
 
@@ -221,7 +231,7 @@ def greedy_transcripts(model, batch, processor) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model, loader, processor, accelerator, skips: SkipCounter) -> dict:
+def evaluate(model, loader, processor, accelerator, skips: SkipCounter, freeze_encoder: bool = False) -> dict:
     """WER and CER (jiwer) on normalised text, and the share of empty outputs (the blank-only failure). Clips that
     fail to decode are counted in `skips`; every rank gathers for every batch, also one whose clips all failed (a
     rank that skipped the gather would pair its next collective with the others' gather)."""
@@ -233,7 +243,7 @@ def evaluate(model, loader, processor, accelerator, skips: SkipCounter) -> dict:
         texts = greedy_transcripts(accelerator.unwrap_model(model), batch, processor) if "input_values" in batch else []
         predictions += accelerator.gather_for_metrics(texts, use_gather_object=True)
         references += accelerator.gather_for_metrics(batch.get("texts", []), use_gather_object=True)
-    model.train()
+    train_mode(model, freeze_encoder)
     return {
         "wer": jiwer.wer(references, predictions),
         "cer": jiwer.cer(references, predictions),
@@ -322,15 +332,16 @@ def main(args: FinetuneArguments):
     def run_evals():
         results = {}
         for name, loader in zip(eval_sets, eval_loaders, strict=True):
-            results[name] = evaluate(model, loader, processor, accelerator, skips)
+            results[name] = evaluate(model, loader, processor, accelerator, skips, args.freeze_encoder)
         return results
 
     if state.step == 0:
         state.history.append({"step": 0, "eval": run_evals()})
         logger.info("initial eval: %s", _brief(state.history[-1]["eval"]))
 
-    model.train()  # from_pretrained returns eval mode: a resumed run (no initial eval) trained without dropout
-    # and SpecAugment until this was set here
+    # from_pretrained returns eval mode: a resumed run (no initial eval) trained without dropout and SpecAugment
+    # until this was set here
+    train_mode(model, args.freeze_encoder)
     progress = tqdm(total=args.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="ctc")
     started = time.time()
     for batch in resumable_batches(accelerator, train_loader, state):

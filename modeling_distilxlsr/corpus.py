@@ -3,11 +3,12 @@
     python -m modeling_distilxlsr.corpus OUT_DIR [--seed 0] [--utterances_per_sentence 2]
 
 Writes 16 kHz FLAC in the Hugging Face audiofolder layout, `OUT_DIR/{train,dev,test}/metadata.csv` with
-`file_name,transcription,speaker`. Test uses sentences *and* voices that train does not; dev uses unseen sentences
-with the training voices. Deterministic for a seed: the same command gives byte-identical files (espeak-ng keeps some
-state between utterances inside one process, so two corpora made in the *same* process differ slightly). Synthesis
-goes through the espeak-ng library bundled in the `espeakng-loader` wheel (ctypes, no binary needed), or a system
-libespeak-ng when the wheel is absent.
+`file_name,transcription,speaker,phonemes` (`phonemes`: espeak-ng's IPA phones of the normalised transcription,
+space-separated, the labels of `finetune_ctc.py --target phonemes`). Test uses sentences *and* voices that train does
+not; dev uses unseen sentences with the training voices. Deterministic for a seed: the same command gives byte-identical
+files (espeak-ng keeps some state between utterances inside one process, so two corpora made in the *same* process
+differ slightly). Synthesis goes through the espeak-ng library bundled in the `espeakng-loader` wheel (ctypes, no binary
+needed), or a system libespeak-ng when the wheel is absent.
 
 Not real speech: one synthesiser, clean prosody. It exists so that tests, CI and a laptop can run the whole pipeline
 in minutes, and so that the mini-lab can show distillation transferring what a teacher knows.
@@ -31,6 +32,7 @@ from .audio_format import SAMPLING_RATE
 
 SENTENCES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sentences_pt_br.txt")
 CORPUS_VERSION = "v2"  # v2: every utterance varies its voice's rate, pitch and pitch range
+METADATA_COLUMNS = ["file_name", "transcription", "speaker", "phonemes"]
 
 
 @dataclass(frozen=True)
@@ -170,14 +172,32 @@ def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options
         sf.write(os.path.join(work_dir, split, file_name), audio, SAMPLING_RATE, subtype="PCM_16")
         rows[split].append({"file_name": file_name, "transcription": sentence, "speaker": voice.name})
     for split, split_rows in rows.items():
-        with open(os.path.join(work_dir, split, "metadata.csv"), "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["file_name", "transcription", "speaker"])
-            writer.writeheader()
-            writer.writerows(split_rows)
+        write_metadata(os.path.join(work_dir, split, "metadata.csv"), add_phonemes(split_rows))
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     os.replace(work_dir, out_dir)
     return out_dir
+
+
+def add_phonemes(rows: list[dict]) -> list[dict]:
+    """Each row with `phonemes`: the phones of its transcription as `finetune_ctc.py --target phonemes` makes them
+    (default `TextNormalizer`, then `Phonemizer`). Run after all synthesis, so the audio stays byte-identical to a
+    corpus made before the column existed."""
+    from .phonemes import PhonemeTargets
+    from .text import TextNormalizer
+
+    to_phones = PhonemeTargets(TextNormalizer())
+    return [{**row, "phonemes": to_phones(row["transcription"]) or ""} for row in rows]
+
+
+def write_metadata(path: str, rows: list[dict]) -> None:
+    """metadata.csv, written to a temporary file and moved in place (a killed run leaves the old file whole)."""
+    partial = path + ".partial"
+    with open(partial, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(partial, path)
 
 
 def cache_dir() -> str:
@@ -196,6 +216,12 @@ def ensure_corpus(corpus_dir: str, quiet: bool = False) -> str:
         if not quiet:
             print(f"No data given: making the synthetic pt-BR corpus in {corpus_dir} (once, about a minute).")
         make_corpus(corpus_dir, quiet=quiet)
+    for split in ("train", "dev", "test"):  # a corpus made before the phonemes column gains it (audio unchanged)
+        path = os.path.join(corpus_dir, split, "metadata.csv")
+        with open(path, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if rows and "phonemes" not in rows[0]:
+            write_metadata(path, add_phonemes(rows))
     return corpus_dir
 
 

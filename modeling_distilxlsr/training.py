@@ -50,6 +50,14 @@ def collective_timeout(seconds: int):
     return InitProcessGroupKwargs(timeout=timedelta(seconds=seconds))
 
 
+def train_mode(model: nn.Module, freeze_encoder: bool) -> None:
+    """`model.train()`, except a frozen encoder stays in eval mode: a probe of frozen features must see them as
+    inference does (no dropout, no SpecAugment masking), as SUPERB's frozen upstreams run."""
+    model.train()
+    if freeze_encoder:
+        getattr(model, "module", model).base_model.eval()  # `module`: the model inside DDP
+
+
 def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on weight matrices only, none on biases, norms and 1-D parameters."""
     decay, no_decay = [], []

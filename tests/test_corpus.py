@@ -43,10 +43,16 @@ def test_plan_splits_are_disjoint_in_sentences_and_test_voices_are_unseen():
 
 
 def test_corpus_files_and_metadata(small_corpus):
+    from modeling_distilxlsr.phonemes import PhonemeTargets
+    from modeling_distilxlsr.text import TextNormalizer
+
+    to_phones = PhonemeTargets(TextNormalizer())
     for split in ("train", "dev", "test"):
         rows = read_split(small_corpus, split)
-        assert rows and set(rows[0]) == {"file_name", "transcription", "speaker"}
+        assert rows and set(rows[0]) == {"file_name", "transcription", "speaker", "phonemes"}
         for row in rows:
+            # the stored phones are finetune_ctc.py --target phonemes' labels for the transcription
+            assert row["phonemes"] and row["phonemes"] == to_phones(row["transcription"])
             info = sf.info(small_corpus / split / row["file_name"])
             assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
             assert 0.5 < info.duration < 15
@@ -72,3 +78,23 @@ def test_corpus_command_is_deterministic_for_a_seed(tmp_path):
     make_with_command(tmp_path / "c", seed=1)
     assert read_split(tmp_path / "c", "test") != read_split(tmp_path / "a", "test")
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".corpus-")]  # no half-made work folders left
+
+
+def test_a_corpus_made_before_the_phonemes_column_gains_it_with_its_audio_untouched(small_corpus, tmp_path):
+    import shutil
+
+    from modeling_distilxlsr.corpus import ensure_corpus
+
+    old = tmp_path / "old"
+    shutil.copytree(small_corpus, old)
+    expected = {split: read_split(small_corpus, split) for split in ("train", "dev", "test")}
+    for split, rows in expected.items():  # rewrite the metadata as the corpus maker wrote it before the column
+        with open(old / split / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["file_name", "transcription", "speaker"])
+            writer.writeheader()
+            writer.writerows({k: v for k, v in row.items() if k != "phonemes"} for row in rows)
+    audio_before = {p: p.read_bytes() for p in old.rglob("*.flac")}
+    ensure_corpus(str(old), quiet=True)
+    assert {split: read_split(old, split) for split in expected} == expected
+    assert {p: p.read_bytes() for p in old.rglob("*.flac")} == audio_before
+    assert not list(old.rglob("*.partial"))

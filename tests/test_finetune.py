@@ -280,3 +280,23 @@ def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
     assert results["steps"] == 6 and np.isfinite(results["best_eval"][str(eval_dir)]["cer"])
     assert "4 NaN/Inf samples" in results["skipped"]
     assert sorted(os.listdir(out / "checkpoints")) == ["step_3", "step_6"]
+
+
+def test_a_frozen_encoder_trains_in_eval_mode_and_its_head_in_train_mode():
+    """The probes (`--freeze_encoder`) see frozen features as inference does: no dropout or SpecAugment inside the
+    encoder, while the head trains; without the flag the whole model is in train mode."""
+    import torch
+
+    from modeling_distilxlsr import DistilXLSRForCTC
+    from modeling_distilxlsr.training import train_mode
+
+    config = tiny_student_config(vocab_size=8, hidden_dropout=0.5, mask_time_prob=0.5, final_dropout=0.5)
+    model = DistilXLSRForCTC(config)
+    model.freeze_base_model()
+    train_mode(model, freeze_encoder=True)
+    assert not model.distilxlsr.training and model.lm_head.training and model.training
+    audio = torch.randn(1, 16000)
+    with torch.no_grad():
+        assert torch.equal(model.distilxlsr(audio).last_hidden_state, model.distilxlsr(audio).last_hidden_state)
+    train_mode(model, freeze_encoder=False)
+    assert model.distilxlsr.training and all(m.training for m in model.modules())

@@ -39,8 +39,9 @@ def test_phone_error_rate_counts_phones():
 
 
 def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
-    """`finetune_ctc.py --target phonemes`: labels are espeak-ng's phones of the normalised transcripts, the folder
-    ships a phone tokenizer, and WER in the results is the phone error rate."""
+    """`finetune_ctc.py --target phonemes --freeze_encoder` (the probe's phoneme recognition): labels are espeak-ng's
+    phones of the normalised transcripts, the folder ships a phone tokenizer, WER in the results is the phone error
+    rate, and only the CTC head trains."""
     import json
     import os
     import sys
@@ -63,7 +64,7 @@ def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
         "--output_dir",
         str(out),
     ]
-    args += ["--target", "phonemes", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4", "--num_workers", "0"]
+    args += ["--target", "phonemes", "--freeze_encoder", "--learning_rate", "1e-2", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4", "--num_workers", "0"]
     run_script([*args, "--per_device_batch_size", "4", "--report_to", "none"])
     results = json.loads((out / "ctc_results.json").read_text())
     assert results["target"] == "phonemes" and 0 < results["best_eval"][str(small_corpus / "dev")]["wer"] <= 10
@@ -76,3 +77,11 @@ def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
         and tokenizer.decode(tokenizer(reference).input_ids) == reference
     )
     assert "phone error rate" in (out / "README.md").read_text()
+    from safetensors.torch import load_file
+
+    before = load_file(os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student", "model.safetensors"))
+    after = load_file(out / "model.safetensors")
+    encoder = {name: name.removeprefix("distilxlsr.") for name in after if not name.startswith("lm_head.")}
+    assert set(encoder.values()) <= set(before) and len(encoder) > 20
+    assert all(torch.equal(after[name], before[old]) for name, old in encoder.items())  # the encoder stayed frozen
+    assert after["lm_head.weight"].shape[0] == len(vocab)
