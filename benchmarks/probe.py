@@ -3,14 +3,18 @@
     python benchmarks/probe.py --models teacher=MINILAB/teacher distilled=MINILAB/distilled \
         slim=MINILAB/distilled_slim scratch=random:MINILAB/distilled --out out/probe
 
-For each model and task, `finetune_classification.py --freeze_encoder` trains SUPERB's head (a weighted sum of
-every layer, mean pooling, a classifier) on the frozen encoder, and the held-out accuracy is reported, with each
-model's fraction of the teacher's. Tasks, made from the synthetic pt-BR corpus and espeak-ng:
+For each model and task a head trains on the frozen encoder and its held-out score is reported, with each model's
+score as a fraction of the teacher's. Tasks, made from the synthetic pt-BR corpus and espeak-ng:
 - speaker identification: the corpus' 9 training voices, utterances per voice split into probe-train and held-out;
 - keyword spotting: BP command words ("sim", "não", "ligar", "desligar", "parar", "abrir"), an unknown-word class
-  and a silence class, synthesised in the training voices for training and in the 3 test voices for testing.
-`random:DIR` is DIR's architecture with random weights (the scratch baseline). Phoneme recognition (PER) is not in
-this table yet.
+  and a silence class, synthesised in the training voices for training and in the 3 test voices for testing;
+  both with `finetune_classification.py --freeze_encoder` (SUPERB's head: weighted sum of every layer, mean pooling
+  over real frames, a classifier);
+- phoneme recognition: `finetune_ctc.py --target phonemes --freeze_encoder`, a linear CTC head over espeak-ng's IPA
+  phones on the frozen encoder's last layer (transformers' CTC classes have no weighted-sum head, and the teacher is
+  a `Wav2Vec2ForCTC`), trained on the corpus' train split, the step chosen on dev, phone error rate (PER) on the test
+  split (unseen sentences and voices).
+`random:DIR` is DIR's architecture with random weights (the scratch baseline).
 """
 
 import argparse
@@ -29,8 +33,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from modeling_distilxlsr.audio_format import SAMPLING_RATE  # noqa: E402
-from modeling_distilxlsr.corpus import NUM_TEST_VOICES, VOICES, Espeak, default_corpus_dir, vary_voice  # noqa: E402
+from modeling_distilxlsr.corpus import (  # noqa: E402
+    NUM_TEST_VOICES,
+    VOICES,
+    Espeak,
+    default_corpus_dir,
+    ensure_corpus,
+    vary_voice,
+)
 
+PHONEME_TASK = "phoneme recognition (PER, test split: unseen sentences and voices)"
 KEYWORDS = ("sim", "não", "ligar", "desligar", "parar", "abrir")
 UNKNOWN_WORDS = ("janela", "cavalo", "amanhã", "feijoada", "bicicleta", "computador", "verde", "depois")
 
@@ -42,9 +54,10 @@ def write_manifest(path: str, rows: list[tuple[str, str]]):
         writer.writerows(rows)
 
 
-def speaker_task(out: str, per_speaker: int, seed: int) -> tuple[str, str]:
-    """Manifests of corpus training utterances by voice: 80% of each voice's clips to train the probe, 20% held out."""
-    corpus = os.path.join(default_corpus_dir(), "train")
+def speaker_task(corpus_dir: str, out: str, per_speaker: int, seed: int) -> tuple[str, str]:
+    """Manifests of corpus training utterances by voice: 80% of each voice's clips to train the probe, 20% (at least
+    one) held out."""
+    corpus = os.path.join(corpus_dir, "train")
     by_speaker: dict[str, list[str]] = {}
     with open(os.path.join(corpus, "metadata.csv"), encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -53,7 +66,9 @@ def speaker_task(out: str, per_speaker: int, seed: int) -> tuple[str, str]:
     train, test = [], []
     for speaker, paths in sorted(by_speaker.items()):
         chosen = [paths[i] for i in rng.permutation(len(paths))[:per_speaker]]
-        cut = int(0.8 * len(chosen))
+        cut = min(int(0.8 * len(chosen)), len(chosen) - 1)
+        if cut < 1:
+            raise SystemExit(f"Voice {speaker} has {len(chosen)} training utterance(s): the probe needs 2 or more.")
         train += [(p, speaker) for p in chosen[:cut]]
         test += [(p, speaker) for p in chosen[cut:]]
     folder = os.path.join(out, "speaker_id")
@@ -106,17 +121,57 @@ def random_copy(model_dir: str, out: str) -> str:
     return out
 
 
-def probe(model: str, train: str, test: str, out: str, steps: int) -> dict:
-    command = [sys.executable, "finetune_classification.py", "--model", model, "--train_data", train]
-    command += ["--eval_data", test, "--output_dir", out, "--freeze_encoder", "--learning_rate", "3e-3"]
-    command += ["--max_steps", str(steps), "--eval_steps", str(steps // 4), "--save_steps", str(steps)]
-    command += ["--per_device_batch_size", "16", "--report_to", "none", "--overwrite_output_dir"]
+def run_probe(command: list[str], results_file: str, out: str) -> dict:
+    """Runs one probe script to its end and returns its results file (the script's own output is kept in out)."""
     started = time.time()
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
-    with open(os.path.join(out, "classification_results.json")) as f:
-        results = json.load(f)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "probe.log"), "w") as log:
+        subprocess.run(command, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(out, results_file)) as f:
+        return {**json.load(f), "seconds": time.time() - started}
+
+
+def common_flags(model: str, out: str, steps: int, learning_rate: float, seed: int) -> list[str]:
+    flags = ["--model", model, "--output_dir", out, "--freeze_encoder", "--learning_rate", str(learning_rate)]
+    flags += ["--max_steps", str(steps), "--eval_steps", str(max(1, steps // 4)), "--save_steps", str(steps)]
+    return flags + [
+        "--per_device_batch_size",
+        "16",
+        "--report_to",
+        "none",
+        "--overwrite_output_dir",
+        "--seed",
+        str(seed),
+    ]
+
+
+def classification_probe(model: str, train: str, test: str, out: str, steps: int, seed: int) -> dict:
+    command = [sys.executable, "finetune_classification.py", "--train_data", train, "--eval_data", test]
+    results = run_probe([*command, *common_flags(model, out, steps, 3e-3, seed)], "classification_results.json", out)
     best = results["best_eval"][test]
-    return {"accuracy": best["accuracy"], "macro_f1": best["macro_f1"], "seconds": time.time() - started}
+    return {"accuracy": best["accuracy"], "macro_f1": best["macro_f1"], "seconds": results["seconds"]}
+
+
+def phoneme_probe(model: str, corpus: str, out: str, steps: int, seed: int) -> dict:
+    """PER on the test split at the step with the best dev PER (finetune_ctc.py selects on its first eval set)."""
+    train, dev, test = (os.path.join(corpus, split) for split in ("train", "dev", "test"))
+    command = [sys.executable, "finetune_ctc.py", "--target", "phonemes", "--train_data", train, "--eval_data", dev]
+    command += [test, *common_flags(model, out, steps, 5e-3, seed)]
+    results = run_probe(command, "ctc_results.json", out)
+    return {
+        "per": results["best_eval"][test]["wer"],
+        "dev_per": results["best_eval"][dev]["wer"],
+        **{"best_step": results["best_step"], "seconds": results["seconds"]},
+    }
+
+
+def table_cell(task: str, result: dict, teacher: dict) -> str:
+    """Accuracy and its fraction of the teacher's; for PER (lower is better) the PER and its ratio to the teacher's."""
+    if task == PHONEME_TASK:
+        ratio = f"{result['per'] / teacher['per']:.2f}x the teacher's" if teacher["per"] else "teacher at 0"
+        return f"{result['per']:.3f} PER ({ratio})"
+    ratio = f"{result['accuracy'] / teacher['accuracy']:.0%}" if teacher["accuracy"] else "teacher at 0"
+    return f"{result['accuracy']:.3f} ({ratio})"
 
 
 def main():
@@ -125,13 +180,23 @@ def main():
         "--models", nargs="+", required=True, help="NAME=DIR (or NAME=random:DIR); the first is the teacher."
     )
     parser.add_argument("--out", default="out/probe")
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=400, help="Steps of each classification probe.")
+    parser.add_argument("--phoneme_steps", type=int, default=400, help="Steps of each phoneme-recognition probe.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--corpus", default=None, help="A corpus made by modeling_distilxlsr.corpus (default: its own)."
+    )
+    parser.add_argument("--speaker_clips", type=int, default=50, help="Utterances per voice (80%% train, 20%% test).")
+    parser.add_argument("--keyword_clips", type=int, nargs=2, default=[40, 15], help="Clips per class: train, test.")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    corpus = args.corpus or ensure_corpus(default_corpus_dir())
     tasks = {
-        "speaker identification (9 voices)": speaker_task(args.out, 50, args.seed),
-        "keyword spotting (6 words + unknown + silence, unseen voices)": keyword_task(args.out, 40, 15, args.seed),
+        "speaker identification (9 voices)": speaker_task(corpus, args.out, args.speaker_clips, args.seed),
+        "keyword spotting (6 words + unknown + silence, unseen voices)": keyword_task(
+            args.out, *args.keyword_clips, args.seed
+        ),
+        PHONEME_TASK: None,
     }
     models = {}
     for spec in args.models:
@@ -140,20 +205,18 @@ def main():
             random_copy(path[7:], os.path.join(args.out, f"{name}_model")) if path.startswith("random:") else path
         )
     results = {}
-    for task, (train, test) in tasks.items():
+    for task, manifests in tasks.items():
         for name, path in models.items():
-            results[(task, name)] = probe(
-                path, train, test, os.path.join(args.out, "runs", f"{name}_{task[:7]}"), args.steps
-            )
+            run_dir = os.path.join(args.out, "runs", f"{name}_{task[:7]}")
+            if task == PHONEME_TASK:
+                results[(task, name)] = phoneme_probe(path, corpus, run_dir, args.phoneme_steps, args.seed)
+            else:
+                results[(task, name)] = classification_probe(path, *manifests, run_dir, args.steps, args.seed)
             print(f"{task} / {name}: {results[(task, name)]}", file=sys.stderr, flush=True)
     teacher = next(iter(models))
-    header = " | ".join(f"{name} acc (of teacher)" for name in models)
-    lines = [f"| task | {header} |", "|---" * (len(models) + 1) + "|"]
+    lines = [f"| task | {' | '.join(models)} |", "|---" * (len(models) + 1) + "|"]
     for task in tasks:
-        cells = []
-        for name in models:
-            accuracy = results[(task, name)]["accuracy"]
-            cells.append(f"{accuracy:.3f} ({accuracy / max(results[(task, teacher)]['accuracy'], 1e-9):.0%})")
+        cells = [table_cell(task, results[(task, name)], results[(task, teacher)]) for name in models]
         lines.append(f"| {task} | {' | '.join(cells)} |")
     print("\n".join(lines))
     with open(os.path.join(args.out, "probe_results.json"), "w") as f:

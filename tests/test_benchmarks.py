@@ -18,3 +18,29 @@ def test_gpu_check_runs_on_cpu_with_tiny_shapes(tmp_path):
     assert tables.count("| XLSR-53 (teacher arch) |") == 2 and "slim student backbone" in tables
     distill = json.loads((out / "distill_bf16.json").read_text())
     assert distill and all(row["audio_seconds_per_second"] > 0 for row in distill.values())
+
+
+def test_probe_runs_every_task_and_writes_one_table(small_corpus, tmp_path):
+    """benchmarks/probe.py end to end on a tiny corpus (two steps per probe, one model to keep it short: the
+    fixture's architecture with random weights, made from `random:DIR`): the speaker, keyword and phoneme probes run
+    through the real scripts, and the table has one row per task with the score against the first model's."""
+    import os
+    import sys
+
+    from conftest import REPO_ROOT
+
+    fixture = os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student")
+    out = tmp_path / "probe"
+    command = [sys.executable, "benchmarks/probe.py", "--models", f"scratch=random:{fixture}", "--out", str(out)]
+    command += ["--corpus", str(small_corpus), "--speaker_clips", "3", "--keyword_clips", "2", "1"]
+    result = run_script([*command, "--steps", "2", "--phoneme_steps", "2"])
+    results = json.loads((out / "probe_results.json").read_text())
+    assert len(results) == 3 and (out / "scratch_model" / "model.safetensors").exists()
+    for name, row in results.items():
+        score = row["per"] if "phoneme" in name else row["accuracy"]
+        assert 0 <= score <= (10 if "phoneme" in name else 1) and row["seconds"] > 0
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == "| task | scratch |" and len(table) == 4
+    for row in table[2:]:  # the first model against itself
+        assert row.endswith(("(100%) |", "(1.00x the teacher's) |", "(teacher at 0) |"))
+    assert table[3].startswith("| phoneme recognition") and "PER (" in table[3]

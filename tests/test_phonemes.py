@@ -64,7 +64,8 @@ def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
         "--output_dir",
         str(out),
     ]
-    args += ["--target", "phonemes", "--freeze_encoder", "--learning_rate", "1e-2", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4", "--num_workers", "0"]
+    args += ["--target", "phonemes", "--freeze_encoder", "--learning_rate", "1e-2", "--max_steps", "4"]
+    args += ["--eval_steps", "4", "--save_steps", "4", "--num_workers", "0"]
     run_script([*args, "--per_device_batch_size", "4", "--report_to", "none"])
     results = json.loads((out / "ctc_results.json").read_text())
     assert results["target"] == "phonemes" and 0 < results["best_eval"][str(small_corpus / "dev")]["wer"] <= 10
