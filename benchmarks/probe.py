@@ -84,7 +84,7 @@ def keyword_task(out: str, per_class_train: int, per_class_test: int, seed: int)
     if os.path.exists(os.path.join(folder, "test.csv")):
         return os.path.join(folder, "train.csv"), os.path.join(folder, "test.csv")
     os.makedirs(folder, exist_ok=True)
-    espeak, rng = Espeak(), np.random.default_rng(seed)
+    espeak, rng = Espeak.shared(), np.random.default_rng(seed)
     voices = {"train": VOICES[:-NUM_TEST_VOICES], "test": VOICES[-NUM_TEST_VOICES:]}
     classes = [*KEYWORDS, "desconhecida", "silêncio"]
     manifests = {}

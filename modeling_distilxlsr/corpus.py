@@ -62,10 +62,20 @@ VOICES = (
     Voice("m7_test", "m7", 180, 52, 40),
 )
 NUM_TEST_VOICES = 3
+# `voices="wide"`: every espeak-ng voice variant is a speaker (about 100 timbres, from whispered to robotic: the most
+# voice variety espeak-ng alone can give, for models that must meet voices they never heard). These variants, with
+# the three test voices above, speak only the test split, so the test has 12 unseen timbres.
+WIDE_TEST_VARIANTS = ("Andy", "Gene2", "grandpa", "iven4", "klatt4", "linda", "norbert", "robosoft5", "steph3")
 
 
 class Espeak:
-    """The few espeak-ng C calls we need, through ctypes: synchronous synthesis into a numpy buffer."""
+    """The few espeak-ng C calls we need, through ctypes: synchronous synthesis into a numpy buffer.
+
+    Use `Espeak.shared()`: espeak-ng is one global state per process. A second instance re-initialises it and
+    registers its own callback; when either instance is freed, espeak-ng keeps calling freed memory (it corrupted
+    the interpreter and garbled the phonemes of a corpus made in one process)."""
+
+    _shared = None
 
     _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
     RATE, PITCH, RANGE = 1, 3, 4  # espeak_PARAMETER values
@@ -87,6 +97,17 @@ class Espeak:
         self._callback = self._CALLBACK(self._collect)  # keep a reference: espeak calls it later
         self.lib.espeak_SetSynthCallback(self._callback)
 
+    @classmethod
+    def shared(cls) -> "Espeak":
+        """The process' one espeak-ng, initialised on first use."""
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def set_voice(self, name: str) -> None:
+        if self.lib.espeak_SetVoiceByName(name.encode()) != 0:
+            raise RuntimeError(f"espeak-ng has no voice {name}.")
+
     def _collect(self, wav, num_samples, events):
         if num_samples > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
@@ -96,8 +117,7 @@ class Espeak:
         """float32 audio at `self.sample_rate`. espeak-ng jitters its voices with its own random generator: seeding it
         per utterance (and synthesising in a fixed order) makes the output reproducible."""
         self.lib.espeak_ng_SetRandSeed(seed)
-        if self.lib.espeak_SetVoiceByName(f"pt-br+{voice.variant}".encode()) != 0:
-            raise RuntimeError(f"espeak-ng has no voice pt-br+{voice.variant}.")
+        self.set_voice(f"pt-br+{voice.variant}")
         for parameter, value in ((self.RATE, voice.rate), (self.PITCH, voice.pitch), (self.RANGE, voice.pitch_range)):
             self.lib.espeak_SetParameter(parameter, value, 0)
         self._chunks = []
@@ -106,6 +126,32 @@ class Espeak:
         self.lib.espeak_Synchronize()
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return audio.astype(np.float32) / 32768.0
+
+
+def espeak_variants() -> list[str]:
+    """The voice variants (timbres) in espeak-ng's data folder, sorted: `pt-br+<variant>` speaks with each."""
+    import espeakng_loader
+
+    return sorted(os.listdir(os.path.join(espeakng_loader.get_data_path(), "voices", "!v")))
+
+
+def wide_voices(seed: int) -> tuple[tuple[Voice, ...], tuple[Voice, ...]]:
+    """(train voices, test voices) of the wide pool: one speaker per espeak-ng variant, each with its own base rate
+    (140-190 wpm), pitch (25-70) and pitch range (30-70), drawn once per seed."""
+    rng = np.random.default_rng(seed + 7)
+    test_variants = {v.variant for v in VOICES[-NUM_TEST_VOICES:]} | set(WIDE_TEST_VARIANTS)
+    voices = [
+        Voice(
+            variant.replace(" ", "_"),
+            variant,
+            int(rng.integers(140, 191)),
+            int(rng.integers(25, 71)),
+            int(rng.integers(30, 71)),
+        )
+        for variant in espeak_variants()
+    ]
+    train = tuple(v for v in voices if v.variant not in test_variants)
+    return train, (*VOICES[-NUM_TEST_VOICES:], *(v for v in voices if v.variant in WIDE_TEST_VARIANTS))
 
 
 def load_sentences() -> list[str]:
@@ -119,16 +165,22 @@ def plan_corpus(
     dev_sentences: int = 60,
     test_sentences: int = 100,
     num_sentences: int | None = None,
+    voices: str = "fixed",
 ):
     """(split, sentence, voice) for every utterance: disjoint sentences across splits, test voices unseen, every
     utterance's voice varied (`vary_voice`). `num_sentences` uses a subset of the sentence list (small corpora for
-    tests)."""
+    tests). `voices`: "fixed", the 12 voices of `VOICES`; "wide", every espeak-ng variant (`wide_voices`)."""
     rng = np.random.default_rng(seed)
     sentences = load_sentences()
     order = rng.permutation(len(sentences))[:num_sentences]
     test_ids, dev_ids = order[:test_sentences], order[test_sentences : test_sentences + dev_sentences]
     train_ids = order[test_sentences + dev_sentences :]
-    train_voices, test_voices = VOICES[:-NUM_TEST_VOICES], VOICES[-NUM_TEST_VOICES:]
+    if voices == "fixed":
+        train_voices, test_voices = VOICES[:-NUM_TEST_VOICES], VOICES[-NUM_TEST_VOICES:]
+    elif voices == "wide":
+        train_voices, test_voices = wide_voices(seed)
+    else:
+        raise ValueError(f"voices must be 'fixed' or 'wide', got {voices!r}.")
     plan = []
     for i in train_ids:
         for voice_id in rng.choice(len(train_voices), size=utterances_per_sentence, replace=False):
@@ -154,7 +206,7 @@ def vary_voice(voice: Voice, rng: np.random.Generator) -> Voice:
 def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options) -> str:
     """Synthesises the corpus into `out_dir` (built in a temporary folder and moved in place at the end, so an
     interrupted run never leaves a half corpus behind). `plan_options` go to `plan_corpus`."""
-    espeak = Espeak()
+    espeak = Espeak.shared()
     plan = plan_corpus(seed, **plan_options)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -233,6 +285,12 @@ def main(argv=None):
     parser.add_argument("--num_sentences", type=int, default=None, help="Use only this many sentences (all: 757).")
     parser.add_argument("--dev_sentences", type=int, default=60)
     parser.add_argument("--test_sentences", type=int, default=100)
+    parser.add_argument(
+        "--voices",
+        choices=["fixed", "wide"],
+        default="fixed",
+        help="fixed: 12 voices (the default corpus); wide: every espeak-ng variant (~100 timbres; test: 12 unseen).",
+    )
     args = parser.parse_args(argv)
     make_corpus(
         args.out_dir,
@@ -241,6 +299,7 @@ def main(argv=None):
         num_sentences=args.num_sentences,
         dev_sentences=args.dev_sentences,
         test_sentences=args.test_sentences,
+        voices=args.voices,
     )
     for split in ("train", "dev", "test"):
         with open(os.path.join(args.out_dir, split, "metadata.csv"), encoding="utf-8") as f:

@@ -22,13 +22,14 @@ class Phonemizer:
     def __init__(self, voice: str = "pt-br"):
         from .corpus import Espeak
 
-        self.lib = Espeak().lib
+        self.espeak, self.voice = Espeak.shared(), voice  # shared with synthesis: espeak-ng is one state a process
+        self.lib = self.espeak.lib
         self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise RuntimeError(f"espeak-ng has no voice {voice!r}.")
+        self.espeak.set_voice(voice)
 
     def __call__(self, text: str) -> str:
+        self.espeak.set_voice(self.voice)  # synthesis in between may have switched it to another variant
         buffer = ctypes.create_string_buffer(text.encode("utf-8"))
         pointer = ctypes.c_void_p(ctypes.addressof(buffer))
         mode = IPA | (ord(PHONE_SEPARATOR) << 8)

@@ -1,13 +1,21 @@
 import csv
 import os
 import sys
+import unicodedata
 
+import pytest
 import soundfile as sf
-from conftest import run_script
+from conftest import REPO_ROOT, run_fresh_python, run_script
 
 from modeling_distilxlsr.corpus import NUM_TEST_VOICES, VOICES, load_sentences, plan_corpus
 
 BP_DIACRITICS = "áàâãéêíóôõúüç"
+# espeak-ng's pt-br phones (IPA, stress dropped) in the full corpus' phonemes column, made in a fresh process
+PT_BR_PHONES = set(
+    "a aɪ aʊ aː b d dʒ e eɪ eʊ f i iʊ j k l m n o oɪ õ p r s t tʃ u uɪ ũ v w x y z æ ŋ ɐ̃ ɐ̃ʊ̃ ɔ ɔɪ ə ɛ ɛɪ ɛʊ ɡ ɲ ɾ ʃ "
+    "ʊ ʒ".split()
+)
+PT_BR_PHONES = {unicodedata.normalize("NFC", phone) for phone in PT_BR_PHONES}
 
 
 def read_split(corpus, split):
@@ -42,17 +50,28 @@ def test_plan_splits_are_disjoint_in_sentences_and_test_voices_are_unseen():
     assert min(v.rate for v in first) < VOICES[0].rate < max(v.rate for v in first)
 
 
-def test_corpus_files_and_metadata(small_corpus):
-    from modeling_distilxlsr.phonemes import PhonemeTargets
-    from modeling_distilxlsr.text import TextNormalizer
+def test_corpus_files_and_metadata(small_corpus, tmp_path):
+    import json
 
-    to_phones = PhonemeTargets(TextNormalizer())
-    for split in ("train", "dev", "test"):
-        rows = read_split(small_corpus, split)
-        assert rows and set(rows[0]) == {"file_name", "transcription", "speaker", "phonemes"}
-        for row in rows:
-            # the stored phones are finetune_ctc.py --target phonemes' labels for the transcription
-            assert row["phonemes"] and row["phonemes"] == to_phones(row["transcription"])
+    rows = {split: read_split(small_corpus, split) for split in ("train", "dev", "test")}
+    texts = [row["transcription"] for split_rows in rows.values() for row in split_rows]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    # finetune_ctc.py --target phonemes' labels, from a process that synthesised nothing (the corpus was made in this
+    # one: espeak-ng state shared between synthesis and phonemes once garbled every stored phone)
+    code = f"""
+        import json, sys
+        sys.path.insert(0, {REPO_ROOT!r})
+        from modeling_distilxlsr.phonemes import PhonemeTargets
+        from modeling_distilxlsr.text import TextNormalizer
+        to_phones = PhonemeTargets(TextNormalizer())
+        print(json.dumps([to_phones(t) for t in json.load(open({str(tmp_path / "texts.json")!r}))]))
+    """
+    expected = iter(json.loads(run_fresh_python(code, tmp_path)))
+    for split, split_rows in rows.items():
+        assert split_rows and set(split_rows[0]) == {"file_name", "transcription", "speaker", "phonemes"}
+        for row in split_rows:
+            phones = {unicodedata.normalize("NFC", phone) for phone in row["phonemes"].split()}
+            assert row["phonemes"] == next(expected) and phones <= PT_BR_PHONES, row
             info = sf.info(small_corpus / split / row["file_name"])
             assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
             assert 0.5 < info.duration < 15
@@ -98,3 +117,19 @@ def test_a_corpus_made_before_the_phonemes_column_gains_it_with_its_audio_untouc
     assert {split: read_split(old, split) for split in expected} == expected
     assert {p: p.read_bytes() for p in old.rglob("*.flac")} == audio_before
     assert not list(old.rglob("*.partial"))
+
+
+def test_wide_voices_give_every_espeak_variant_a_speaker_and_keep_test_timbres_unseen():
+    from modeling_distilxlsr.corpus import WIDE_TEST_VARIANTS, espeak_variants
+
+    plan = plan_corpus(seed=0, voices="wide")
+    variants = {s: {voice.variant for split, _, voice in plan if split == s} for s in ("train", "dev", "test")}
+    assert len(variants["train"]) >= 80 and not (variants["train"] | variants["dev"]) & variants["test"]
+    assert variants["test"] == set(WIDE_TEST_VARIANTS) | {v.variant for v in VOICES[-NUM_TEST_VOICES:]}
+    assert variants["train"] | variants["test"] == set(espeak_variants())
+    assert all(" " not in voice.name for _, _, voice in plan)  # names go into file names
+    assert plan_corpus(seed=0, voices="wide") == plan  # seeded
+    sentences = {s: {text for split, text, _ in plan if split == s} for s in ("train", "test")}
+    assert sentences["test"] == {text for split, text, _ in plan_corpus(seed=0) if split == "test"}
+    with pytest.raises(ValueError, match="voices must be"):
+        plan_corpus(voices="many")

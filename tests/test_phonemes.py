@@ -86,3 +86,29 @@ def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
     assert set(encoder.values()) <= set(before) and len(encoder) > 20
     assert all(torch.equal(after[name], before[old]) for name, old in encoder.items())  # the encoder stayed frozen
     assert after["lm_head.weight"].shape[0] == len(vocab)
+
+
+def test_phonemes_stay_right_while_the_same_process_synthesises_every_voice(tmp_path):
+    """espeak-ng is one state per process: synthesis (any variant, the corpus maker) and phonemes share it. Two
+    instances once meant a freed callback: the interpreter crashed mid-corpus or every stored phone came out garbled."""
+    import json
+
+    from conftest import REPO_ROOT, run_fresh_python
+
+    from modeling_distilxlsr.corpus import Espeak, Voice, espeak_variants
+
+    code = f"""
+        import json, sys
+        sys.path.insert(0, {REPO_ROOT!r})
+        from modeling_distilxlsr.phonemes import Phonemizer
+        print(json.dumps([Phonemizer()(text) for text in {SENTENCES!r}]))
+    """
+    expected = json.loads(run_fresh_python(code, tmp_path))  # a process that synthesised nothing
+    phonemize = Phonemizer()
+    assert phonemize.espeak is Espeak.shared()
+    for round_ in range(3):
+        for variant in espeak_variants():
+            audio = Espeak.shared().synthesize("Sim e não.", Voice(variant, variant, 170, 50, 50), seed=round_)
+            assert len(audio) > 1000
+        assert [phonemize(text) for text in SENTENCES] == expected
+        assert [Phonemizer()(text) for text in SENTENCES] == expected
