@@ -33,9 +33,10 @@ from modeling_distilxlsr.classification_data import (
     class_names,
     find_labelled_clips,
 )
-from modeling_distilxlsr.data import AudioDataset, SkipCounter, make_loader
+from modeling_distilxlsr.data import AudioDataset, make_loader
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.model_card import card_metadata, format_params, readable_dataset_name, render_card
+from modeling_distilxlsr.sources import SkipCounter
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.training import (
     TrainingState,

@@ -33,7 +33,7 @@ from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
 from modeling_distilxlsr.audio_format import SAMPLING_RATE, default_feature_extractor
 from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
 from modeling_distilxlsr.ctc_data import CTCCollator, prepare_ctc_utterances
-from modeling_distilxlsr.data import AudioDataset, SkipCounter, find_utterances, make_loader
+from modeling_distilxlsr.data import AudioDataset, make_loader
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.hub import check_hub_access, push_folder
 from modeling_distilxlsr.model_card import (
@@ -44,6 +44,7 @@ from modeling_distilxlsr.model_card import (
     train_data_name,
 )
 from modeling_distilxlsr.phonemes import PhonemeTargets, build_phoneme_processor
+from modeling_distilxlsr.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.training import (

@@ -22,14 +22,7 @@ from tqdm.auto import tqdm
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
 from modeling_distilxlsr.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
-from modeling_distilxlsr.data import (
-    AudioCollator,
-    AudioDataset,
-    SkipCounter,
-    find_utterances,
-    make_loader,
-    split_eval,
-)
+from modeling_distilxlsr.data import AudioCollator, AudioDataset, make_loader, split_eval
 from modeling_distilxlsr.export import save_for_hub
 from modeling_distilxlsr.hub import check_hub_access, push_folder
 from modeling_distilxlsr.losses import student_distillation_loss
@@ -41,6 +34,7 @@ from modeling_distilxlsr.model_card import (
     train_data_name,
 )
 from modeling_distilxlsr.plots import plot_curves
+from modeling_distilxlsr.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stream
 from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
 from modeling_distilxlsr.training import (

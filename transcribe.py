@@ -41,9 +41,10 @@ from modeling_distilxlsr.backends import BACKENDS, ONNX_FILES, auto_backend
 from modeling_distilxlsr.batching import Throughput
 from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
 from modeling_distilxlsr.cpu_features import check_bf16
-from modeling_distilxlsr.data import AudioDecodeError, SkipCounter
+from modeling_distilxlsr.data import AudioDecodeError
 from modeling_distilxlsr.lm import has_lm
 from modeling_distilxlsr.lm_tune import DEFAULT_BEAM_WIDTH
+from modeling_distilxlsr.sources import SkipCounter
 from modeling_distilxlsr.teacher import load_config
 from modeling_distilxlsr.transcript_files import (
     RowWriter,

@@ -46,7 +46,8 @@ def main():
     import torch
 
     from modeling_distilxlsr.augment import AugmentArguments, Augmenter
-    from modeling_distilxlsr.data import AudioCollator, AudioDataset, SkipCounter, find_utterances
+    from modeling_distilxlsr.data import AudioCollator, AudioDataset
+    from modeling_distilxlsr.sources import SkipCounter, find_utterances
 
     torch.set_num_threads(1)  # one worker's view: one core
     if args.train_data is None:

@@ -9,6 +9,8 @@
 4. The slim student: the same recipe with a CNN half as wide (`--student_cnn_width`), initialised from a
    channel subset of the teacher's and distilled from its CNN output.
 5. Baselines under the same fine-tuning budget: the same student architecture from random init, and the teacher itself.
+6. With `--probe`: benchmarks/probe.py on the teacher and the distilled students (frozen encoders: speaker ID, keyword
+   spotting, phoneme recognition).
 
 Prints a table (CER/WER on the test split, whose sentences and voices training never saw; parameters; wall time per
 stage) and writes it to OUT/minilab.json and OUT/minilab.md. Every stage runs the repo's own scripts as a user would.
@@ -24,10 +26,11 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = {
-    # steps for: teacher CTC training, distillation, each 10% fine-tune
-    "cpu": {"teacher": 2000, "distill": 1200, "finetune": 600, "batch": 8},
-    "gpu": {"teacher": 8000, "distill": 6000, "finetune": 2000, "batch": 16},
-    "smoke": {"teacher": 20, "distill": 10, "finetune": 10, "batch": 4},  # checks the stages run, in minutes
+    # steps for: teacher CTC training, distillation, each 10% fine-tune, each probe (classification, phonemes)
+    "cpu": {"teacher": 2000, "distill": 1200, "finetune": 600, "batch": 8, "probe": (120, 400)},
+    "gpu": {"teacher": 8000, "distill": 6000, "finetune": 2000, "batch": 16, "probe": (400, 1000)},
+    # smoke: checks the stages run, in minutes
+    "smoke": {"teacher": 20, "distill": 10, "finetune": 10, "batch": 4, "probe": (2, 2)},
 }
 
 
@@ -63,6 +66,9 @@ def main():
         help="Run the robustness stages instead (robust.py in this folder's README): a teacher trained with "
         "--augment, plain and robust distillation from it, every fine-tune with --augment, then "
         "benchmarks/robustness.py on all of them.",
+    )
+    parser.add_argument(
+        "--probe", action="store_true", help="Then run benchmarks/probe.py on the teacher and students (~10 min)."
     )
     args = parser.parse_args()
     scale = SCALES[args.scale]
@@ -213,6 +219,14 @@ def main():
     with open(os.path.join(out, "minilab.md"), "w") as f:
         f.write(table + "\n")
     print(table)
+    if args.probe:
+        models = [f"{name}={dirs[name]}" for name in ("teacher", "distilled")]
+        models += [f"slim={dirs['distilled_slim']}", f"scratch=random:{dirs['distilled']}"]
+        probe_args = ["benchmarks/probe.py", "--models", *models, "--out", os.path.join(out, "probe")]
+        steps = ["--steps", str(scale["probe"][0]), "--phoneme_steps", str(scale["probe"][1])]
+        times["probe"] = run("probe", [*probe_args, "--corpus", corpus, *steps], out)
+        with open(os.path.join(out, "probe.log")) as f:
+            print("".join(line for line in f if line.startswith("|")))
 
 
 def robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out, test, times):

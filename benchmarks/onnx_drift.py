@@ -18,7 +18,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_distilxlsr.data import SkipCounter, find_utterances, load_audio, normalize  # noqa: E402
+from modeling_distilxlsr.data import load_audio, normalize  # noqa: E402
 from modeling_distilxlsr.onnx_export import (  # noqa: E402
     drift,
     export_onnx,
@@ -27,6 +27,7 @@ from modeling_distilxlsr.onnx_export import (  # noqa: E402
     quantize_onnx,
     run_onnx,
 )
+from modeling_distilxlsr.sources import SkipCounter, find_utterances  # noqa: E402
 from modeling_distilxlsr.text import normalize_text  # noqa: E402
 
 

@@ -14,8 +14,9 @@ import torch
 from .audio_format import SAMPLING_RATE
 from .batching import length_sorted_batches, memory_budget
 from .configuration_distilxlsr import cnn_receptive_field
-from .data import AUDIO_EXTENSIONS, AudioDecodeError, load_audio
+from .data import AudioDecodeError, load_audio
 from .lm import LanguageModelError, build_decoder, has_lm, load_folder_decoder
+from .sources import AUDIO_EXTENSIONS
 from .teacher import load_config
 
 

@@ -123,7 +123,7 @@ def _range(values, name) -> tuple[float, float]:
 
 def _list_audio_files(folder: str, what: str, skips) -> list[str]:
     """Audio files of `folder` whose headers read; the others are counted in `skips`. None usable: an error."""
-    from .data import AUDIO_EXTENSIONS, probe_audio
+    from .sources import AUDIO_EXTENSIONS, probe_audio
 
     found = []
     for root, _, names in os.walk(folder):
@@ -254,7 +254,7 @@ class Augmenter:
             self.rirs = [load_audio(path) for path in _list_audio_files(settings["rir_dir"], "RIR", skips)]
         else:
             self.rirs = simulated_rirs(64, settings["rt60_range"], seed) if settings["reverb_prob"] > 0 else []
-        from .data import SkipCounter
+        from .sources import SkipCounter
 
         self.bad_noise = SkipCounter()  # files whose header read but whose audio fails to decode, met in workers
 
@@ -336,7 +336,7 @@ def make_augmenter(args: AugmentArguments, utterances: list, distilling: bool) -
     utterances. Bad noise/RIR files are counted and said in the log."""
     if not args.augment:
         return None
-    from .data import SkipCounter
+    from .sources import SkipCounter
 
     file_skips = SkipCounter()
     augmenter = Augmenter(args.augment_settings(), args.seed, file_skips, babble_sources=utterances)

@@ -13,10 +13,10 @@ from collections import Counter
 import torch
 
 from .audio_format import SAMPLING_RATE
-from .data import (
+from .data import AudioCollator
+from .sources import (
     AUDIO_EXTENSIONS,
     PATH_COLUMNS,
-    AudioCollator,
     ManifestError,
     SkipCounter,
     Utterance,

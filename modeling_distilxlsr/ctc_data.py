@@ -2,7 +2,8 @@
 with padded label ids."""
 
 from .audio_format import SAMPLING_RATE
-from .data import AudioCollator, SkipCounter, Utterance
+from .data import AudioCollator
+from .sources import SkipCounter, Utterance
 
 
 def prepare_ctc_utterances(

@@ -24,8 +24,8 @@ import sys
 import tempfile
 from collections import Counter
 
-from .data import TEXT_COLUMNS, ManifestError, _pick_column, decode_utf8_lines, read_manifest_rows
 from .kenlm_tools import find_binary
+from .sources import TEXT_COLUMNS, ManifestError, _pick_column, decode_utf8_lines, read_manifest_rows
 from .text import APOSTROPHE, TextNormalizer
 
 logger = logging.getLogger(__name__)

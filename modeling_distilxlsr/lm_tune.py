@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from .audio_format import SAMPLING_RATE
-from .data import SkipCounter, find_utterances, load_audio
+from .data import load_audio
 from .lm import LM_INFO_FILE, LanguageModelError, has_lm, load_folder_decoder
+from .sources import SkipCounter, find_utterances
 from .text import TextNormalizer
 
 logger = logging.getLogger(__name__)

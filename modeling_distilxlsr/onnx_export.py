@@ -24,10 +24,11 @@ import torch
 
 from .audio_format import SAMPLING_RATE, default_feature_extractor
 from .configuration_distilxlsr import cnn_output_frames
-from .data import SkipCounter, find_utterances, load_audio
+from .data import load_audio
 from .export import PROCESSOR_FILES
 from .lm import LM_INFO_FILE, has_lm
 from .modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
+from .sources import SkipCounter, find_utterances
 
 
 class _OnnxGraph(torch.nn.Module):

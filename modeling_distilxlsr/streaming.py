@@ -8,12 +8,12 @@ import os
 import numpy as np
 import torch
 
-from .data import (
+from .data import decode_item
+from .sources import (
     AUDIO_EXTENSIONS,
     ManifestError,
     SkipCounter,
     Utterance,
-    decode_item,
     hf_row_entry,
     load_hf_audio_dataset,
     probe_audio,

@@ -15,7 +15,8 @@ from modeling_distilxlsr.augment import (
     telephone,
     validate_augment_settings,
 )
-from modeling_distilxlsr.data import AudioCollator, AudioDataset, SkipCounter, Utterance
+from modeling_distilxlsr.data import AudioCollator, AudioDataset
+from modeling_distilxlsr.sources import SkipCounter, Utterance
 
 SR = 16_000
 

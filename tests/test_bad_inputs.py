@@ -50,7 +50,8 @@ TRAINING_INPUTS = [
 
 @pytest.mark.parametrize("name, make, expected", TRAINING_INPUTS, ids=[case[0] for case in TRAINING_INPUTS])
 def test_training_input(tmp_path, name, make, expected):
-    from modeling_distilxlsr.data import AudioCollator, AudioDataset, SkipCounter, find_utterances
+    from modeling_distilxlsr.data import AudioCollator, AudioDataset
+    from modeling_distilxlsr.sources import SkipCounter, find_utterances
 
     write(str(tmp_path / "another_good.wav"), noise(1.0, 99))  # a source with no usable file at all is an error
     make(str(tmp_path / name))
@@ -68,7 +69,7 @@ def test_training_input(tmp_path, name, make, expected):
 
 
 def test_audio_files_a_metadata_csv_leaves_out_are_counted(tmp_path):
-    from modeling_distilxlsr.data import SkipCounter, find_utterances
+    from modeling_distilxlsr.sources import SkipCounter, find_utterances
 
     for i in range(5):
         write(str(tmp_path / f"{i}.wav"), noise(0.5, i))

@@ -6,16 +6,8 @@ import pytest
 import soundfile as sf
 from conftest import write_parquet_stream
 
-from modeling_distilxlsr.data import (
-    AudioCollator,
-    AudioDataset,
-    LengthGroupedSampler,
-    ManifestError,
-    SkipCounter,
-    find_utterances,
-    load_audio,
-    normalize,
-)
+from modeling_distilxlsr.data import AudioCollator, AudioDataset, LengthGroupedSampler, load_audio, normalize
+from modeling_distilxlsr.sources import ManifestError, SkipCounter, find_utterances
 
 
 def write_wav(path, seconds, sample_rate=16000, channels=1, seed=0):

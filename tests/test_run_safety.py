@@ -77,7 +77,7 @@ def test_rotation_removes_only_this_runs_checkpoints(tmp_path):
     from accelerate import Accelerator
 
     from modeling_distilxlsr.checkpoints import list_checkpoints, save_checkpoint
-    from modeling_distilxlsr.data import SkipCounter
+    from modeling_distilxlsr.sources import SkipCounter
     from modeling_distilxlsr.training import TrainingState
 
     accelerator = Accelerator(cpu=True)
