@@ -169,21 +169,28 @@ def plan_corpus(
 ):
     """(split, sentence, voice) for every utterance: disjoint sentences across splits, test voices unseen, every
     utterance's voice varied (`vary_voice`). `num_sentences` uses a subset of the sentence list (small corpora for
-    tests). `voices`: "fixed", the 12 voices of `VOICES`; "wide", every espeak-ng variant (`wide_voices`)."""
+    tests). `voices`: "fixed", the 12 voices of `VOICES`; "wide", every espeak-ng variant (`wide_voices`); "mixed",
+    half of the training utterances from each (test as "wide")."""
     rng = np.random.default_rng(seed)
     sentences = load_sentences()
     order = rng.permutation(len(sentences))[:num_sentences]
     test_ids, dev_ids = order[:test_sentences], order[test_sentences : test_sentences + dev_sentences]
     train_ids = order[test_sentences + dev_sentences :]
+    weights = None  # every training voice equally likely
     if voices == "fixed":
         train_voices, test_voices = VOICES[:-NUM_TEST_VOICES], VOICES[-NUM_TEST_VOICES:]
     elif voices == "wide":
         train_voices, test_voices = wide_voices(seed)
+    elif voices == "mixed":  # half the training utterances from the 9 fixed voices, half from the wide pool
+        wide_train, test_voices = wide_voices(seed)
+        fixed_train = VOICES[:-NUM_TEST_VOICES]
+        train_voices = (*fixed_train, *wide_train)
+        weights = np.array([0.5 / len(fixed_train)] * len(fixed_train) + [0.5 / len(wide_train)] * len(wide_train))
     else:
-        raise ValueError(f"voices must be 'fixed' or 'wide', got {voices!r}.")
+        raise ValueError(f"voices must be 'fixed', 'wide' or 'mixed', got {voices!r}.")
     plan = []
     for i in train_ids:
-        for voice_id in rng.choice(len(train_voices), size=utterances_per_sentence, replace=False):
+        for voice_id in rng.choice(len(train_voices), size=utterances_per_sentence, replace=False, p=weights):
             plan.append(("train", sentences[i], train_voices[voice_id]))
     plan += [("dev", sentences[i], train_voices[rng.integers(len(train_voices))]) for i in dev_ids]
     plan += [("test", sentences[i], test_voices[k % len(test_voices)]) for k, i in enumerate(test_ids)]
@@ -287,9 +294,10 @@ def main(argv=None):
     parser.add_argument("--test_sentences", type=int, default=100)
     parser.add_argument(
         "--voices",
-        choices=["fixed", "wide"],
+        choices=["fixed", "wide", "mixed"],
         default="fixed",
-        help="fixed: 12 voices (the default corpus); wide: every espeak-ng variant (~100 timbres; test: 12 unseen).",
+        help="fixed: 12 voices (the default corpus); wide: every espeak-ng variant (~100 timbres; test: 12 unseen); "
+        "mixed: half the training utterances from each.",
     )
     args = parser.parse_args(argv)
     make_corpus(

@@ -119,7 +119,7 @@ def test_a_corpus_made_before_the_phonemes_column_gains_it_with_its_audio_untouc
     assert not list(old.rglob("*.partial"))
 
 
-def test_wide_voices_give_every_espeak_variant_a_speaker_and_keep_test_timbres_unseen():
+def test_wide_and_mixed_voices_give_every_espeak_variant_a_speaker_and_keep_test_timbres_unseen():
     from modeling_distilxlsr.corpus import WIDE_TEST_VARIANTS, espeak_variants
 
     plan = plan_corpus(seed=0, voices="wide")
@@ -131,5 +131,11 @@ def test_wide_voices_give_every_espeak_variant_a_speaker_and_keep_test_timbres_u
     assert plan_corpus(seed=0, voices="wide") == plan  # seeded
     sentences = {s: {text for split, text, _ in plan if split == s} for s in ("train", "test")}
     assert sentences["test"] == {text for split, text, _ in plan_corpus(seed=0) if split == "test"}
+    mixed = plan_corpus(seed=0, voices="mixed")  # half the training utterances from the 9 fixed voices
+    fixed_names = {voice.name for voice in VOICES[:-NUM_TEST_VOICES]}
+    train = [voice for split, _, voice in mixed if split == "train"]
+    share = sum(voice.name in fixed_names for voice in train) / len(train)
+    assert 0.4 < share < 0.6 and len({voice.variant for voice in train}) >= 80
+    assert {voice.variant for split, _, voice in mixed if split == "test"} == variants["test"]
     with pytest.raises(ValueError, match="voices must be"):
         plan_corpus(voices="many")
