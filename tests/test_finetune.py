@@ -247,7 +247,7 @@ def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
         sf.write(eval_dir / f"zz_nan_{i}.wav", np.full(16000, np.nan, dtype="float32"), 16000, subtype="FLOAT")
         rows.append({"file_name": f"zz_nan_{i}.wav", "transcription": "nada", "speaker": "x"})
     with open(eval_dir / "metadata.csv", "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file_name", "transcription", "speaker"])
+        writer = csv.DictWriter(f, fieldnames=["file_name", "transcription", "speaker"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     out = tmp_path / "ddp"
