@@ -79,8 +79,9 @@ def speaker_task(corpus_dir: str, out: str, per_speaker: int, seed: int) -> tupl
 
 
 def keyword_task(out: str, per_class_train: int, per_class_test: int, seed: int) -> tuple[str, str]:
-    """1 s clips: a word at a random offset in low noise; training voices for train, test voices for test."""
-    folder = os.path.join(out, "keywords")
+    """1 s clips: a word at a random offset in low noise; training voices for train, test voices for test. Made once
+    per setting: the folder is named by the clip counts and seed, so a rerun with other settings never reuses them."""
+    folder = os.path.join(out, f"keywords_{per_class_train}x{per_class_test}_seed{seed}")
     if os.path.exists(os.path.join(folder, "test.csv")):
         return os.path.join(folder, "train.csv"), os.path.join(folder, "test.csv")
     os.makedirs(folder, exist_ok=True)
@@ -161,13 +162,14 @@ def phoneme_probe(model: str, corpus: str, out: str, steps: int, seed: int) -> d
     return {
         "per": results["best_eval"][test]["wer"],
         "dev_per": results["best_eval"][dev]["wer"],
-        **{"best_step": results["best_step"], "seconds": results["seconds"]},
+        "best_step": results["best_step"],
+        "seconds": results["seconds"],
     }
 
 
-def table_cell(task: str, result: dict, teacher: dict) -> str:
+def table_cell(result: dict, teacher: dict) -> str:
     """Accuracy and its fraction of the teacher's; for PER (lower is better) the PER and its ratio to the teacher's."""
-    if task == PHONEME_TASK:
+    if "per" in result:
         ratio = f"{result['per'] / teacher['per']:.2f}x the teacher's" if teacher["per"] else "teacher at 0"
         return f"{result['per']:.3f} PER ({ratio})"
     ratio = f"{result['accuracy'] / teacher['accuracy']:.0%}" if teacher["accuracy"] else "teacher at 0"
@@ -191,12 +193,16 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     corpus = args.corpus or ensure_corpus(default_corpus_dir())
-    tasks = {
-        "speaker identification (9 voices)": speaker_task(corpus, args.out, args.speaker_clips, args.seed),
-        "keyword spotting (6 words + unknown + silence, unseen voices)": keyword_task(
-            args.out, *args.keyword_clips, args.seed
+    speakers = speaker_task(corpus, args.out, args.speaker_clips, args.seed)
+    keywords = keyword_task(args.out, *args.keyword_clips, args.seed)
+    tasks = {  # task -> (model, run folder) -> its result
+        "speaker identification (9 voices)": lambda model, run_dir: classification_probe(
+            model, *speakers, run_dir, args.steps, args.seed
         ),
-        PHONEME_TASK: None,
+        "keyword spotting (6 words + unknown + silence, unseen voices)": lambda model, run_dir: classification_probe(
+            model, *keywords, run_dir, args.steps, args.seed
+        ),
+        PHONEME_TASK: lambda model, run_dir: phoneme_probe(model, corpus, run_dir, args.phoneme_steps, args.seed),
     }
     models = {}
     for spec in args.models:
@@ -205,18 +211,14 @@ def main():
             random_copy(path[7:], os.path.join(args.out, f"{name}_model")) if path.startswith("random:") else path
         )
     results = {}
-    for task, manifests in tasks.items():
+    for task, run_task in tasks.items():
         for name, path in models.items():
-            run_dir = os.path.join(args.out, "runs", f"{name}_{task[:7]}")
-            if task == PHONEME_TASK:
-                results[(task, name)] = phoneme_probe(path, corpus, run_dir, args.phoneme_steps, args.seed)
-            else:
-                results[(task, name)] = classification_probe(path, *manifests, run_dir, args.steps, args.seed)
+            results[(task, name)] = run_task(path, os.path.join(args.out, "runs", f"{name}_{task[:7]}"))
             print(f"{task} / {name}: {results[(task, name)]}", file=sys.stderr, flush=True)
     teacher = next(iter(models))
     lines = [f"| task | {' | '.join(models)} |", "|---" * (len(models) + 1) + "|"]
     for task in tasks:
-        cells = [table_cell(task, results[(task, name)], results[(task, teacher)]) for name in models]
+        cells = [table_cell(results[(task, name)], results[(task, teacher)]) for name in models]
         lines.append(f"| {task} | {' | '.join(cells)} |")
     print("\n".join(lines))
     with open(os.path.join(args.out, "probe_results.json"), "w") as f:

@@ -36,6 +36,9 @@ def test_probe_runs_every_task_and_writes_one_table(small_corpus, tmp_path):
     result = run_script([*command, "--steps", "2", "--phoneme_steps", "2"])
     results = json.loads((out / "probe_results.json").read_text())
     assert len(results) == 3 and (out / "scratch_model" / "model.safetensors").exists()
+    # keyword clips are made once per setting (counts and seed in the folder name): 8 classes x 2 train, x 1 test
+    keywords = out / "keywords_2x1_seed0"
+    assert [len((keywords / f"{split}.csv").read_text().splitlines()) for split in ("train", "test")] == [17, 9]
     for name, row in results.items():
         score = row["per"] if "phoneme" in name else row["accuracy"]
         assert 0 <= score <= (10 if "phoneme" in name else 1) and row["seconds"] > 0
