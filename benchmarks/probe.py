@@ -126,8 +126,13 @@ def run_probe(command: list[str], results_file: str, out: str) -> dict:
     """Runs one probe script to its end and returns its results file (the script's own output is kept in out)."""
     started = time.time()
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "probe.log"), "w") as log:
-        subprocess.run(command, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
+    log_path = os.path.join(out, "probe.log")
+    with open(log_path, "w") as log:
+        returncode = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        with open(log_path) as log:
+            last_lines = "".join(log.readlines()[-5:])
+        raise SystemExit(f"{os.path.basename(command[1])} failed ({returncode}); its log is {log_path}:\n{last_lines}")
     with open(os.path.join(out, results_file)) as f:
         return {**json.load(f), "seconds": time.time() - started}
 
