@@ -25,20 +25,18 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForAudioClassification
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForSequenceClassification
-from modeling_distilxlsr.audio_format import SAMPLING_RATE, default_feature_extractor
-from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
-from modeling_distilxlsr.classification_data import (
+from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation, make_augmenter
+from modeling_distilxlsr.audio.dataset import AudioDataset, make_loader
+from modeling_distilxlsr.audio.sources import SkipCounter
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE, default_feature_extractor
+from modeling_distilxlsr.models.folder import load_config, save_for_hub
+from modeling_distilxlsr.training.classification_data import (
     ClassificationCollator,
     balanced_class_weights,
     class_names,
     find_labelled_clips,
 )
-from modeling_distilxlsr.data import AudioDataset, make_loader
-from modeling_distilxlsr.export import save_for_hub
-from modeling_distilxlsr.model_card import card_metadata, format_params, readable_dataset_name, render_card
-from modeling_distilxlsr.sources import SkipCounter
-from modeling_distilxlsr.teacher import load_config
-from modeling_distilxlsr.training import (
+from modeling_distilxlsr.training.loop import (
     TrainingState,
     backward_and_step,
     batch_or_stand_in,
@@ -54,6 +52,12 @@ from modeling_distilxlsr.training import (
     start_run,
     train_mode,
     warmup_linear_schedule,
+)
+from modeling_distilxlsr.training.model_card import (
+    card_metadata,
+    format_params,
+    readable_dataset_name,
+    render_card,
 )
 
 logger = logging.getLogger("finetune_classification")

@@ -30,24 +30,16 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
-from modeling_distilxlsr.audio_format import SAMPLING_RATE, default_feature_extractor
-from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
-from modeling_distilxlsr.ctc_data import CTCCollator, prepare_ctc_utterances
-from modeling_distilxlsr.data import AudioDataset, make_loader
-from modeling_distilxlsr.export import save_for_hub
-from modeling_distilxlsr.hub import check_hub_access, push_folder
-from modeling_distilxlsr.model_card import (
-    card_metadata,
-    format_params,
-    readable_dataset_name,
-    render_card,
-    train_data_name,
-)
-from modeling_distilxlsr.phonemes import PhonemeTargets, build_phoneme_processor
-from modeling_distilxlsr.sources import SkipCounter, find_utterances
-from modeling_distilxlsr.teacher import load_config
-from modeling_distilxlsr.text import TextNormalizer, build_processor, build_vocab
-from modeling_distilxlsr.training import (
+from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation, make_augmenter
+from modeling_distilxlsr.audio.dataset import AudioDataset, make_loader
+from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE, default_feature_extractor
+from modeling_distilxlsr.models.folder import load_config, save_for_hub
+from modeling_distilxlsr.text.normalizer import TextNormalizer, build_processor, build_vocab
+from modeling_distilxlsr.text.phonemes import PhonemeTargets, build_phoneme_processor
+from modeling_distilxlsr.training.ctc_data import CTCCollator, prepare_ctc_utterances
+from modeling_distilxlsr.training.hub import check_hub_access, push_folder
+from modeling_distilxlsr.training.loop import (
     TrainingState,
     backward_and_step,
     batch_or_stand_in,
@@ -64,6 +56,13 @@ from modeling_distilxlsr.training import (
     start_run,
     train_mode,
     warmup_linear_schedule,
+)
+from modeling_distilxlsr.training.model_card import (
+    card_metadata,
+    format_params,
+    readable_dataset_name,
+    render_card,
+    train_data_name,
 )
 
 logger = logging.getLogger("finetune_ctc")
@@ -395,8 +394,8 @@ def main(args: FinetuneArguments):
 
 def attach_tuned_lm(args: FinetuneArguments, normalizer: TextNormalizer, eval_sources: list[str]) -> None:
     """Builds the --lm_text n-gram with the labels' normaliser, ships it in output_dir and tunes it on the dev set."""
-    from modeling_distilxlsr.lm import attach_lm, build_lm
-    from modeling_distilxlsr.lm_tune import tune_lm
+    from modeling_distilxlsr.lm.build import attach_lm, build_lm
+    from modeling_distilxlsr.lm.tune import tune_lm
 
     with tempfile.TemporaryDirectory() as lm_dir:  # a fresh normaliser: its drop counts are the LM text's own
         info = build_lm(args.lm_text, lm_dir, args.lm_order, normalizer=TextNormalizer(**normalizer.settings()))

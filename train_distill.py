@@ -20,24 +20,21 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-from modeling_distilxlsr.audio_format import SAMPLING_RATE
-from modeling_distilxlsr.augment import AugmentArguments, describe_augmentation, make_augmenter
-from modeling_distilxlsr.data import AudioCollator, AudioDataset, make_loader, split_eval
-from modeling_distilxlsr.export import save_for_hub
-from modeling_distilxlsr.hub import check_hub_access, push_folder
-from modeling_distilxlsr.losses import student_distillation_loss
-from modeling_distilxlsr.model_card import (
-    card_metadata,
-    format_params,
-    readable_dataset_name,
-    render_card,
-    train_data_name,
+from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation, make_augmenter
+from modeling_distilxlsr.audio.dataset import AudioCollator, AudioDataset, make_loader, split_eval
+from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
+from modeling_distilxlsr.audio.streaming import StreamingAudioDataset, open_audio_stream
+from modeling_distilxlsr.distill.losses import student_distillation_loss
+from modeling_distilxlsr.distill.teacher import (
+    TeacherTargets,
+    has_slim_cnn,
+    init_student_from_teacher,
+    load_teacher,
 )
-from modeling_distilxlsr.plots import plot_curves
-from modeling_distilxlsr.sources import SkipCounter, find_utterances
-from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stream
-from modeling_distilxlsr.teacher import TeacherTargets, has_slim_cnn, init_student_from_teacher, load_teacher
-from modeling_distilxlsr.training import (
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
+from modeling_distilxlsr.models.folder import save_for_hub
+from modeling_distilxlsr.training.hub import check_hub_access, push_folder
+from modeling_distilxlsr.training.loop import (
     TrainingState,
     backward_and_step,
     batch_or_stand_in,
@@ -53,6 +50,14 @@ from modeling_distilxlsr.training import (
     start_run,
     warmup_linear_schedule,
 )
+from modeling_distilxlsr.training.model_card import (
+    card_metadata,
+    format_params,
+    readable_dataset_name,
+    render_card,
+    train_data_name,
+)
+from modeling_distilxlsr.training.plots import plot_curves
 
 logger = logging.getLogger("train_distill")
 

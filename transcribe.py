@@ -28,25 +28,14 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env
 
-from modeling_distilxlsr.asr_inference import (
-    list_audio_files,
-    lm_decoder_or_exit,
-    load_asr_pipeline,
-    read_for_transcription,
-    transcribe,
-    transcribe_onnx,
-)
-from modeling_distilxlsr.audio_format import SAMPLING_RATE
-from modeling_distilxlsr.backends import BACKENDS, ONNX_FILES, auto_backend
-from modeling_distilxlsr.batching import Throughput
-from modeling_distilxlsr.configuration_distilxlsr import cnn_receptive_field
-from modeling_distilxlsr.cpu_features import check_bf16
-from modeling_distilxlsr.data import AudioDecodeError
-from modeling_distilxlsr.lm import has_lm
-from modeling_distilxlsr.lm_tune import DEFAULT_BEAM_WIDTH
-from modeling_distilxlsr.sources import SkipCounter
-from modeling_distilxlsr.teacher import load_config
-from modeling_distilxlsr.transcript_files import (
+from modeling_distilxlsr.audio.decode import AudioDecodeError, read_for_transcription
+from modeling_distilxlsr.audio.sources import SkipCounter, list_audio_files
+from modeling_distilxlsr.inference.backends import BACKENDS, ONNX_FILES, auto_backend
+from modeling_distilxlsr.inference.batching import Throughput
+from modeling_distilxlsr.inference.cpu_features import check_bf16
+from modeling_distilxlsr.inference.decoding import DEFAULT_BEAM_WIDTH, has_lm, lm_decoder_or_exit
+from modeling_distilxlsr.inference.pipeline import load_asr_pipeline, transcribe, transcribe_onnx
+from modeling_distilxlsr.inference.transcript_files import (
     RowWriter,
     check_settings,
     existing_shards,
@@ -57,6 +46,9 @@ from modeling_distilxlsr.transcript_files import (
     split_by_length,
     write_output,
 )
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
+from modeling_distilxlsr.models.configuration_distilxlsr import cnn_receptive_field
+from modeling_distilxlsr.models.folder import load_config
 
 COLLECTIVE_TIMEOUT_HOURS = 6
 

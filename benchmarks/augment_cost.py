@@ -45,13 +45,13 @@ def main():
 
     import torch
 
-    from modeling_distilxlsr.augment import AugmentArguments, Augmenter
-    from modeling_distilxlsr.data import AudioCollator, AudioDataset
-    from modeling_distilxlsr.sources import SkipCounter, find_utterances
+    from modeling_distilxlsr.audio.augment import AugmentArguments, Augmenter
+    from modeling_distilxlsr.audio.dataset import AudioCollator, AudioDataset
+    from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 
     torch.set_num_threads(1)  # one worker's view: one core
     if args.train_data is None:
-        from modeling_distilxlsr.corpus import default_corpus_dir, ensure_corpus
+        from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 
         args.train_data = os.path.join(ensure_corpus(default_corpus_dir()), "train")
     utterances = find_utterances(args.train_data, SkipCounter())[: args.batches * args.batch_size]
@@ -86,8 +86,8 @@ def step_cpu_seconds(batches) -> float:
     import torch
 
     from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-    from modeling_distilxlsr.losses import student_distillation_loss
-    from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher
+    from modeling_distilxlsr.distill.losses import student_distillation_loss
+    from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher, load_teacher
 
     torch.set_num_threads(os.cpu_count())
     teacher = load_teacher(os.path.join(REPO, "configs", "xlsr53_config.json"), random_init=True)

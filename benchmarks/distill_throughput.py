@@ -38,8 +38,8 @@ def worker(spec: dict) -> dict:
     import torch
 
     from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-    from modeling_distilxlsr.losses import distillation_loss, student_distillation_loss
-    from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher
+    from modeling_distilxlsr.distill.losses import distillation_loss, student_distillation_loss
+    from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher, load_teacher
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
@@ -137,7 +137,7 @@ def main():
     base = results[next(iter(ROWS))]
     memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "peak RSS (MiB)"
     sys.path.insert(0, REPO)
-    from modeling_distilxlsr.cpu_features import describe_cpu
+    from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
     lines = [
         f"CPU: {describe_cpu()}",

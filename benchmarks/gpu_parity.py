@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from shapes import student_config, teacher_config_path  # noqa: E402
 
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRForDistillation  # noqa: E402
-from modeling_distilxlsr.losses import student_distillation_loss  # noqa: E402
-from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher, load_teacher  # noqa: E402
+from modeling_distilxlsr.distill.losses import student_distillation_loss  # noqa: E402
+from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher, load_teacher  # noqa: E402
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -19,8 +19,8 @@ import soundfile as sf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_distilxlsr.cpu_features import describe_cpu  # noqa: E402
-from modeling_distilxlsr.header_cache import header_samples, read_header  # noqa: E402
+from modeling_distilxlsr.audio.header_cache import header_samples, read_header  # noqa: E402
+from modeling_distilxlsr.inference.cpu_features import describe_cpu  # noqa: E402
 
 
 def make_files(folder: str, count: int) -> list[str]:

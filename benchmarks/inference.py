@@ -80,7 +80,8 @@ def worker(spec: dict) -> dict:
                 torch.cuda.synchronize()
 
     else:
-        from modeling_distilxlsr.onnx_export import export_graph, onnx_session, quantize_onnx
+        from modeling_distilxlsr.export.onnx_export import export_graph, quantize_onnx
+        from modeling_distilxlsr.inference.onnx_runtime import onnx_session
 
         folder = tempfile.mkdtemp()
         path = export_graph(model, os.path.join(folder, "model.onnx"), "out")
@@ -170,7 +171,7 @@ def main():
     sys.path.insert(0, REPO)
     import torch
 
-    from modeling_distilxlsr.cpu_features import describe_cpu
+    from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
     lines = [
         f"device: {args.device} {args.dtype}{' (autocast)' if args.device == 'cpu' and args.dtype == 'bf16' else ''}; "

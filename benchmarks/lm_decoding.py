@@ -52,7 +52,7 @@ def main():
     parser.add_argument("--beam_width", type=int, default=32)
     args = parser.parse_args()
     sys.path.insert(0, REPO)
-    from modeling_distilxlsr.corpus import default_corpus_dir, ensure_corpus
+    from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 
     corpus = args.corpus or ensure_corpus(default_corpus_dir())
     os.makedirs(args.out, exist_ok=True)

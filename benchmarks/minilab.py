@@ -75,7 +75,7 @@ def main():
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     sys.path.insert(0, REPO)
-    from modeling_distilxlsr.corpus import default_corpus_dir, ensure_corpus
+    from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 
     corpus = args.corpus or ensure_corpus(default_corpus_dir())
     train, dev, test = (os.path.join(corpus, s) for s in ("train", "dev", "test"))

@@ -18,17 +18,11 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_distilxlsr.data import load_audio, normalize  # noqa: E402
-from modeling_distilxlsr.onnx_export import (  # noqa: E402
-    drift,
-    export_onnx,
-    load_for_export,
-    onnx_session,
-    quantize_onnx,
-    run_onnx,
-)
-from modeling_distilxlsr.sources import SkipCounter, find_utterances  # noqa: E402
-from modeling_distilxlsr.text import normalize_text  # noqa: E402
+from modeling_distilxlsr.audio.decode import load_audio, normalize  # noqa: E402
+from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances  # noqa: E402
+from modeling_distilxlsr.export.onnx_export import drift, export_onnx, load_for_export, quantize_onnx
+from modeling_distilxlsr.inference.onnx_runtime import onnx_session, run_onnx
+from modeling_distilxlsr.text.normalizer import normalize_text  # noqa: E402
 
 
 def main():
@@ -39,7 +33,7 @@ def main():
     args = parser.parse_args()
     from transformers import Wav2Vec2CTCTokenizer
 
-    from modeling_distilxlsr.training import default_corpus_split
+    from modeling_distilxlsr.corpus.synthesis import default_corpus_split
 
     test_data = args.test_data or default_corpus_split("test")
     calibration = args.calibration_data or default_corpus_split("dev")

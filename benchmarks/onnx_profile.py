@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from inference import INT8_VARIANTS, build  # noqa: E402
 
-from modeling_distilxlsr.cpu_features import describe_cpu  # noqa: E402
-from modeling_distilxlsr.onnx_export import export_graph, quantize_onnx  # noqa: E402
+from modeling_distilxlsr.export.onnx_export import export_graph, quantize_onnx  # noqa: E402
+from modeling_distilxlsr.inference.cpu_features import describe_cpu  # noqa: E402
 
 RUNS = 5
 

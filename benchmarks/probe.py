@@ -32,15 +32,15 @@ import soxr
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_distilxlsr.audio_format import SAMPLING_RATE  # noqa: E402
-from modeling_distilxlsr.corpus import (  # noqa: E402
+from modeling_distilxlsr.corpus.synthesis import (
     NUM_TEST_VOICES,
     VOICES,
-    Espeak,
     default_corpus_dir,
     ensure_corpus,
     vary_voice,
 )
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE  # noqa: E402
+from modeling_distilxlsr.text.espeak import Espeak
 
 PHONEME_TASK = "phoneme recognition (PER, test split: unseen sentences and voices)"
 KEYWORDS = ("sim", "não", "ligar", "desligar", "parar", "abrir")
@@ -115,7 +115,7 @@ def random_copy(model_dir: str, out: str) -> str:
     import torch
 
     from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRModel
-    from modeling_distilxlsr.export import save_for_hub
+    from modeling_distilxlsr.models.folder import save_for_hub
 
     torch.manual_seed(0)
     save_for_hub(DistilXLSRModel(DistilXLSRConfig.from_pretrained(model_dir)), out)

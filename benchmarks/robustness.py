@@ -32,9 +32,9 @@ import soundfile as sf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_distilxlsr.audio_format import SAMPLING_RATE  # noqa: E402
-from modeling_distilxlsr.augment import mix_at_snr, reverberate, simulated_rirs, telephone  # noqa: E402
-from modeling_distilxlsr.data import load_audio  # noqa: E402
+from modeling_distilxlsr.audio.augment import mix_at_snr, reverberate, simulated_rirs, telephone  # noqa: E402
+from modeling_distilxlsr.audio.decode import load_audio  # noqa: E402
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE  # noqa: E402
 
 SNRS = (20, 10, 5, 0)
 NOISE_TYPES = ("tones", "narrowband", "music")
@@ -144,8 +144,8 @@ def score(model_dir: str, folder: str) -> dict:
     """CER/WER of `model_dir` on one condition folder, through transcribe.py's pipeline path."""
     import jiwer
 
-    from modeling_distilxlsr.asr_inference import load_asr_pipeline, transcribe
-    from modeling_distilxlsr.text import normalize_text
+    from modeling_distilxlsr.inference.pipeline import load_asr_pipeline, transcribe
+    from modeling_distilxlsr.text.normalizer import normalize_text
 
     rows = list(csv.DictReader(open(os.path.join(folder, "metadata.csv"), encoding="utf-8")))
     references = {os.path.join(folder, r["file_name"]): normalize_text(r["transcription"]) for r in rows}
@@ -183,7 +183,7 @@ def main():
     parser.add_argument("--out", default="out/robustness")
     args = parser.parse_args()
     if args.test is None:
-        from modeling_distilxlsr.corpus import default_corpus_dir, ensure_corpus
+        from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 
         args.test = os.path.join(ensure_corpus(default_corpus_dir()), "test")
     started = time.time()

@@ -20,7 +20,7 @@ import soundfile as sf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_distilxlsr.cpu_features import describe_cpu  # noqa: E402
+from modeling_distilxlsr.inference.cpu_features import describe_cpu  # noqa: E402
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--backend", default="torch")
     args = parser.parse_args()
-    from modeling_distilxlsr.asr_inference import list_audio_files
+    from modeling_distilxlsr.audio.sources import list_audio_files
 
     files = list_audio_files([args.audio])
     hours = sum(sf.info(p).duration for p in files) / 3600

@@ -8,14 +8,14 @@ from transformers import (
     AutoModelForPreTraining,
 )
 
-from .configuration_distilxlsr import DistilXLSRConfig
-from .modeling_distilxlsr import (
+from .models.configuration_distilxlsr import DistilXLSRConfig
+from .models.modeling_distilxlsr import (
     DistilXLSRForCTC,
     DistilXLSRForDistillation,
     DistilXLSRModel,
     DistilXLSRPreTrainedModel,
 )
-from .modeling_distilxlsr_classification import DistilXLSRForSequenceClassification
+from .models.modeling_distilxlsr_classification import DistilXLSRForSequenceClassification
 
 # Registered with the Auto classes, so that DistilXLSR folders load with this package's code, without
 # `trust_remote_code` and without running the Python files that travel with a folder.

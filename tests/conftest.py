@@ -55,9 +55,9 @@ def tiny_teacher():
 def tiny_ctc_dir(tmp_path_factory):
     """A saved random-weight DistilXLSR CTC folder with the BP processor, and the model itself."""
     from modeling_distilxlsr import DistilXLSRForCTC
-    from modeling_distilxlsr.audio_format import default_feature_extractor
-    from modeling_distilxlsr.export import save_for_hub
-    from modeling_distilxlsr.text import build_processor, build_vocab
+    from modeling_distilxlsr.models.audio_format import default_feature_extractor
+    from modeling_distilxlsr.models.folder import save_for_hub
+    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
 
     torch.manual_seed(0)
     processor = build_processor(build_vocab(), default_feature_extractor())
@@ -99,7 +99,7 @@ def tiny_teacher_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory):
     """A small corpus from the real corpus maker: 60 sentences, each spoken once (about 2 s of synthesis)."""
-    from modeling_distilxlsr.corpus import make_corpus
+    from modeling_distilxlsr.corpus.synthesis import make_corpus
 
     path = tmp_path_factory.mktemp("corpus") / "pt-br"
     make_corpus(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from modeling_distilxlsr.augment import (
+from modeling_distilxlsr.audio.augment import (
     AugmentArguments,
     Augmenter,
     fit_length,
@@ -15,8 +15,8 @@ from modeling_distilxlsr.augment import (
     telephone,
     validate_augment_settings,
 )
-from modeling_distilxlsr.data import AudioCollator, AudioDataset
-from modeling_distilxlsr.sources import SkipCounter, Utterance
+from modeling_distilxlsr.audio.dataset import AudioCollator, AudioDataset
+from modeling_distilxlsr.audio.sources import SkipCounter, Utterance
 
 SR = 16_000
 

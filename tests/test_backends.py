@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import run_script
 
-from modeling_distilxlsr.backends import (
+from modeling_distilxlsr.inference.backends import (
     BackendTiming,
     auto_backend,
     cache_key,
@@ -20,7 +20,7 @@ from modeling_distilxlsr.backends import (
     load_cached_choice,
     save_choice,
 )
-from modeling_distilxlsr.batching import item_bytes, length_sorted_batches
+from modeling_distilxlsr.inference.batching import item_bytes, length_sorted_batches
 
 # A fake timing table as one machine could measure it: int8 fastest but too far from fp32's transcripts.
 FAKE_TABLE = [
@@ -112,8 +112,8 @@ def _clips(folder, seconds=(2.0, 0.4, 3.1, 1.2, 0.7)):
 def test_auto_measures_once_then_reads_the_cache(tiny_ctc_dir, tmp_path):
     """A real measurement of every path of a folder holding torch weights and its ONNX graphs (exported in place),
     then the cached choice, without touching the audio again."""
-    from modeling_distilxlsr.data import load_audio
-    from modeling_distilxlsr.onnx_export import export_onnx
+    from modeling_distilxlsr.audio.decode import load_audio
+    from modeling_distilxlsr.export.onnx_export import export_onnx
 
     model_dir, _ = tiny_ctc_dir
     folder = tmp_path / "m"
@@ -158,7 +158,7 @@ def test_batched_transcription_equals_one_file_at_a_time(tiny_ctc_dir, tmp_path,
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
     if backend == "onnx":
-        from modeling_distilxlsr.onnx_export import export_onnx
+        from modeling_distilxlsr.export.onnx_export import export_onnx
 
         export_onnx(str(folder), str(folder))
     audio = _clips(tmp_path / "audio")
@@ -175,7 +175,7 @@ def test_batched_transcription_equals_one_file_at_a_time(tiny_ctc_dir, tmp_path,
 
 def test_transcribe_auto_uses_the_path_it_chose(tiny_ctc_dir, tmp_path):
     """The default backend measures, logs and caches its choice, and the transcripts are those of that path."""
-    from modeling_distilxlsr.onnx_export import export_onnx
+    from modeling_distilxlsr.export.onnx_export import export_onnx
 
     model_dir, _ = tiny_ctc_dir
     folder = tmp_path / "m"

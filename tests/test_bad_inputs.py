@@ -50,8 +50,8 @@ TRAINING_INPUTS = [
 
 @pytest.mark.parametrize("name, make, expected", TRAINING_INPUTS, ids=[case[0] for case in TRAINING_INPUTS])
 def test_training_input(tmp_path, name, make, expected):
-    from modeling_distilxlsr.data import AudioCollator, AudioDataset
-    from modeling_distilxlsr.sources import SkipCounter, find_utterances
+    from modeling_distilxlsr.audio.dataset import AudioCollator, AudioDataset
+    from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 
     write(str(tmp_path / "another_good.wav"), noise(1.0, 99))  # a source with no usable file at all is an error
     make(str(tmp_path / name))
@@ -69,7 +69,7 @@ def test_training_input(tmp_path, name, make, expected):
 
 
 def test_audio_files_a_metadata_csv_leaves_out_are_counted(tmp_path):
-    from modeling_distilxlsr.sources import SkipCounter, find_utterances
+    from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 
     for i in range(5):
         write(str(tmp_path / f"{i}.wav"), noise(0.5, i))
@@ -106,7 +106,7 @@ def bad_folder(tmp_path_factory):
 def test_every_file_keeps_its_own_result_or_failure(tiny_ctc_dir, bad_folder, tmp_path, output_format, model):
     model_dir, _ = tiny_ctc_dir
     if model == "plain":  # a plain Wav2Vec2ForCTC (our export): the pipeline does not blank its padded frames
-        from modeling_distilxlsr.export import export_as_wav2vec2
+        from modeling_distilxlsr.export.wav2vec2 import export_as_wav2vec2
 
         model_dir = export_as_wav2vec2(str(model_dir), str(tmp_path / "plain"))
     out = tmp_path / f"out.{output_format}"

@@ -8,7 +8,8 @@ import torch
 from conftest import run_fresh_python, tiny_student_config
 
 from modeling_distilxlsr import DistilXLSRForSequenceClassification, DistilXLSRModel
-from modeling_distilxlsr.export import export_as_wav2vec2, save_for_hub
+from modeling_distilxlsr.export.wav2vec2 import export_as_wav2vec2
+from modeling_distilxlsr.models.folder import save_for_hub
 
 LABELS = {0: "sim", 1: "não", 2: "parar"}
 

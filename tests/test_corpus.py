@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from conftest import REPO_ROOT, run_fresh_python, run_script
 
-from modeling_distilxlsr.corpus import NUM_TEST_VOICES, VOICES, load_sentences, plan_corpus
+from modeling_distilxlsr.corpus.synthesis import NUM_TEST_VOICES, VOICES, load_sentences, plan_corpus
 
 BP_DIACRITICS = "áàâãéêíóôõúüç"
 # espeak-ng's pt-br phones (IPA, stress dropped) in the full corpus' phonemes column, made in a fresh process
@@ -61,8 +61,8 @@ def test_corpus_files_and_metadata(small_corpus, tmp_path):
     code = f"""
         import json, sys
         sys.path.insert(0, {REPO_ROOT!r})
-        from modeling_distilxlsr.phonemes import PhonemeTargets
-        from modeling_distilxlsr.text import TextNormalizer
+        from modeling_distilxlsr.text.phonemes import PhonemeTargets
+        from modeling_distilxlsr.text.normalizer import TextNormalizer
         to_phones = PhonemeTargets(TextNormalizer())
         print(json.dumps([to_phones(t) for t in json.load(open({str(tmp_path / "texts.json")!r}))]))
     """
@@ -102,7 +102,7 @@ def test_corpus_command_is_deterministic_for_a_seed(tmp_path):
 def test_a_corpus_made_before_the_phonemes_column_gains_it_with_its_audio_untouched(small_corpus, tmp_path):
     import shutil
 
-    from modeling_distilxlsr.corpus import ensure_corpus
+    from modeling_distilxlsr.corpus.synthesis import ensure_corpus
 
     old = tmp_path / "old"
     shutil.copytree(small_corpus, old)
@@ -120,7 +120,8 @@ def test_a_corpus_made_before_the_phonemes_column_gains_it_with_its_audio_untouc
 
 
 def test_wide_and_mixed_voices_give_every_espeak_variant_a_speaker_and_keep_test_timbres_unseen():
-    from modeling_distilxlsr.corpus import WIDE_TEST_VARIANTS, espeak_variants
+    from modeling_distilxlsr.corpus.synthesis import WIDE_TEST_VARIANTS
+    from modeling_distilxlsr.text.espeak import espeak_variants
 
     plan = plan_corpus(seed=0, voices="wide")
     variants = {s: {voice.variant for split, _, voice in plan if split == s} for s in ("train", "dev", "test")}

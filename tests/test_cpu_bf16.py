@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import run_script
 
-from modeling_distilxlsr.cpu_features import check_bf16, cpu_flags, describe_cpu, native_bf16
+from modeling_distilxlsr.inference.cpu_features import check_bf16, cpu_flags, describe_cpu, native_bf16
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

@@ -6,8 +6,9 @@ import pytest
 import soundfile as sf
 from conftest import write_parquet_stream
 
-from modeling_distilxlsr.data import AudioCollator, AudioDataset, LengthGroupedSampler, load_audio, normalize
-from modeling_distilxlsr.sources import ManifestError, SkipCounter, find_utterances
+from modeling_distilxlsr.audio.dataset import AudioCollator, AudioDataset, LengthGroupedSampler
+from modeling_distilxlsr.audio.decode import load_audio, normalize
+from modeling_distilxlsr.audio.sources import ManifestError, SkipCounter, find_utterances
 
 
 def write_wav(path, seconds, sample_rate=16000, channels=1, seed=0):
@@ -175,8 +176,8 @@ def parquet_stream(tmp_path, monkeypatch):
 def _stream_batches(spec, rank, world_size, num_batches, num_workers=2, resume_after=0, held_out=4):
     import itertools
 
-    from modeling_distilxlsr.data import make_loader
-    from modeling_distilxlsr.streaming import StreamingAudioDataset, open_audio_stream
+    from modeling_distilxlsr.audio.dataset import make_loader
+    from modeling_distilxlsr.audio.streaming import StreamingAudioDataset, open_audio_stream
 
     stream, held, audio_column, text_column = open_audio_stream(spec, rank, world_size, 0, 8, held_out, SkipCounter())
     dataset = StreamingAudioDataset(stream, audio_column, text_column, 3, 4000, 400, sort_buffer=6)
@@ -223,7 +224,7 @@ def test_streaming_resume_continues_with_the_batches_not_yet_seen(parquet_stream
 
 
 def test_streaming_an_empty_or_unreadable_source_is_a_clear_error(tmp_path):
-    from modeling_distilxlsr.streaming import open_audio_stream
+    from modeling_distilxlsr.audio.streaming import open_audio_stream
 
     with pytest.raises(ManifestError, match="cannot open"):
         open_audio_stream(str(tmp_path / "nothing-here"), 0, 1, 0, 8, 4, SkipCounter())
@@ -239,8 +240,8 @@ def test_stand_in_batch_runs_forward_and_backward_for_both_loops(tiny_ctc_dir):
     from transformers import Wav2Vec2Processor
 
     from modeling_distilxlsr import DistilXLSRForCTC
-    from modeling_distilxlsr.ctc_data import CTCCollator
-    from modeling_distilxlsr.data import AudioCollator
+    from modeling_distilxlsr.audio.dataset import AudioCollator
+    from modeling_distilxlsr.training.ctc_data import CTCCollator
 
     model_dir, _ = tiny_ctc_dir
     # finetune_ctc.py's default SpecAugment: time masks of 10 frames must fit in the stand-in clip.

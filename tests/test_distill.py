@@ -23,8 +23,8 @@ from conftest import (
 )
 
 from modeling_distilxlsr import DistilXLSRForDistillation
-from modeling_distilxlsr.losses import distillation_loss
-from modeling_distilxlsr.teacher import TeacherTargets, init_student_from_teacher
+from modeling_distilxlsr.distill.losses import distillation_loss
+from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher
 
 
 def test_masked_loss_of_a_padded_batch_equals_the_loss_of_its_items():
@@ -325,7 +325,7 @@ def test_streaming_from_a_sharded_dataset_on_two_ranks_and_resume(tiny_teacher_d
 
 
 def test_a_config_file_followed_by_flags_that_override_it():
-    from modeling_distilxlsr.training import parse_args
+    from modeling_distilxlsr.training.loop import parse_args
     from train_distill import DistillArguments
 
     smoke = os.path.join(REPO_ROOT, "configs", "smoke.yaml")

@@ -10,7 +10,7 @@ import soundfile as sf
 from conftest import REPO_ROOT, TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, run_fresh_python, run_script, tiny_student_config
 
 from modeling_distilxlsr import DistilXLSRForDistillation
-from modeling_distilxlsr.export import save_for_hub
+from modeling_distilxlsr.models.folder import save_for_hub
 
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student")
 # Calibrated on the committed fixture (see test_finetune_lowers_cer_and_does_not_collapse_to_blanks).
@@ -87,7 +87,7 @@ def test_non_utf8_manifest_is_a_clear_error(tiny_distilled, tmp_path):
 @pytest.fixture(scope="module")
 def asr_corpus(tmp_path_factory):
     """200 sentences: 160 for training (x2 voices), 20 dev, 20 test with unseen sentences and voices."""
-    from modeling_distilxlsr.corpus import make_corpus
+    from modeling_distilxlsr.corpus.synthesis import make_corpus
 
     path = tmp_path_factory.mktemp("asr-corpus") / "pt-br"
     make_corpus(str(path), seed=0, quiet=True, num_sentences=200, dev_sentences=20, test_sentences=20)
@@ -146,7 +146,7 @@ def _char_error_rate(reference: str, hypothesis: str) -> float:
 def test_pipeline_in_a_fresh_process_on_stereo_22khz_and_a_60_second_file(finetuned, asr_corpus, tmp_path):
     import librosa
 
-    from modeling_distilxlsr.text import normalize_text
+    from modeling_distilxlsr.text.normalizer import normalize_text
 
     rows = list(csv.DictReader(open(asr_corpus / "test" / "metadata.csv", encoding="utf-8")))
     audio, _ = sf.read(asr_corpus / "test" / rows[0]["file_name"], dtype="float32")
@@ -288,7 +288,7 @@ def test_a_frozen_encoder_trains_in_eval_mode_and_its_head_in_train_mode():
     import torch
 
     from modeling_distilxlsr import DistilXLSRForCTC
-    from modeling_distilxlsr.training import train_mode
+    from modeling_distilxlsr.training.loop import train_mode
 
     config = tiny_student_config(vocab_size=8, hidden_dropout=0.5, mask_time_prob=0.5, final_dropout=0.5)
     model = DistilXLSRForCTC(config)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from modeling_distilxlsr.header_cache import header_samples
+from modeling_distilxlsr.audio.header_cache import header_samples
 
 
 def _write(path, seconds, rate=16000):
@@ -46,7 +46,7 @@ def test_hits_misses_stale_entries_and_a_corrupt_cache(tmp_path, caplog):
 
 
 def test_many_files_are_read_by_a_process_pool_with_the_same_results(tmp_path, monkeypatch):
-    from modeling_distilxlsr import header_cache
+    from modeling_distilxlsr.audio import header_cache
 
     paths = []
     for i in range(12):

@@ -11,8 +11,9 @@ import soundfile as sf
 import torch
 from conftest import REPO_ROOT, run_fresh_python, run_script, tiny_student_config
 
-from modeling_distilxlsr.lm import LanguageModelError, attach_lm, build_lm
-from modeling_distilxlsr.text import TextNormalizer
+from modeling_distilxlsr.inference.decoding import LanguageModelError
+from modeling_distilxlsr.lm.build import attach_lm, build_lm
+from modeling_distilxlsr.text.normalizer import TextNormalizer
 
 LM_TEXT = ["o gato preto dorme", "o gato preto come", "a gata preta dorme", "um gato branco come", "o cão late"]
 
@@ -24,9 +25,9 @@ def misspelling_asr(tmp_path_factory):
     only a language model can put it right; the clip in a one-utterance eval folder whose transcript is the right
     spelling."""
     from modeling_distilxlsr import DistilXLSRForCTC
-    from modeling_distilxlsr.audio_format import default_feature_extractor
-    from modeling_distilxlsr.export import save_for_hub
-    from modeling_distilxlsr.text import build_processor, build_vocab
+    from modeling_distilxlsr.models.audio_format import default_feature_extractor
+    from modeling_distilxlsr.models.folder import save_for_hub
+    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
 
     root = tmp_path_factory.mktemp("lm")
     torch.manual_seed(0)
@@ -167,7 +168,7 @@ def test_shipped_lm_fixes_a_misspelling_in_the_real_pipeline_and_transcribe(miss
 def test_tune_stores_the_best_weights_and_reports_greedy_vs_lm(misspelling_asr, tmp_path):
     import shutil
 
-    from modeling_distilxlsr.lm_tune import tune_lm
+    from modeling_distilxlsr.lm.tune import tune_lm
 
     asr = tmp_path / "asr"
     shutil.copytree(misspelling_asr / "asr", asr)

@@ -8,8 +8,9 @@ from safetensors.torch import load_file, save_file
 from transformers import HubertConfig, Wav2Vec2Config
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC, DistilXLSRForDistillation, DistilXLSRModel
-from modeling_distilxlsr.export import export_as_wav2vec2, save_for_hub
-from modeling_distilxlsr.teacher import init_student_from_teacher
+from modeling_distilxlsr.distill.teacher import init_student_from_teacher
+from modeling_distilxlsr.export.wav2vec2 import export_as_wav2vec2
+from modeling_distilxlsr.models.folder import save_for_hub
 
 
 def test_default_config_is_distilhubert_recipe_on_xlsr53():
@@ -276,7 +277,7 @@ def test_slim_cnn_needs_the_teacher_last_width(tiny_teacher):
 
 
 def test_real_xlsr53_architecture_initialises_the_default_student_exactly():
-    from modeling_distilxlsr.teacher import load_teacher
+    from modeling_distilxlsr.distill.teacher import load_teacher
 
     torch.manual_seed(0)
     teacher = load_teacher("configs/xlsr53_config.json", random_init=True)
@@ -394,7 +395,7 @@ def test_fast_cnn_path_matches_transformers_feature_encoder(seconds):
     from transformers import Wav2Vec2Config
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
 
-    from modeling_distilxlsr.modeling_distilxlsr import time_major_conv_features
+    from modeling_distilxlsr.models.modeling_distilxlsr import time_major_conv_features
 
     torch.manual_seed(0)
     config = Wav2Vec2Config(conv_bias=True, feat_extract_norm="layer", conv_dim=(64,) * 7)
@@ -429,7 +430,7 @@ def test_fast_cnn_path_gives_the_same_model_outputs_and_gradients():
 def test_teacher_targets_use_the_fast_cnn_with_unchanged_results(tiny_teacher):
     import copy
 
-    from modeling_distilxlsr.teacher import TeacherTargets
+    from modeling_distilxlsr.distill.teacher import TeacherTargets
 
     wave = torch.randn(2, 12000)
     with torch.no_grad():

@@ -5,8 +5,9 @@ import torch
 from conftest import run_script, tiny_student_config
 
 from modeling_distilxlsr import DistilXLSRForDistillation
-from modeling_distilxlsr.export import save_for_hub
-from modeling_distilxlsr.onnx_export import export_onnx, onnx_session, run_onnx
+from modeling_distilxlsr.export.onnx_export import export_onnx
+from modeling_distilxlsr.inference.onnx_runtime import onnx_session, run_onnx
+from modeling_distilxlsr.models.folder import save_for_hub
 
 
 def test_onnx_fp32_matches_torch_with_dynamic_batch_length_and_padding(tiny_ctc_dir, tmp_path):
@@ -26,7 +27,7 @@ def test_onnx_fp32_matches_torch_with_dynamic_batch_length_and_padding(tiny_ctc_
 
 
 def test_backbone_export_and_dynamic_int8(tmp_path):
-    from modeling_distilxlsr.onnx_export import drift
+    from modeling_distilxlsr.export.onnx_export import drift
 
     torch.manual_seed(0)
     save_for_hub(DistilXLSRForDistillation(tiny_student_config()), str(tmp_path / "distilled"))
@@ -70,7 +71,7 @@ def test_transcribe_onnx_backend_matches_torch_greedy(tiny_ctc_dir, tmp_path):
 def test_onnx_chunked_logits_match_the_whole_utterance(tiny_ctc_dir, tmp_path):
     """transcribe.py's ONNX path for long audio: overlapping chunks whose overlaps are dropped give one frame per
     frame of the whole utterance, and nearly the same logits (a chunk sees less context near its edges)."""
-    from modeling_distilxlsr.onnx_export import onnx_logits
+    from modeling_distilxlsr.inference.onnx_runtime import onnx_logits
 
     model_dir, _ = tiny_ctc_dir
     session = onnx_session(export_onnx(str(model_dir), str(tmp_path / "onnx")))

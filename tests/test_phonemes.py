@@ -5,7 +5,12 @@ import torch
 from conftest import tiny_student_config
 
 from modeling_distilxlsr import DistilXLSRForCTC
-from modeling_distilxlsr.phonemes import STRESS_MARKS, Phonemizer, build_phoneme_processor, phone_error_rate
+from modeling_distilxlsr.text.phonemes import (
+    STRESS_MARKS,
+    Phonemizer,
+    build_phoneme_processor,
+    phone_error_rate,
+)
 
 SENTENCES = ["O técnico encontrou uma carteira na calçada.", "Sim, não.", "Vai chover amanhã?", "ligar e desligar"]
 
@@ -95,12 +100,12 @@ def test_phonemes_stay_right_while_the_same_process_synthesises_every_voice(tmp_
 
     from conftest import REPO_ROOT, run_fresh_python
 
-    from modeling_distilxlsr.corpus import Espeak, Voice, espeak_variants
+    from modeling_distilxlsr.text.espeak import Espeak, Voice, espeak_variants
 
     code = f"""
         import json, sys
         sys.path.insert(0, {REPO_ROOT!r})
-        from modeling_distilxlsr.phonemes import Phonemizer
+        from modeling_distilxlsr.text.phonemes import Phonemizer
         print(json.dumps([Phonemizer()(text) for text in {SENTENCES!r}]))
     """
     expected = json.loads(run_fresh_python(code, tmp_path))  # a process that synthesised nothing

@@ -76,9 +76,9 @@ def test_a_second_run_on_a_locked_folder_fails_naming_the_holder_and_a_stale_loc
 def test_rotation_removes_only_this_runs_checkpoints(tmp_path):
     from accelerate import Accelerator
 
-    from modeling_distilxlsr.checkpoints import list_checkpoints, save_checkpoint
-    from modeling_distilxlsr.sources import SkipCounter
-    from modeling_distilxlsr.training import TrainingState
+    from modeling_distilxlsr.audio.sources import SkipCounter
+    from modeling_distilxlsr.training.checkpoints import list_checkpoints
+    from modeling_distilxlsr.training.loop import TrainingState, save_checkpoint
 
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(torch.nn.Linear(2, 2))
@@ -214,7 +214,13 @@ def test_push_to_hub_fails_before_training_when_the_hub_is_unreachable(tiny_teac
 def test_checkpoints_of_fsdp_and_deepspeed_layouts(tmp_path, monkeypatch):
     """What accelerate writes under FSDP (full state dict) validates like ours; DeepSpeed's and sharded FSDP's files,
     which their own loaders unpickle, need the user's explicit trust."""
-    from modeling_distilxlsr.checkpoints import ARGS_FILE, STATE_FILE, TRUST_ENV, CheckpointError, validate_checkpoint
+    from modeling_distilxlsr.training.checkpoints import (
+        ARGS_FILE,
+        STATE_FILE,
+        TRUST_ENV,
+        CheckpointError,
+        validate_checkpoint,
+    )
 
     def checkpoint(name, files):
         folder = tmp_path / name

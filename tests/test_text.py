@@ -2,8 +2,8 @@ import unicodedata
 
 import pytest
 
-from modeling_distilxlsr.audio_format import default_feature_extractor
-from modeling_distilxlsr.text import (
+from modeling_distilxlsr.models.audio_format import default_feature_extractor
+from modeling_distilxlsr.text.normalizer import (
     BP_LETTERS,
     TextNormalizer,
     build_processor,

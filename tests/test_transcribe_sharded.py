@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 from conftest import TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, run_script
 
-from modeling_distilxlsr.transcript_files import shard_path, split_by_length
+from modeling_distilxlsr.inference.transcript_files import shard_path, split_by_length
 
 SECONDS = (2.0, 0.4, 3.1, 1.2, 0.7, 2.6, 0.9, 1.6)
 
