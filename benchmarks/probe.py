@@ -165,8 +165,8 @@ def phoneme_probe(model: str, corpus: str, out: str, steps: int, seed: int) -> d
     command += [test, *common_flags(model, out, steps, 5e-3, seed)]
     results = run_probe(command, "ctc_results.json", out)
     return {
-        "per": results["best_eval"][test]["wer"],
-        "dev_per": results["best_eval"][dev]["wer"],
+        "per": results["best_eval"][test]["per"],
+        "dev_per": results["best_eval"][dev]["per"],
         "best_step": results["best_step"],
         "seconds": results["seconds"],
     }

@@ -1,8 +1,13 @@
-"""The lowest transformers release that requirements.txt allows passes the model tests, so the range is a tested one
+"""The lowest transformers release that pyproject.toml allows passes the model tests, so the range is a tested one
 and not a guess (the code that travels to the Hub runs under whatever transformers the user has)."""
 
 import subprocess
 import sys
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the dev extra installs tomli
+    import tomli as tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -10,18 +15,20 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The Hub model code: what must work on the lowest transformers requirements.txt allows.
+# The Hub model code: what must work on the lowest transformers pyproject.toml allows.
 MODEL_TESTS = ("test_modeling.py", "test_classification.py")
 
 
 def lowest_allowed(package: str) -> str:
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line and Requirement(line).name == package:
-            lower = [spec.version for spec in Requirement(line).specifier if spec.operator == ">="]
-            assert lower, f"requirements.txt gives {package} no lower bound: {line}"
+    """The `>=` bound of `package` in pyproject.toml's base dependencies (the one place they are declared)."""
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for line in dependencies:
+        requirement = Requirement(line)
+        if requirement.name == package:
+            lower = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+            assert lower, f"pyproject.toml gives {package} no lower bound: {line}"
             return lower[0]
-    raise AssertionError(f"{package} is not in requirements.txt")
+    raise AssertionError(f"{package} is not a dependency in pyproject.toml")
 
 
 def test_model_tests_pass_on_the_lowest_allowed_transformers(tmp_path):

@@ -18,6 +18,7 @@ PACKAGE = "modeling_distilxlsr"
 # Rank of each room: a module may import its own room and rooms of a lower rank only.
 ROOM_RANKS = {
     "cache": 0,
+    "transformers_internals": 0,
     "models": 0,
     "text": 1,
     "audio": 2,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import safetensors.torch
 import torch
 from conftest import distill, run_script
 
@@ -77,8 +78,8 @@ def test_rotation_removes_only_this_runs_checkpoints(tmp_path):
     from accelerate import Accelerator
 
     from modeling_distilxlsr.audio.sources import SkipCounter
-    from modeling_distilxlsr.training.checkpoints import list_checkpoints
-    from modeling_distilxlsr.training.loop import TrainingState, save_checkpoint
+    from modeling_distilxlsr.training.checkpoints import list_checkpoints, save_checkpoint
+    from modeling_distilxlsr.training.loop import TrainingState
 
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(torch.nn.Linear(2, 2))
@@ -87,10 +88,12 @@ def test_rotation_removes_only_this_runs_checkpoints(tmp_path):
     foreign.mkdir(parents=True)
     (foreign / "training_state.json").write_text(json.dumps({"run_id": "another-run"}))
     state = TrainingState()
-    assert model is not None
     for step in (1, 2, 3):
-        save_checkpoint(accelerator, str(checkpoint_dir), step, 2, state, SkipCounter(), {})
+        state.step = step
+        save_checkpoint(accelerator, str(checkpoint_dir), state, SkipCounter(), 2, {})
     assert [os.path.basename(c) for c in list_checkpoints(str(checkpoint_dir))] == ["step_2", "step_3", "step_50"]
+    saved = safetensors.torch.load_file(checkpoint_dir / "step_3" / "model.safetensors")  # the prepared model's
+    assert all(torch.equal(saved[name], value) for name, value in model.state_dict().items())
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import pytest
 from modeling_distilxlsr.models.audio_format import default_feature_extractor
 from modeling_distilxlsr.text.normalizer import (
     BP_LETTERS,
+    TextCounts,
     TextNormalizer,
     build_processor,
     build_vocab,
@@ -85,12 +86,11 @@ BP_NUMBERS = [
 
 @pytest.mark.parametrize("written, spoken", BP_NUMBERS)
 def test_brazilian_numbers_become_the_words_a_speaker_says(written, spoken):
-    normalizer = TextNormalizer()
-    assert normalizer(written) == spoken
+    normalizer, counts = TextNormalizer(), TextCounts()
+    assert normalizer(written, counts) == spoken
     if spoken is None:
-        assert (
-            normalizer.last_drop_reason.startswith("ambiguous number") and "dropped: 1 ambiguous" in normalizer.report()
-        )
+        assert normalizer.normalize(written).drop_reason.startswith("ambiguous number")
+        assert "dropped: 1 ambiguous" in counts.report()
 
 
 def test_ambiguous_numbers_can_be_kept_digit_group_by_digit_group():
@@ -98,18 +98,18 @@ def test_ambiguous_numbers_can_be_kept_digit_group_by_digit_group():
 
 
 def test_emoji_and_symbols_are_removed_and_counted():
-    normalizer = TextNormalizer()
-    assert normalizer("olá 👋 mundo © sim") == "olá mundo sim"
-    assert normalizer.out_of_alphabet == {"👋": 1, "©": 1}
-    assert "2 characters outside the alphabet removed" in normalizer.report()
+    normalizer, counts = TextNormalizer(), TextCounts()
+    assert normalizer("olá 👋 mundo © sim", counts) == "olá mundo sim"
+    assert counts.out_of_alphabet == {"👋": 1, "©": 1}
+    assert "2 characters outside the alphabet removed" in counts.report()
 
 
 def test_apostrophe_can_be_kept_and_foreign_letters_are_counted():
     assert normalize_text("caixa d'água", keep_apostrophe=True) == "caixa d'água"
-    normalizer = TextNormalizer()
-    assert normalizer("Señor Müller, 日本") == "senor müller"
-    assert normalizer.out_of_alphabet == {"ñ": 1, "日": 1, "本": 1}
-    assert "3 characters outside the alphabet" in normalizer.report()
+    normalizer, counts = TextNormalizer(), TextCounts()
+    assert normalizer("Señor Müller, 日本", counts) == "senor müller"
+    assert counts.out_of_alphabet == {"ñ": 1, "日": 1, "本": 1}
+    assert "3 characters outside the alphabet" in counts.report()
 
 
 def test_fixed_and_corpus_vocabularies():

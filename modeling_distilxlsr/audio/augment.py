@@ -54,7 +54,7 @@ CODECS = {  # name -> (soundfile format, subtype)
 
 @dataclass(kw_only=True)
 class AugmentArguments:
-    """Augmentation settings, shared by train_distill.py and finetune_ctc.py (flags or YAML)."""
+    """Augmentation settings, shared by the three training recipes (flags or YAML)."""
 
     augment: bool = field(default=False, metadata={"help": "Corrupt training audio on the fly (see augment.py)."})
     augment_target: str = field(
@@ -328,14 +328,14 @@ class Augmenter:
         return (corrupted if self.target == "both" else audio), corrupted
 
 
-def make_augmenter(args: AugmentArguments, utterances: list, distilling: bool) -> Augmenter | None:
-    """The on-the-fly corruptions of a script's `--augment` (None without it); babble is made of other training
-    utterances. Bad noise/RIR files are counted and said in the log."""
+def make_augmenter(args: AugmentArguments, seed: int, utterances: list, distilling: bool) -> Augmenter | None:
+    """The on-the-fly corruptions of a script's `--augment` (None without it), drawn from the run's `seed`; babble is
+    made of other training utterances. Bad noise/RIR files are counted and said in the log."""
     if not args.augment:
         return None
 
     file_skips = SkipCounter()
-    augmenter = Augmenter(args.augment_settings(), args.seed, file_skips, babble_sources=utterances)
+    augmenter = Augmenter(args.augment_settings(), seed, file_skips, babble_sources=utterances)
     logger.info(
         "augment (%s): noise p=%s (%s, SNR %s dB), reverb p=%s (%s), speed p=%s %s, pitch p=%s, "
         "telephone p=%s (%s), clipping p=%s; noise/RIR files: %s",

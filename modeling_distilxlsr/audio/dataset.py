@@ -11,9 +11,9 @@ every torch build; lengths come from headers (`soundfile.info`) so filtering and
 import numpy as np
 import torch
 from transformers import Wav2Vec2FeatureExtractor
-from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from ..models.audio_format import SAMPLING_RATE, default_feature_extractor
+from ..transformers_internals import get_length_grouped_indices
 from .decode import AudioDecodeError, load_audio, normalize
 from .sources import Utterance
 

@@ -34,3 +34,7 @@ def main(argv=None):
     for split in ("train", "dev", "test"):
         with open(os.path.join(args.out_dir, split, "metadata.csv"), encoding="utf-8") as f:
             print(f"{split}: {sum(1 for _ in f) - 1} utterances")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,3 +12,7 @@ def main(argv=None):
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)
     print(export_as_wav2vec2(args.model_dir, args.out_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -64,3 +64,7 @@ def main(argv=None):
             print(json.dumps(report, indent=2))
     except (LanguageModelError, ManifestError) as err:
         sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Processor, Wav2Vec2Pr
 
 from ..audio.sources import TEXT_COLUMNS, ManifestError, decode_utf8_lines, pick_column, read_manifest_rows
 from ..inference.decoding import LM_INFO_FILE, LanguageModelError, build_decoder, ctc_labels
-from ..text.normalizer import APOSTROPHE, TextNormalizer
+from ..text.normalizer import APOSTROPHE, TextCounts, TextNormalizer
 from .kenlm_tools import find_binary
 
 logger = logging.getLogger(__name__)
@@ -44,17 +44,21 @@ def read_text_lines(path: str, text_column: str | None = None):
         yield from decode_utf8_lines(path, f)
 
 
-def normalized_sentences(paths, normalizer: TextNormalizer, stats: Counter, text_column: str | None = None):
-    """Normalised, non-empty sentences of every source; what was read, kept and dropped is counted in `stats`."""
+def normalized_sentences(
+    paths, normalizer: TextNormalizer, stats: Counter, text_counts: TextCounts, text_column: str | None = None
+):
+    """Normalised, non-empty sentences of every source; what was read, kept and dropped is counted in `stats`, what
+    normalisation removed in `text_counts`."""
     for path in paths:
         for line in read_text_lines(path, text_column):
             stats["lines"] += 1
             if not line.strip():
                 stats["empty lines"] += 1
                 continue
-            text = normalizer(line)
+            normalised = normalizer.normalize(line, text_counts)
+            text = normalised.text
             if not text:
-                stats[f"dropped: {normalizer.last_drop_reason or 'nothing left after normalisation'}"] += 1
+                stats[f"dropped: {normalised.drop_reason or 'nothing left after normalisation'}"] += 1
                 continue
             stats["sentences"] += 1
             if stats["sentences"] % 100_000 == 0:
@@ -103,17 +107,17 @@ def build_lm(
     if order < 1:
         raise LanguageModelError(f"--order must be >= 1, got {order}.")
     os.makedirs(out_dir, exist_ok=True)
-    stats, words = Counter(), Counter()
+    stats, words, text_counts = Counter(), Counter(), TextCounts()
     with tempfile.TemporaryDirectory(dir=out_dir) as work_dir:
         corpus = os.path.join(work_dir, "corpus.txt")
         with open(corpus, "w", encoding="utf-8") as f:
-            for sentence in normalized_sentences(paths, normalizer, stats, text_column):
+            for sentence in normalized_sentences(paths, normalizer, stats, text_counts, text_column):
                 f.write(sentence + "\n")
                 words.update(sentence.split())
         if not stats["sentences"]:
             raise LanguageModelError(
                 f"No text left to build a language model from {', '.join(paths)} "
-                f"({stats['lines']} lines read; {normalizer.report()})."
+                f"({stats['lines']} lines read; {text_counts.report()})."
             )
         logger.info("Estimating a %d-gram model on %d sentences with KenLM", order, stats["sentences"])
         arpa = os.path.join(out_dir, "lm.arpa")
@@ -139,7 +143,7 @@ def build_lm(
         "lines_read": stats["lines"],
         "skipped": {k: v for k, v in stats.items() if k not in ("lines", "sentences")},
         "normalizer": normalizer.settings(),
-        "normalizer_report": normalizer.report(),
+        "normalizer_report": text_counts.report(),
     }
     with open(os.path.join(out_dir, LM_INFO_FILE), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2, ensure_ascii=False)

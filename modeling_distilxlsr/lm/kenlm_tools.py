@@ -1,7 +1,7 @@
 """KenLM's estimator (`lmplz`) and binariser (`build_binary`): found on PATH or beside Python, else built from
 KenLM's own sources with cmake.
 
-    python -m modeling_distilxlsr.kenlm_tools          # builds them into the Python environment's bin/
+    python -m modeling_distilxlsr.lm.kenlm_tools          # builds them into the Python environment's bin/
 
 Why build: the `kenlm` package on PyPI installs only the query module (what pyctcdecode loads), not the estimator,
 and no maintained package ships `lmplz` (no Debian package either). Its source distribution holds the whole of KenLM,
@@ -31,7 +31,7 @@ def find_binary(name: str) -> str:
     if not found:
         raise KenLMNotFound(
             f"KenLM's `{name}` was not found on PATH or in {os.path.dirname(sys.executable)}. Build it with "
-            "`python -m modeling_distilxlsr.kenlm_tools` (needs cmake, g++ and the Boost headers; `bash install.sh` "
+            "`python -m modeling_distilxlsr.lm.kenlm_tools` (needs cmake, g++ and the Boost headers; `bash install.sh` "
             "does all of it)."
         )
     return found

@@ -5,8 +5,8 @@ import json
 import os
 import shutil
 
+from huggingface_hub import hf_hub_download
 from transformers import AutoConfig, PretrainedConfig
-from transformers.utils import cached_file
 
 from .audio_format import default_feature_extractor
 from .configuration_distilxlsr import HUB_CODE_FILES, DistilXLSRConfig
@@ -30,12 +30,17 @@ def load_config(name_or_path: str) -> PretrainedConfig:
     """A model config from a Hub id, a model folder, or a path to a config.json (for offline random-init runs).
     DistilXLSR configs load with this package's class, never with a folder's remote code."""
     try:
-        config_file = name_or_path if os.path.isfile(name_or_path) else cached_file(name_or_path, CONFIG_FILE)
-        if config_file is None:  # a local folder without config.json: cached_file says nothing
-            raise OSError("no config.json there")
+        if os.path.isfile(name_or_path):
+            config_file = name_or_path
+        elif os.path.isdir(name_or_path):
+            config_file = os.path.join(name_or_path, CONFIG_FILE)
+            if not os.path.isfile(config_file):
+                raise OSError("no config.json there")
+        else:  # a Hub id, through the Hub cache (offline: what the cache holds)
+            config_file = hf_hub_download(name_or_path, CONFIG_FILE)
         with open(config_file) as f:
             config_dict = json.load(f)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # huggingface_hub's errors are OSError or ValueError subclasses
         raise ValueError(
             f"Could not load the model {name_or_path!r}: {err}\nGive a Hub id (facebook/wav2vec2-large-xlsr-53), a "
             "local model folder, or, with --teacher_random_init / --from_scratch, a config.json (e.g. "

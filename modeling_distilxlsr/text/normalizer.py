@@ -11,6 +11,7 @@ import re
 import tempfile
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass, field
 
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
@@ -29,6 +30,33 @@ _DIGIT_RUN = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
 
 
+@dataclass
+class TextCounts:
+    """What normalisation removed and dropped, summed over calls: one per run (or per text source), passed to each
+    call, as `SkipCounter` counts skipped files. The normaliser itself keeps no state between calls."""
+
+    out_of_alphabet: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+
+    def report(self) -> str:
+        if not self.out_of_alphabet:
+            report = "no characters outside the alphabet"
+        else:
+            chars = ", ".join(f"{c!r} x{n}" for c, n in self.out_of_alphabet.most_common(20))
+            report = f"{sum(self.out_of_alphabet.values())} characters outside the alphabet removed: {chars}"
+        if self.dropped:
+            report += "; dropped: " + ", ".join(f"{n} {reason}" for reason, n in self.dropped.most_common(10))
+        return report
+
+
+@dataclass(frozen=True)
+class NormalizedText:
+    """The normalised text, or None and why the utterance must be dropped."""
+
+    text: str | None
+    drop_reason: str | None = None
+
+
 class TextNormalizer:
     """NFC, lowercase, BP letters kept (a-z and á à â ã é ê í ó ô õ ú ü ç), punctuation and quotes removed (so a `|`
     in a transcript can never collide with the word delimiter), hyphens and dashes to spaces ("guarda-chuva" ->
@@ -37,10 +65,10 @@ class TextNormalizer:
     Numbers (`digits="spell"`) become the words a BP speaker says (`numbers_pt_br`: thousands dots, decimal commas,
     R$, %, º/ª, 14h30, dates); a number with no single reading ("3.5", "1/2") drops the utterance
     (`ambiguous_numbers="drop"`) or is read digit group by digit group (`"keep"`). `digits="drop"` drops every
-    utterance with a digit. Why an utterance was dropped is in `self.last_drop_reason` and counted in `self.dropped`.
+    utterance with a digit. `normalize` says why an utterance was dropped; `counts` (a `TextCounts`) counts it.
 
-    Letters outside the alphabet and symbols (emoji, ©, ...) are counted in `self.out_of_alphabet` and reported:
-    accented foreign letters are reduced to their base letter ("ñ" -> "n"), anything else is removed.
+    Letters outside the alphabet and symbols (emoji, ©, ...) are counted in `counts.out_of_alphabet`: accented
+    foreign letters are reduced to their base letter ("ñ" -> "n"), anything else is removed.
     """
 
     def __init__(self, digits: str = "spell", keep_apostrophe: bool = False, ambiguous_numbers: str = "drop"):
@@ -52,9 +80,6 @@ class TextNormalizer:
         self.ambiguous_numbers = ambiguous_numbers
         self.keep_apostrophe = keep_apostrophe
         self.alphabet = set(BP_LETTERS) | ({APOSTROPHE} if keep_apostrophe else set())
-        self.out_of_alphabet: Counter = Counter()
-        self.dropped: Counter = Counter()
-        self.last_drop_reason: str | None = None
 
     def settings(self) -> dict:
         """The constructor arguments: what `lm build`/`lm tune` and `ctc_results.json` record, so that LM text and
@@ -65,23 +90,22 @@ class TextNormalizer:
             "ambiguous_numbers": self.ambiguous_numbers,
         }
 
-    def _drop(self, reason: str) -> None:
-        self.last_drop_reason = reason
-        self.dropped[reason] += 1
+    def __call__(self, text: str, counts: TextCounts | None = None) -> str | None:
+        """The normalised text; None when the utterance must be dropped (`normalize` says why)."""
+        return self.normalize(text, counts).text
 
-    def __call__(self, text: str) -> str | None:
-        """The normalised text; None when the utterance must be dropped (see `last_drop_reason`)."""
-        self.last_drop_reason = None
+    def normalize(self, text: str, counts: TextCounts | None = None) -> NormalizedText:
+        counts = counts if counts is not None else TextCounts()
         text = unicodedata.normalize("NFC", text).lower()
         text = _APOSTROPHES.sub(APOSTROPHE, _DASHES.sub(" ", text))
         if _DIGIT.search(text):
             if self.digits == "drop":
-                return self._drop("transcript with digits (--digits drop)")
+                return self._drop("transcript with digits (--digits drop)", counts)
             try:
                 text = spell_numbers(text)
             except AmbiguousNumber as err:
                 if self.ambiguous_numbers == "drop":
-                    return self._drop(f"ambiguous number {err}")
+                    return self._drop(f"ambiguous number {err}", counts)
                 text = _DIGIT_RUN.sub(lambda m: f" {cardinal(int(m.group()))} ", text)
         kept = []
         for char in text:
@@ -92,23 +116,18 @@ class TextNormalizer:
             elif unicodedata.category(char)[0] in "PZC":
                 kept.append(" ")  # punctuation, quotes, separators: a word boundary at most
             elif unicodedata.category(char)[0] == "S":  # emoji, ©, $...: removed, and counted
-                self.out_of_alphabet[char] += 1
+                counts.out_of_alphabet[char] += 1
                 kept.append(" ")
             else:
-                self.out_of_alphabet[char] += 1
+                counts.out_of_alphabet[char] += 1
                 base = unicodedata.normalize("NFD", char)[0]
                 kept.append(base if base in self.alphabet else "")
-        return _SPACES.sub(" ", "".join(kept)).strip()
+        return NormalizedText(_SPACES.sub(" ", "".join(kept)).strip())
 
-    def report(self) -> str:
-        if not self.out_of_alphabet:
-            report = "no characters outside the alphabet"
-        else:
-            chars = ", ".join(f"{c!r} x{n}" for c, n in self.out_of_alphabet.most_common(20))
-            report = f"{sum(self.out_of_alphabet.values())} characters outside the alphabet removed: {chars}"
-        if self.dropped:
-            report += "; dropped: " + ", ".join(f"{n} {reason}" for reason, n in self.dropped.most_common(10))
-        return report
+    @staticmethod
+    def _drop(reason: str, counts: TextCounts) -> NormalizedText:
+        counts.dropped[reason] += 1
+        return NormalizedText(None, reason)
 
 
 def normalize_text(

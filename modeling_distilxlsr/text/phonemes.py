@@ -16,6 +16,7 @@ from transformers import Wav2Vec2PhonemeCTCTokenizer, Wav2Vec2Processor
 
 from ..models.audio_format import default_feature_extractor
 from .espeak import Espeak
+from .normalizer import NormalizedText
 
 STRESS_MARKS = "ˈˌ"
 PHONE_SEPARATOR = "_"
@@ -56,16 +57,13 @@ class PhonemeTargets:
     def __init__(self, normalizer):
         self.normalizer, self.phonemize = normalizer, Phonemizer()
 
-    def __call__(self, text: str) -> str | None:
-        normalised = self.normalizer(text)
-        return self.phonemize(normalised) if normalised else normalised
+    def __call__(self, text: str, counts=None) -> str | None:
+        return self.normalize(text, counts).text
 
-    @property
-    def last_drop_reason(self):
-        return self.normalizer.last_drop_reason
-
-    def report(self) -> str:
-        return self.normalizer.report()
+    def normalize(self, text: str, counts=None) -> NormalizedText:
+        """The phones of the normalised text, or the normaliser's drop (counted in `counts`, a `TextCounts`)."""
+        normalised = self.normalizer.normalize(text, counts)
+        return NormalizedText(self.phonemize(normalised.text)) if normalised.text else normalised
 
     def settings(self) -> dict:
         return self.normalizer.settings()

@@ -19,41 +19,13 @@ import zipfile
 from accelerate.utils import gather_object, load
 from safetensors import safe_open
 
+from .arguments import FREE, SCHEDULE
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 STATE_FILE = "training_state.json"
 ARGS_FILE = "training_args.json"
-
-# Settings a resume may change: they touch logging, saving and where things go, never what is learned.
-FREE_ON_RESUME = {
-    "output_dir",
-    "resume_from_checkpoint",
-    "overwrite_output_dir",
-    "logging_steps",
-    "eval_steps",
-    "save_steps",
-    "save_total_limit",
-    "ddp_timeout",
-    "num_workers",
-    "report_to",
-    "push_to_hub",
-    "hub_model_id",
-}
-# Settings of the optimisation schedule: the optimizer and scheduler states saved in a checkpoint were built from
-# them, so a changed value could not be honoured from the resume point (the LR schedule would jump).
-SCHEDULE_FIELDS = {
-    "learning_rate",
-    "max_steps",
-    "warmup_fraction",
-    "per_device_batch_size",
-    "gradient_accumulation_steps",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "max_grad_norm",
-}
 
 
 class CheckpointError(RuntimeError):
@@ -148,16 +120,18 @@ def resume_candidates(resume_from_checkpoint: str | None, checkpoint_dir: str) -
     return [resume_from_checkpoint], True
 
 
-def compare_settings(saved: dict, current: dict, checkpoint: str):
-    """Refuses a resume whose settings differ from the checkpoint's, naming every differing field. Only
-    `FREE_ON_RESUME` settings may change."""
+def compare_settings(saved: dict, current: dict, checkpoint: str, on_resume: dict[str, str], defaults: dict):
+    """Refuses a resume whose settings differ from the checkpoint's, naming every differing field. Only fields
+    declared `on_resume="free"` may change (`training/arguments.py`); a field the checkpoint does not record (added
+    to the project after it was saved) matches when it keeps its default, the value the saved run behaved with."""
     model_changes, schedule_changes = [], []
     for key in sorted(set(saved) | set(current)):
-        if key in FREE_ON_RESUME or key.startswith("_"):
+        if on_resume.get(key) == FREE or key.startswith("_"):
             continue
-        before, now = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        before, now = saved.get(key, defaults.get(key, "<unset>")), current.get(key, "<unset>")
         if _normalised(before) != _normalised(now):
-            (schedule_changes if key in SCHEDULE_FIELDS else model_changes).append(f"{key}: {before!r} -> {now!r}")
+            changes = schedule_changes if on_resume.get(key) == SCHEDULE else model_changes
+            changes.append(f"{key}: {before!r} -> {now!r}")
     if model_changes or schedule_changes:
         parts = []
         if model_changes:
@@ -179,8 +153,9 @@ def _normalised(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def save_checkpoint(accelerator, checkpoint_dir: str, step: int, keep: int, state, skips, args: dict) -> str:
-    """`accelerator.save_state` plus our JSON files into `checkpoint_dir/step_K`, then drop all but the `keep` newest
+def save_checkpoint(accelerator, checkpoint_dir: str, state, skips, keep: int, settings: dict) -> str:
+    """`accelerator.save_state` plus our JSON files (the loop state, the run's `settings`) into `checkpoint_dir/step_K`
+    (K = `state.step`), then drop all but the `keep` newest
     checkpoints *of this run* (a checkpoint of another run is never removed). Every rank's skip counts go into
     `state`, so a resumed run still reports the files skipped before the interruption.
 
@@ -188,7 +163,7 @@ def save_checkpoint(accelerator, checkpoint_dir: str, step: int, keep: int, stat
     for `--resume_from_checkpoint latest` to trip on."""
 
     state.skips_per_rank = gather_object([skips.state_dict()])
-    path = os.path.join(checkpoint_dir, f"step_{step}")
+    path = os.path.join(checkpoint_dir, f"step_{state.step}")
     partial = path + ".partial"
     accelerator.save_state(partial)
     accelerator.wait_for_everyone()
@@ -196,7 +171,7 @@ def save_checkpoint(accelerator, checkpoint_dir: str, step: int, keep: int, stat
         with open(os.path.join(partial, STATE_FILE), "w", encoding="utf-8") as f:
             json.dump(state.state_dict(), f, ensure_ascii=False)
         with open(os.path.join(partial, ARGS_FILE), "w", encoding="utf-8") as f:
-            json.dump(args, f, indent=2, ensure_ascii=False)
+            json.dump(settings, f, indent=2, ensure_ascii=False)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(partial, path)
         if keep > 0:
@@ -214,14 +189,16 @@ def _run_id(checkpoint: str) -> str | None:
         return None
 
 
-def load_checkpoint(accelerator, candidates: list[str], explicit: bool, state, current_args: dict) -> str | None:
+def load_checkpoint(
+    accelerator, candidates: list[str], explicit: bool, state, settings: dict, on_resume: dict, defaults: dict
+) -> str | None:
     """Loads the first candidate that is whole into the prepared objects and `state`; returns its path (None if
     there was no candidate). A damaged `latest` is passed over with a warning naming the bad file; a damaged
     explicit checkpoint is an error naming the file. Settings are compared before anything is loaded."""
     for path in candidates:
         try:
             validate_checkpoint(path)
-            compare_settings(read_json(os.path.join(path, ARGS_FILE)), current_args, path)
+            compare_settings(read_json(os.path.join(path, ARGS_FILE)), settings, path, on_resume, defaults)
         except CheckpointError as err:
             if explicit or isinstance(err, SettingsChangedError):
                 raise

@@ -4,7 +4,7 @@ with padded label ids."""
 from ..audio.dataset import AudioCollator
 from ..audio.sources import SkipCounter, Utterance
 from ..models.audio_format import SAMPLING_RATE
-from ..text.normalizer import ctc_min_frames
+from ..text.normalizer import TextCounts, ctc_min_frames
 
 
 def prepare_ctc_utterances(
@@ -13,6 +13,7 @@ def prepare_ctc_utterances(
     tokenizer,
     frames_for_samples,
     skips: SkipCounter,
+    text_counts: TextCounts,
     max_samples: int | None = None,
 ) -> list[Utterance]:
     """Normalises transcripts and keeps the utterances CTC can learn from. Dropped and counted: transcripts that
@@ -21,9 +22,10 @@ def prepare_ctc_utterances(
 
     kept = []
     for utterance in utterances:
-        text = normalizer(utterance.text or "")
+        normalised = normalizer.normalize(utterance.text or "", text_counts)
+        text = normalised.text
         if text is None:
-            reason = normalizer.last_drop_reason  # counted by kind; the number itself goes to the log
+            reason = normalised.drop_reason  # counted by kind; the number itself goes to the log
             skips.skip("ambiguous number" if reason.startswith("ambiguous") else reason, utterance.name, reason)
             continue
         if not text:

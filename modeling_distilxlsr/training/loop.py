@@ -1,23 +1,21 @@
-"""Pieces both training scripts share: resumable loop state, the run's start (output folder, resume) and end,
-weight-decay groups, and the default corpus. Not part of the Hub files."""
+"""Pieces the three training recipes share: resumable loop state, the run's start (output folder, resume) and end,
+weight-decay groups, the batches of a resumed epoch. Not part of the Hub files."""
 
 import atexit
 import json
 import logging
 import math
 import os
-import sys
 import time
 import uuid
-from dataclasses import asdict
 from datetime import timedelta
 
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, send_to_device
 from torch import nn
-from transformers import HfArgumentParser, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from ..audio.streaming import StreamingAudioDataset
-from . import checkpoints
+from .arguments import field_defaults, resume_policies, run_settings
 from .checkpoints import list_checkpoints, load_checkpoint, resume_candidates
 from .output_dir import claim_output_dir
 
@@ -84,31 +82,6 @@ def warmup_linear_schedule(optimizer, warmup_fraction: float, max_steps: int, nu
     return get_linear_schedule_with_warmup(optimizer, warmup * num_processes, max_steps * num_processes)
 
 
-def parse_args(dataclass_type, argv=None):
-    """Command-line flags, or a YAML/JSON file holding the same fields, optionally followed by flags that override
-    it (`train_distill.py configs/smoke.yaml --output_dir out/other --max_steps 10`)."""
-    parser = HfArgumentParser(dataclass_type)
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or not argv[0].endswith((".yaml", ".yml", ".json")):
-        return _parse_flags(parser, argv)
-    read = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-    from_file = read(argv[0])[0]
-    if len(argv) == 1:
-        return from_file
-    values = asdict(from_file)
-    for action in parser._actions:  # the file's values become the defaults the flags override
-        if action.dest in values:
-            action.default, action.required = values[action.dest], False
-    return _parse_flags(parser, argv[1:])
-
-
-def _parse_flags(parser, argv):
-    try:
-        return parser.parse_args_into_dataclasses(argv)[0]
-    except ValueError as err:  # HfArgumentParser's "arguments are not used": a usage error, not a traceback
-        parser.error(str(err))
-
-
 def setup_logging(accelerator, script_logger_name: str):
     """INFO from our code on the main process only; libraries stay at WARNING."""
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
@@ -123,19 +96,19 @@ def setup_logging(accelerator, script_logger_name: str):
     )
 
 
-def open_output_dir(accelerator, args):
-    """Claims `args.output_dir` for this run before anything expensive happens (see `output_dir.claim_output_dir`):
+def open_output_dir(accelerator, run):
+    """Claims `run.output_dir` for this run before anything expensive happens (see `output_dir.claim_output_dir`):
     the main process takes the lock, and every rank fails with the same message if it cannot. Returns the lock
     (None on other ranks); `finish_run` releases it."""
 
-    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
-    resuming = bool(args.resume_from_checkpoint) and (
-        args.resume_from_checkpoint != "latest" or bool(list_checkpoints(checkpoint_dir))
+    checkpoint_dir = os.path.join(run.output_dir, "checkpoints")
+    resuming = bool(run.resume_from_checkpoint) and (
+        run.resume_from_checkpoint != "latest" or bool(list_checkpoints(checkpoint_dir))
     )
     lock, error = None, [None]
     if accelerator.is_main_process:
         try:
-            lock = claim_output_dir(args.output_dir, resuming, args.overwrite_output_dir)
+            lock = claim_output_dir(run.output_dir, resuming, run.overwrite_output_dir)
             atexit.register(lock.release)
         except Exception as err:  # passed to every rank, raised there
             error = [f"{type(err).__name__}: {err}"]
@@ -146,36 +119,31 @@ def open_output_dir(accelerator, args):
     return lock
 
 
-def start_run(accelerator, args, state: TrainingState, project_name: str, skips) -> str:
-    """What both loops do before the first step: resume from `args.resume_from_checkpoint` (the newest checkpoint
-    that is whole, with the same settings; the skip counts saved there replace those of this start: the listing is
-    the same), write training_args.json (the settings, and every resume), start the trackers. Returns the
-    checkpoint folder."""
-
-    checkpoint_dir = os.path.join(args.output_dir, "checkpoints")
-    candidates, explicit = resume_candidates(args.resume_from_checkpoint, checkpoint_dir)
-    if args.resume_from_checkpoint == "latest" and not candidates:
+def start_run(accelerator, run, groups: tuple, state: TrainingState, project_name: str, skips) -> str:
+    """What every loop does before the first step: resume from `run.resume_from_checkpoint` (the newest checkpoint
+    that is whole, with the same settings, compared field by field as each field declares: `training/arguments.py`;
+    the skip counts saved there replace those of this start: the listing is the same), write training_args.json (the
+    settings of every group, and every resume), start the trackers. Returns the checkpoint folder."""
+    settings = run_settings(*groups)
+    checkpoint_dir = os.path.join(run.output_dir, "checkpoints")
+    candidates, explicit = resume_candidates(run.resume_from_checkpoint, checkpoint_dir)
+    if run.resume_from_checkpoint == "latest" and not candidates:
         logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting fresh", checkpoint_dir)
-    resume_path = load_checkpoint(accelerator, candidates, explicit, state, asdict(args))
+    resume_path = load_checkpoint(
+        accelerator, candidates, explicit, state, settings, resume_policies(*groups), field_defaults(*groups)
+    )
     if resume_path:
         state.resumes.append({"checkpoint": os.path.abspath(resume_path), "step": state.step})
         logger.info("resumed from %s at step %d", resume_path, state.step)
         if state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
             skips.load_state_dict(state.skips_per_rank[accelerator.process_index])
     if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
-            json.dump({**asdict(args), "_resumes": state.resumes}, f, indent=2)
-    if args.report_to != "none":
-        accelerator.init_trackers(project_name, config={k: str(v) for k, v in asdict(args).items()})
+        os.makedirs(run.output_dir, exist_ok=True)
+        with open(os.path.join(run.output_dir, "training_args.json"), "w") as f:
+            json.dump({**settings, "_resumes": state.resumes}, f, indent=2)
+    if run.report_to != "none":
+        accelerator.init_trackers(project_name, config={k: str(v) for k, v in settings.items()})
     return checkpoint_dir
-
-
-def save_checkpoint(accelerator, checkpoint_dir: str, step: int, args, state: TrainingState, skips) -> str:
-
-    return checkpoints.save_checkpoint(
-        accelerator, checkpoint_dir, step, args.save_total_limit, state, skips, asdict(args)
-    )
 
 
 def finish_run(accelerator, lock=None):
@@ -206,8 +174,12 @@ def batch_or_stand_in(accelerator, batch: dict, collator, skips) -> tuple[dict, 
     return send_to_device(collator.stand_in(), accelerator.device), True
 
 
-def backward_and_step(accelerator, model, loss, stand_in: bool, optimizer, scheduler, max_grad_norm: float):
-    """Backward (a stand-in batch with zero weight), then, at the end of an accumulation, clip; step."""
+def backward_and_step_optimizer_and_scheduler(
+    accelerator, model, loss, stand_in: bool, optimizer, scheduler, max_grad_norm: float
+):
+    """Backward (a stand-in batch with zero weight), then, at the end of an accumulation, clip; then the optimizer
+    step, the LR scheduler step and zeroed gradients (accelerate's prepared optimizer and scheduler skip their step
+    inside an accumulation)."""
     accelerator.backward(loss * (0.0 if stand_in else 1.0))
     if accelerator.sync_gradients:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
