@@ -14,13 +14,11 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def cpu_name() -> str:

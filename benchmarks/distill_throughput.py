@@ -34,7 +34,6 @@ ROWS = {
 
 
 def worker(spec: dict) -> dict:
-    sys.path.insert(0, REPO)
     import torch
 
     from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
@@ -43,7 +42,6 @@ def worker(spec: dict) -> dict:
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from shapes import layer_ids, teacher_config_path
 
     teacher = load_teacher(teacher_config_path(), random_init=True)
@@ -136,7 +134,6 @@ def main():
         print(f"{name}: {results[name]}", file=sys.stderr)
     base = results[next(iter(ROWS))]
     memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "peak RSS (MiB)"
-    sys.path.insert(0, REPO)
     from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
     lines = [

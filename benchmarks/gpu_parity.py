@@ -10,20 +10,15 @@ on the accelerator as the CPU tests say they do. Prints one JSON object.
 import argparse
 import json
 import os
-import sys
 
 import torch
+from shapes import student_config, teacher_config_path
+
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRForDistillation
+from modeling_distilxlsr.distill.losses import student_distillation_loss
+from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher, load_teacher
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from shapes import student_config, teacher_config_path  # noqa: E402
-
-from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRForDistillation  # noqa: E402
-from modeling_distilxlsr.distill.losses import student_distillation_loss  # noqa: E402
-from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher, load_teacher  # noqa: E402
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -9,18 +9,16 @@ the listing: `soundfile.info` file by file (what the data layer did before), `he
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import soundfile as sf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from modeling_distilxlsr.audio.header_cache import header_samples, read_header
+from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
-from modeling_distilxlsr.audio.header_cache import header_samples, read_header  # noqa: E402
-from modeling_distilxlsr.inference.cpu_features import describe_cpu  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_files(folder: str, count: int) -> list[str]:

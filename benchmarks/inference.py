@@ -41,8 +41,6 @@ INT8_VARIANTS = {
 
 
 def build(kind: str):
-    sys.path.insert(0, REPO)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from shapes import student_config, teacher_config
     from transformers import Wav2Vec2Model
 
@@ -168,7 +166,6 @@ def main():
     cells = [f"{d:g}x{b}" for d in args.durations for b in args.batch_sizes]
     keys = [f"{d}x{b}" for d in args.durations for b in args.batch_sizes]
     header = " | ".join(f"{c} s: latency s (RTF, speed-up)" for c in cells)
-    sys.path.insert(0, REPO)
     import torch
 
     from modeling_distilxlsr.inference.cpu_features import describe_cpu

@@ -51,7 +51,6 @@ def main():
     parser.add_argument("--order", type=int, default=4)
     parser.add_argument("--beam_width", type=int, default=32)
     args = parser.parse_args()
-    sys.path.insert(0, REPO)
     from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 
     corpus = args.corpus or ensure_corpus(default_corpus_dir())

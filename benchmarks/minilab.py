@@ -74,7 +74,6 @@ def main():
     scale = SCALES[args.scale]
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    sys.path.insert(0, REPO)
     from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 
     corpus = args.corpus or ensure_corpus(default_corpus_dir())

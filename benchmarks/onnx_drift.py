@@ -9,20 +9,18 @@ decoding, next to the torch model's own CER.
 
 import argparse
 import os
-import sys
 import tempfile
 
 import jiwer
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from modeling_distilxlsr.audio.decode import load_audio, normalize  # noqa: E402
-from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances  # noqa: E402
+from modeling_distilxlsr.audio.decode import load_audio, normalize
+from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.export.onnx_export import drift, export_onnx, load_for_export, quantize_onnx
 from modeling_distilxlsr.inference.onnx_runtime import onnx_session, run_onnx
-from modeling_distilxlsr.text.normalizer import normalize_text  # noqa: E402
+from modeling_distilxlsr.text.normalizer import normalize_text
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():

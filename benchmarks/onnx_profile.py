@@ -10,19 +10,15 @@ import argparse
 import collections
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
+from inference import INT8_VARIANTS, build
+
+from modeling_distilxlsr.export.onnx_export import export_graph, quantize_onnx
+from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from inference import INT8_VARIANTS, build  # noqa: E402
-
-from modeling_distilxlsr.export.onnx_export import export_graph, quantize_onnx  # noqa: E402
-from modeling_distilxlsr.inference.cpu_features import describe_cpu  # noqa: E402
 
 RUNS = 5
 

@@ -29,9 +29,6 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
 from modeling_distilxlsr.corpus.synthesis import (
     NUM_TEST_VOICES,
     VOICES,
@@ -39,8 +36,10 @@ from modeling_distilxlsr.corpus.synthesis import (
     ensure_corpus,
     vary_voice,
 )
-from modeling_distilxlsr.models.audio_format import SAMPLING_RATE  # noqa: E402
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.text.espeak import Espeak
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PHONEME_TASK = "phoneme recognition (PER, test split: unseen sentences and voices)"
 KEYWORDS = ("sim", "não", "ligar", "desligar", "parar", "abrir")

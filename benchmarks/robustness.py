@@ -23,18 +23,16 @@ import argparse
 import csv
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import soundfile as sf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from modeling_distilxlsr.audio.augment import mix_at_snr, reverberate, simulated_rirs, telephone
+from modeling_distilxlsr.audio.decode import load_audio
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 
-from modeling_distilxlsr.audio.augment import mix_at_snr, reverberate, simulated_rirs, telephone  # noqa: E402
-from modeling_distilxlsr.audio.decode import load_audio  # noqa: E402
-from modeling_distilxlsr.models.audio_format import SAMPLING_RATE  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SNRS = (20, 10, 5, 0)
 NOISE_TYPES = ("tones", "narrowband", "music")
@@ -141,17 +139,19 @@ def write_conditions(test_dir: str, out_dir: str) -> dict[str, str]:
 
 
 def score(model_dir: str, folder: str) -> dict:
-    """CER/WER of `model_dir` on one condition folder, through transcribe.py's pipeline path."""
+    """CER/WER of `model_dir` on one condition folder, through transcribe.py's own path (torch fp32, greedy)."""
     import jiwer
 
-    from modeling_distilxlsr.inference.pipeline import load_asr_pipeline, transcribe
+    from modeling_distilxlsr.audio.sources import list_audio_files
+    from modeling_distilxlsr.inference.backends import load_backend
+    from modeling_distilxlsr.inference.transcription import transcribe
     from modeling_distilxlsr.text.normalizer import normalize_text
 
     rows = list(csv.DictReader(open(os.path.join(folder, "metadata.csv"), encoding="utf-8")))
     references = {os.path.join(folder, r["file_name"]): normalize_text(r["transcription"]) for r in rows}
-    asr = load_asr_pipeline(model_dir)
+    backend = load_backend(model_dir, "torch-fp32")
     predictions = {}
-    for path, result, error in transcribe(asr, [folder], batch_size=8, chunk_length_s=None):
+    for path, result, error in transcribe(backend, list_audio_files([folder]), batch_size=8, chunk_length_s=None):
         if error:
             raise SystemExit(f"{path}: {error}")
         predictions[path] = result["text"]

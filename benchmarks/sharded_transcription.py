@@ -17,10 +17,9 @@ import time
 
 import soundfile as sf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
-from modeling_distilxlsr.inference.cpu_features import describe_cpu  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():

@@ -67,13 +67,20 @@ def tiny_ctc_dir(tmp_path_factory):
     return path, model
 
 
-def run_fresh_python(code: str, cwd, timeout=600) -> str:
-    """Runs `code` in a new interpreter that cannot import our package (cwd is not the repo, no PYTHONPATH)."""
+# Makes `import modeling_distilxlsr` fail in a fresh interpreter although the package is installed: what a Hub user
+# without it sees (None in sys.modules is Python's documented way to make an import raise ImportError).
+WITHOUT_OUR_PACKAGE = "import sys\nsys.modules['modeling_distilxlsr'] = None\n"
+
+
+def run_fresh_python(code: str, cwd, timeout=600, with_package: bool = False) -> str:
+    """Runs `code` in a new interpreter (cwd is not the repo, no PYTHONPATH) that cannot import our package, as a
+    Hub user's would not, unless `with_package`."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
     env["HF_MODULES_CACHE"] = str(cwd / "hf_modules")
+    prelude = "" if with_package else WITHOUT_OUR_PACKAGE
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         cwd=cwd,
         env=env,
         capture_output=True,

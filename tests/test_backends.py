@@ -11,15 +11,15 @@ import pytest
 import soundfile as sf
 from conftest import run_script
 
-from modeling_distilxlsr.inference.backends import (
+from modeling_distilxlsr.inference.backend_choice import (
     BackendTiming,
     auto_backend,
     cache_key,
-    candidate_backends,
     choose_backend,
     load_cached_choice,
     save_choice,
 )
+from modeling_distilxlsr.inference.backends import candidate_backends
 from modeling_distilxlsr.inference.batching import item_bytes, length_sorted_batches
 
 # A fake timing table as one machine could measure it: int8 fastest but too far from fp32's transcripts.

@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT, run_fresh_python, run_script
+from conftest import run_fresh_python, run_script
 
 from modeling_distilxlsr.corpus.synthesis import NUM_TEST_VOICES, VOICES, load_sentences, plan_corpus
 
@@ -60,13 +60,12 @@ def test_corpus_files_and_metadata(small_corpus, tmp_path):
     # one: espeak-ng state shared between synthesis and phonemes once garbled every stored phone)
     code = f"""
         import json, sys
-        sys.path.insert(0, {REPO_ROOT!r})
         from modeling_distilxlsr.text.phonemes import PhonemeTargets
         from modeling_distilxlsr.text.normalizer import TextNormalizer
         to_phones = PhonemeTargets(TextNormalizer())
         print(json.dumps([to_phones(t) for t in json.load(open({str(tmp_path / "texts.json")!r}))]))
     """
-    expected = iter(json.loads(run_fresh_python(code, tmp_path)))
+    expected = iter(json.loads(run_fresh_python(code, tmp_path, with_package=True)))
     for split, split_rows in rows.items():
         assert split_rows and set(split_rows[0]) == {"file_name", "transcription", "speaker", "phonemes"}
         for row in split_rows:

@@ -69,15 +69,17 @@ def test_transcribe_onnx_backend_matches_torch_greedy(tiny_ctc_dir, tmp_path):
 
 
 def test_onnx_chunked_logits_match_the_whole_utterance(tiny_ctc_dir, tmp_path):
-    """transcribe.py's ONNX path for long audio: overlapping chunks whose overlaps are dropped give one frame per
-    frame of the whole utterance, and nearly the same logits (a chunk sees less context near its edges)."""
-    from modeling_distilxlsr.inference.onnx_runtime import onnx_logits
+    """transcribe.py's long audio (every backend, here ONNX): overlapping chunks whose overlaps are dropped give one
+    frame per frame of the whole utterance, and nearly the same logits (a chunk sees less context near its edges)."""
+    from modeling_distilxlsr.inference.backends import load_backend
+    from modeling_distilxlsr.inference.transcription import chunked_logits
 
     model_dir, _ = tiny_ctc_dir
-    session = onnx_session(export_onnx(str(model_dir), str(tmp_path / "onnx")))
+    export_onnx(str(model_dir), str(tmp_path / "onnx"))
+    backend = load_backend(str(tmp_path / "onnx"), "onnx-fp32")
     audio = (np.random.default_rng(2).standard_normal(5 * 16000) * 0.1).astype(np.float32)
-    whole = onnx_logits(session, audio, None)
-    chunked = onnx_logits(session, audio, chunk_samples=24000)  # 1.5 s chunks with 0.25 s of overlap each side
+    whole = chunked_logits(backend, audio, None)
+    chunked = chunked_logits(backend, audio, chunk_samples=24000)  # 1.5 s chunks with 0.25 s of overlap each side
     assert chunked.shape == whole.shape == (249, whole.shape[1])
     cosine = (whole.ravel() @ chunked.ravel()) / np.linalg.norm(whole) / np.linalg.norm(chunked)
     assert cosine > 0.999 and (whole.argmax(-1) == chunked.argmax(-1)).mean() > 0.95  # measured: 0.9998, 0.976

@@ -98,17 +98,16 @@ def test_phonemes_stay_right_while_the_same_process_synthesises_every_voice(tmp_
     instances once meant a freed callback: the interpreter crashed mid-corpus or every stored phone came out garbled."""
     import json
 
-    from conftest import REPO_ROOT, run_fresh_python
+    from conftest import run_fresh_python
 
     from modeling_distilxlsr.text.espeak import Espeak, Voice, espeak_variants
 
     code = f"""
         import json, sys
-        sys.path.insert(0, {REPO_ROOT!r})
         from modeling_distilxlsr.text.phonemes import Phonemizer
         print(json.dumps([Phonemizer()(text) for text in {SENTENCES!r}]))
     """
-    expected = json.loads(run_fresh_python(code, tmp_path))  # a process that synthesised nothing
+    expected = json.loads(run_fresh_python(code, tmp_path, with_package=True))  # a process that synthesised nothing
     phonemize = Phonemizer()
     assert phonemize.espeak is Espeak.shared()
     for round_ in range(3):

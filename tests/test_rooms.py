@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 from conftest import REPO_ROOT
+
 from modeling_distilxlsr.models.configuration_distilxlsr import HUB_CODE_FILES
 
 PACKAGE = "modeling_distilxlsr"

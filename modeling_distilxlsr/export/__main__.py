@@ -1,5 +1,5 @@
-"""`python -m modeling_distilxlsr.export MODEL_DIR OUT_DIR` (`distilxlsr-export`): a DistilXLSR folder as a plain wav2vec2
-one (no remote code). ONNX: `python -m modeling_distilxlsr.export.onnx_export` (`distilxlsr-onnx`)."""
+"""`python -m modeling_distilxlsr.export MODEL_DIR OUT_DIR` (`distilxlsr-export`): a DistilXLSR folder as a plain
+wav2vec2 one (no remote code). ONNX: `python -m modeling_distilxlsr.export.onnx_export` (`distilxlsr-onnx`)."""
 
 import argparse
 

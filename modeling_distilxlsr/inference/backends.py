@@ -1,32 +1,27 @@
-"""`transcribe.py --backend auto`: the fastest inference path for this model on this machine, measured once.
+"""One object per inference path: torch fp32 and bf16 autocast (eager), ONNX Runtime fp32 and int8. Each turns a
+list of waveforms into the CTC logits of each one's real frames, one padded batch at a time, the same way: so that
+`--backend auto` times exactly what the run then executes, and `transcription.transcribe` needs no branch per path.
 
-Which path is fastest depends on the CPU (bf16 pays only with AVX512-BF16 or AMX; ONNX int8 was faster than fp32 on
-one AVX-512 CPU and slower on another), so it is not guessed: on first use, each path the folder and the machine
-offer (torch fp32, torch bf16 autocast, ONNX fp32, ONNX int8) runs the same 10 s of the user's own audio, its greedy
-transcripts are compared with torch fp32's, and the fastest path whose transcripts stay within the accuracy budget is
-kept. The figures are cached per model files + CPU + library versions + thread count, so the next run starts at once.
+    backend = load_backend(model_dir, "onnx-int8")
+    logits = backend.logits([wave_a, wave_b])   # [frames_a x vocab, frames_b x vocab], float32 numpy
 """
 
-import hashlib
-import json
+import math
 import os
-import statistics
-import time
-from dataclasses import asdict, dataclass
 
-import jiwer
 import numpy as np
 import torch
-import transformers
 from transformers import AutoModelForCTC, AutoTokenizer
 
 from ..audio.decode import normalize
-from ..cache import cache_dir
-from ..models.audio_format import SAMPLING_RATE
-from .cpu_features import describe_cpu, native_bf16
-from .onnx_runtime import onnx_session, run_onnx
+from ..models.audio_format import SAMPLING_RATE, default_feature_extractor
+from ..models.configuration_distilxlsr import cnn_output_frames, cnn_receptive_field
+from ..models.folder import ONNX_FILES, WEIGHTS_FILE, load_config
+from ..models.modeling_distilxlsr import DistilXLSRForCTC
+from .cpu_features import native_bf16
+from .onnx_runtime import onnx_available, onnx_session, run_onnx
 
-# (backend, dtype) of every path; the first is the reference the others are compared with.
+# (runtime, dtype) of every path; the first is the reference the others are compared with.
 BACKENDS = {
     "torch-fp32": ("torch", "fp32"),
     "torch-bf16": ("torch", "bf16"),
@@ -34,275 +29,106 @@ BACKENDS = {
     "onnx-int8": ("onnx", "int8"),
 }
 REFERENCE = "torch-fp32"
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
-# The model files whose change invalidates a cached choice.
-MODEL_FILES = ("config.json", "model.safetensors", *ONNX_FILES.values())
-CACHE_FILE = "backend_choices.json"
-MAX_CACHE_ENTRIES = 64
-CALIBRATION_SECONDS = 10.0
-SELECTION_RULE = 2  # part of the cache key: a change to how paths are measured or chosen measures again
 
 
-@dataclass
-class BackendTiming:
-    """One path's figures: median seconds for the calibration clip, and how far its greedy transcripts are from
-    torch fp32's (character error rate against them), or why it could not run."""
+def backend_name(runtime: str, dtype: str | None) -> str:
+    """`runtime` + `dtype` as a path name; ONNX without a dtype is the folder's int8 graph if it has one."""
+    return f"{runtime}-{dtype or 'fp32'}"
+
+
+class Backend:
+    """A loaded inference path. `logits(waves)` normalises each wave (as the feature extractor does), pads the batch
+    with an attention mask, runs it, and returns each wave's logits cut to the frames its own samples make;
+    `batchable` is False for models whose padded frames leak into real ones (only ours blank them), which then run
+    one file at a time."""
 
     name: str
-    seconds: float | None = None
-    cer_to_fp32: float | None = None
-    error: str | None = None
+    config = None
+    tokenizer = None
+    batchable: bool = True
+
+    def _run(self, waves: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        batch = self._run([normalize(wave) for wave in waves])
+        return [item[: cnn_output_frames(self.config, len(wave))] for item, wave in zip(batch, waves, strict=True)]
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input that yields a frame (the CNN's receptive field)."""
+        return cnn_receptive_field(self.config)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds between two logit frames (20 ms for wav2vec2's CNN)."""
+        return math.prod(self.config.conv_stride) / SAMPLING_RATE
 
 
-def cache_file() -> str:
+class TorchBackend(Backend):
+    """The model's own torch forward, in fp32 or under bf16 autocast (matmuls and convolutions in bf16, reductions in
+    fp32). DistilXLSR folders load with this package's classes, other custom code only with `trust_remote_code`."""
 
-    return os.path.join(cache_dir(), CACHE_FILE)
+    def __init__(self, model_dir: str, dtype: str = "fp32", device: str = "cpu", trust_remote_code: bool = False):
+        self.name = backend_name("torch", dtype)
+        self.device, self.bf16 = torch.device(device), dtype == "bf16"
+        model = AutoModelForCTC.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        self.model = model.to(self.device).eval()
+        self.config = self.model.config
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        self.batchable = isinstance(self.model, DistilXLSRForCTC)
+        self.feature_extractor = default_feature_extractor()
+
+    def _run(self, waves: list[np.ndarray]) -> np.ndarray:
+        batch = self.feature_extractor.pad(
+            {"input_values": waves}, padding=True, return_attention_mask=True, return_tensors="pt"
+        )
+        with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            logits = self.model(
+                batch["input_values"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)
+            ).logits
+        return logits.float().cpu().numpy()
+
+
+class OnnxBackend(Backend):
+    """An ONNX Runtime session over the folder's `model.onnx` (fp32) or `model_int8.onnx` (int8), as
+    `export.onnx_export` writes them (dynamic batch and length, attention mask)."""
+
+    def __init__(self, model_dir: str, dtype: str | None = None, trust_remote_code: bool = False):
+        if dtype is None:  # the folder's int8 graph when it has one
+            dtype = "int8" if os.path.exists(os.path.join(model_dir, ONNX_FILES["int8"])) else "fp32"
+        self.name = backend_name("onnx", dtype)
+        graph = os.path.join(model_dir, ONNX_FILES[dtype])
+        if not os.path.exists(graph):
+            raise FileNotFoundError(f"no {graph}: export it with `distilxlsr-onnx {model_dir} {model_dir}`")
+        self.session = onnx_session(graph)
+        self.config = load_config(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+
+    def _run(self, waves: list[np.ndarray]) -> np.ndarray:
+        return run_onnx(self.session, waves)
+
+
+def load_backend(model_dir: str, name: str, device: str = "cpu", trust_remote_code: bool = False) -> Backend:
+    """The path `name` ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"; "onnx" alone: the folder's int8 graph
+    if present, else fp32) for the model folder."""
+    if name == "onnx":
+        return OnnxBackend(model_dir, None, trust_remote_code)
+    runtime, dtype = BACKENDS[name]
+    if runtime == "torch":
+        return TorchBackend(model_dir, dtype, device, trust_remote_code)
+    return OnnxBackend(model_dir, dtype, trust_remote_code)
 
 
 def candidate_backends(model_dir: str, device: str = "cpu", flags: set[str] | None = None) -> list[str]:
     """The paths this folder and this machine offer: torch needs the safetensors weights, bf16 a CPU (or GPU) that
-    runs it natively, ONNX the graphs `onnx_export` writes (into the model folder itself, for auto) and
+    runs it natively, ONNX the graphs `export.onnx_export` writes (into the model folder itself, for auto) and
     onnxruntime."""
     candidates = []
-    if os.path.exists(os.path.join(model_dir, "model.safetensors")):
+    if os.path.exists(os.path.join(model_dir, WEIGHTS_FILE)):
         candidates.append("torch-fp32")
         if device.startswith("cuda") or native_bf16(flags):
             candidates.append("torch-bf16")
-    if device == "cpu":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return candidates
+    if device == "cpu" and onnx_available():
         candidates += [f"onnx-{d}" for d, name in ONNX_FILES.items() if os.path.exists(os.path.join(model_dir, name))]
     return candidates
-
-
-def cache_key(model_dir: str, device: str = "cpu", cpu: str | None = None) -> str:
-    """Model (path, size and modification time of each model file) + machine (CPU model and ISA flags, threads, device)
-    + library versions: a change to any of them measures again."""
-
-    files = {}
-    for name in MODEL_FILES:
-        path = os.path.join(model_dir, name)
-        if os.path.exists(path):
-            stat = os.stat(path)
-            files[name] = [stat.st_size, stat.st_mtime_ns]
-    try:
-        import onnxruntime  # lazy: optional dependency
-
-        ort_version = onnxruntime.__version__
-    except ImportError:
-        ort_version = None
-    identity = {
-        "model": os.path.realpath(model_dir),
-        "files": files,
-        "cpu": describe_cpu() if cpu is None else cpu,
-        "threads": torch.get_num_threads(),
-        "device": device,
-        "versions": [torch.__version__, transformers.__version__, ort_version],
-        "rule": SELECTION_RULE,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-def load_cached_choice(key: str, path: str | None = None) -> dict | None:
-    """The cached entry for `key`, or None. A corrupt cache file is treated as empty (it is only a cache)."""
-    try:
-        with open(path or cache_file(), encoding="utf-8") as f:
-            entry = json.load(f).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return entry if isinstance(entry, dict) and entry.get("choice") in BACKENDS else None
-
-
-def save_choice(key: str, entry: dict, path: str | None = None) -> None:
-    """Adds `entry` under `key`, keeping the newest MAX_CACHE_ENTRIES; written atomically (rename)."""
-    path = path or cache_file()
-    try:
-        with open(path, encoding="utf-8") as f:
-            entries = json.load(f)
-        if not isinstance(entries, dict):
-            entries = {}
-    except (OSError, ValueError):
-        entries = {}
-    entries.pop(key, None)
-    entries[key] = entry
-    entries = dict(list(entries.items())[-MAX_CACHE_ENTRIES:])
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(entries, f, indent=1)
-    os.replace(tmp, path)
-
-
-def choose_backend(timings: list[BackendTiming], max_cer_change: float = 0.01, tie: float = 0.05) -> str:
-    """The fastest path whose transcripts differ from torch fp32's by at most `max_cer_change` (character error rate
-    against fp32's transcripts; the reference itself always qualifies). Paths within `tie` (5%) of the fastest are
-    timing noise apart on a busy machine: of those, the one closest to fp32 is kept. So the choice is never more than
-    5% slower than the fastest path measured. Raises if nothing ran."""
-    usable = [
-        t
-        for t in timings
-        if t.error is None
-        and t.seconds is not None
-        and (t.name == REFERENCE or (t.cer_to_fp32 is not None and t.cer_to_fp32 <= max_cer_change))
-    ]
-    if not usable:
-        problems = "; ".join(f"{t.name}: {t.error}" for t in timings) or "no candidate backend"
-        raise RuntimeError(f"--backend auto: no backend could run ({problems}).")
-    fastest = min(t.seconds for t in usable)
-    close = [t for t in usable if t.seconds <= fastest * (1 + tie)]
-    return min(close, key=lambda t: (0.0 if t.name == REFERENCE else t.cer_to_fp32, t.seconds)).name
-
-
-def transcript_cer(references: list[str], hypotheses: list[str]) -> float:
-    """Character error rate of `hypotheses` against `references` (the fp32 transcripts). When fp32 says nothing at
-    all, any text is a full change (1.0) and none is no change."""
-
-    reference, hypothesis = " ".join(references).strip(), " ".join(hypotheses).strip()
-    if not reference:
-        return 0.0 if not hypothesis else 1.0
-    return float(jiwer.cer(reference, hypothesis))
-
-
-def calibration_clip(waves: list[np.ndarray], seconds: float = CALIBRATION_SECONDS) -> np.ndarray:
-    """`seconds` of audio for timing: the calibration waves joined, repeated if they are shorter."""
-
-    joined = np.concatenate(waves)
-    samples = int(seconds * SAMPLING_RATE)
-    return np.resize(joined, samples).astype(np.float32) if len(joined) < samples else joined[:samples]
-
-
-class _TorchPath:
-    def __init__(self, model_dir: str, dtype: str, device: str, trust_remote_code: bool = False):
-
-        self.torch = torch
-        model = AutoModelForCTC.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-        self.model = model.to(device).eval()
-        self.device, self.bf16 = device, dtype == "bf16"
-
-    def logits(self, wave: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.no_grad(), torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.bf16):
-            logits = self.model(torch.from_numpy(wave)[None].to(self.device)).logits
-        return logits[0].float().cpu().numpy()
-
-
-class _OnnxPath:
-    def __init__(self, model_dir: str, dtype: str):
-
-        self.session = onnx_session(os.path.join(model_dir, ONNX_FILES[dtype]))
-
-    def logits(self, wave: np.ndarray) -> np.ndarray:
-
-        return run_onnx(self.session, [wave])[0]
-
-
-def load_path(model_dir: str, name: str, device: str = "cpu", trust_remote_code: bool = False):
-    backend, dtype = BACKENDS[name]
-    if backend == "torch":
-        return _TorchPath(model_dir, dtype, device, trust_remote_code)
-    return _OnnxPath(model_dir, dtype)
-
-
-def measure_backends(
-    model_dir: str,
-    waves: list[np.ndarray],
-    candidates: list[str],
-    device: str = "cpu",
-    repeats: int = 3,
-    trust_remote_code: bool = False,
-) -> list[BackendTiming]:
-    """Runs every candidate on `waves` (greedy transcripts, compared with the reference's) and times it on a 10 s
-    clip made of them (median of `repeats` after a warm-up). A path that fails is recorded with its error."""
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    waves = [normalize(w) for w in waves]
-    clip = normalize(calibration_clip(waves))
-    references, timings = None, []
-    for name in sorted(candidates, key=lambda n: n != REFERENCE):  # the reference first
-        try:
-            path = load_path(model_dir, name, device, trust_remote_code)
-            transcripts = [tokenizer.decode(path.logits(w).argmax(-1)) for w in waves]
-            path.logits(clip)  # warm-up at the timed length
-            seconds = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                path.logits(clip)
-                seconds.append(time.perf_counter() - start)
-        except Exception as err:  # a path that cannot run here is reported, not fatal
-            timings.append(BackendTiming(name, error=f"{type(err).__name__}: {err}"))
-            continue
-        if name == REFERENCE:
-            references = transcripts
-        cer = transcript_cer(references, transcripts) if references is not None else None
-        timings.append(BackendTiming(name, statistics.median(seconds), cer))
-    return timings
-
-
-def describe_timings(timings: list[BackendTiming], choice: str) -> str:
-    rows = []
-    for t in timings:
-        if t.error:
-            rows.append(f"  {t.name:<11} failed: {t.error}")
-            continue
-        cer = "reference" if t.name == REFERENCE else ("n/a" if t.cer_to_fp32 is None else f"{t.cer_to_fp32:.4f}")
-        rows.append(
-            f"  {t.name:<11} {t.seconds:.3f} s / {CALIBRATION_SECONDS:.0f} s audio, CER to fp32 {cer}"
-            + ("  <- chosen" if t.name == choice else "")
-        )
-    return "\n".join(rows)
-
-
-def auto_backend(
-    model_dir: str,
-    calibration_waves,
-    device: str = "cpu",
-    max_cer_change: float = 0.01,
-    cache_path: str | None = None,
-    log=print,
-    allowed: tuple[str, ...] = tuple(BACKENDS),
-    trust_remote_code: bool = False,
-) -> str:
-    """The chosen path's name ("torch-fp32", ...): from the cache when this model and machine were measured before,
-    else measured now on `calibration_waves()` (called only then) and cached. Logs the choice and the figures."""
-    candidates = [name for name in candidate_backends(model_dir, device) if name in allowed]
-    if not candidates:
-        raise RuntimeError(f"--backend auto: {model_dir} offers none of {', '.join(allowed)}.")
-    if len(candidates) == 1:
-        log(f"backend: {candidates[0]} (the only one this folder and machine offer)")
-        return candidates[0]
-    key = cache_key(model_dir, device)
-    cached = load_cached_choice(key, cache_path)
-    if (
-        cached
-        and cached.get("max_cer_change") == max_cer_change
-        and set(cached.get("candidates", [])) == set(candidates)
-    ):
-        timings = [BackendTiming(**t) for t in cached["timings"]]
-        log(
-            f"backend: {cached['choice']} (measured {cached['measured']} on {cached['cpu']}; cached)\n"
-            + describe_timings(timings, cached["choice"])
-        )
-        return cached["choice"]
-    waves = calibration_waves()
-    if not waves:  # no file can be transcribed: nothing to measure on, and every file will report its own error
-        log(f"backend: {candidates[0]} (no input file to time the others on)")
-        return candidates[0]
-    log(f"backend auto: timing {', '.join(candidates)} on 10 s of the input (once for this model and machine)...")
-    timings = measure_backends(model_dir, waves, candidates, device, trust_remote_code=trust_remote_code)
-    choice = choose_backend(timings, max_cer_change)
-    entry = {
-        "choice": choice,
-        "candidates": candidates,
-        "max_cer_change": max_cer_change,
-        "timings": [asdict(t) for t in timings],
-        "cpu": describe_cpu(),
-        "measured": time.strftime("%Y-%m-%d %H:%M"),
-    }
-    save_choice(key, entry, cache_path)
-    log(
-        f"backend: {choice} (fastest within {max_cer_change:.0%} CER of fp32's transcripts; within 5% of it, the "
-        "closest to fp32)\n" + describe_timings(timings, choice)
-    )
-    return choice

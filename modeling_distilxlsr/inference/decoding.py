@@ -1,10 +1,15 @@
-"""CTC decoding with an n-gram LM at inference: the pyctcdecode decoder a folder ships (`language_model/`) or one built
-over an external KenLM file. Building, attaching and tuning LMs is `modeling_distilxlsr.lm`'s work; this is what
-transcription needs of it."""
+"""CTC decoding of one utterance's logits: greedy with the tokenizer, or beam search with an n-gram LM (the
+pyctcdecode decoder a folder ships in `language_model/`, or one built over an external KenLM file), with word or
+character timestamps, as the transformers ASR pipeline decodes. Building, attaching and tuning LMs is
+`modeling_distilxlsr.lm`'s work; this is what transcription needs of it."""
 
+import importlib.util
 import os
 
+import numpy as np
+
 LM_INFO_FILE = "lm_info.json"
+DEFAULT_BEAM_WIDTH = 32
 
 
 class LanguageModelError(ValueError):
@@ -58,20 +63,55 @@ def load_folder_decoder(model_dir: str):
     return _loading(models[0], lambda: BeamSearchDecoderCTC.load_from_dir(model_dir))
 
 
-DEFAULT_BEAM_WIDTH = 32
+def load_lm_decoder(tokenizer=None, lm_path: str | None = None, model_dir: str | None = None):
+    """The beam-search decoder over an external KenLM file (`lm_path`, with the tokenizer's characters) or the one
+    `model_dir` ships; `LanguageModelError` saying what is missing or broken otherwise."""
+    missing = [name for name in ("pyctcdecode", "kenlm") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LanguageModelError(
+            f"LM decoding needs pyctcdecode and kenlm (missing: {', '.join(missing)}): `bash install.sh`, or "
+            "`pip install --no-deps -r requirements-lm.txt`. --no_lm decodes greedily."
+        )
+    return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
 
 
-def lm_decoder_or_exit(tokenizer=None, lm_path: str | None = None, model_dir: str | None = None):
-    """The beam-search decoder for an external KenLM file (`--lm`) or the one a folder ships, or a clear exit."""
-    try:
-        import kenlm  # noqa: F401
-        import pyctcdecode  # noqa: F401
-    except ImportError as err:
-        raise SystemExit(
-            f"LM decoding needs pyctcdecode and kenlm ({err}): `bash install.sh`, or `pip install --no-deps "
-            "-r requirements-lm.txt`. --no_lm decodes greedily."
-        ) from err
-    try:
-        return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
-    except LanguageModelError as err:
-        raise SystemExit(f"error: {err}") from err
+class CTCDecoder:
+    """Logits of one utterance (frames x vocabulary) -> `{"text"}`, plus `{"chunks": [{"text", "timestamp": (start,
+    end)}]}` with `timestamps` "word" or "char" (seconds, rounded to 10 ms as the pipeline rounds them). Greedy: the
+    tokenizer's CTC decode (repeats merged, blanks dropped) and its offsets. With `lm` (pyctcdecode): the best beam
+    of `decode_beams(**beam_options)` and its word frames."""
+
+    def __init__(self, tokenizer, lm=None, beam_options: dict | None = None, timestamps: str | None = None,
+                 frame_seconds: float = 0.02):  # fmt: skip
+        if timestamps not in (None, "word", "char"):
+            raise ValueError(f"timestamps must be None, 'word' or 'char', got {timestamps!r}")
+        if lm is not None and timestamps == "char":
+            raise ValueError("character timestamps need greedy decoding (--no_lm); the LM decoder gives words")
+        self.tokenizer, self.lm, self.beam_options = tokenizer, lm, beam_options or {}
+        self.timestamps, self.frame_seconds = timestamps, frame_seconds
+
+    def _seconds(self, frame: int) -> float:
+        return round(frame * self.frame_seconds, 2)
+
+    def __call__(self, logits: np.ndarray) -> dict:
+        if self.lm is not None:
+            text, _, word_frames, *_ = self.lm.decode_beams(logits, **self.beam_options)[0]
+            result = {"text": text}
+            if self.timestamps:
+                result["chunks"] = [
+                    {"text": word, "timestamp": (self._seconds(start), self._seconds(end))}
+                    for word, (start, end) in word_frames
+                ]
+            return result
+        ids = logits.argmax(-1)
+        if not self.timestamps:
+            return {"text": self.tokenizer.decode(ids)}
+        words = self.timestamps == "word"
+        decoded = self.tokenizer.decode(ids, output_word_offsets=words, output_char_offsets=not words)
+        key = "word" if words else "char"
+        offsets = decoded["word_offsets" if words else "char_offsets"]
+        chunks = [
+            {"text": item[key], "timestamp": (self._seconds(item["start_offset"]), self._seconds(item["end_offset"]))}
+            for item in offsets
+        ]
+        return {"text": decoded["text"], "chunks": chunks}

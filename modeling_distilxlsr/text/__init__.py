@@ -1,1 +1,1 @@
-"""Text: the Brazilian Portuguese normaliser and CTC vocabulary, numbers as spoken, IPA phones, the espeak-ng binding."""
+"""Text: the Brazilian Portuguese normaliser and CTC vocabulary, numbers as spoken, IPA phones, espeak-ng."""

@@ -1,0 +1,86 @@
+"""Model folders keep loading across the project's own changes, and transcribe.py decodes as the transformers pipeline
+does.
+
+`tests/fixtures/ctc_before_rooms/` was written by the flat package (before it moved into rooms): weights, a config
+whose `auto_map` names the three code files in the folder, those files, and the processor.
+`ctc_before_rooms_reference.safetensors` holds a wave and the logits that code gave for it."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import soundfile as sf
+import torch
+from conftest import REPO_ROOT, run_fresh_python, run_script
+from safetensors.torch import load_file
+from transformers import AutoModelForCTC, pipeline
+
+from modeling_distilxlsr import DistilXLSRForCTC
+
+FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "ctc_before_rooms")
+REFERENCE = os.path.join(REPO_ROOT, "tests", "fixtures", "ctc_before_rooms_reference.safetensors")
+
+
+def test_a_folder_saved_before_the_move_loads_with_the_package_and_gives_the_same_logits():
+    reference = load_file(REFERENCE)
+    model = AutoModelForCTC.from_pretrained(FIXTURE).eval()  # no remote code: this package's classes
+    assert type(model) is DistilXLSRForCTC
+    with torch.no_grad():
+        logits = model(reference["wave"]).logits
+    torch.testing.assert_close(logits, reference["logits"], atol=1e-5, rtol=0)
+
+
+def test_a_folder_saved_before_the_move_loads_from_its_own_files_without_the_package(tmp_path):
+    """A Hub user's path: `trust_remote_code=True` runs the (old) files in the folder, and the pipeline works."""
+    out = run_fresh_python(
+        f"""
+        import json, torch
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCTC, pipeline
+        reference = load_file({REFERENCE!r})
+        model = AutoModelForCTC.from_pretrained({FIXTURE!r}, trust_remote_code=True).eval()
+        with torch.no_grad():
+            diff = (model(reference["wave"]).logits - reference["logits"]).abs().max().item()
+        asr = pipeline("automatic-speech-recognition", model={FIXTURE!r}, trust_remote_code=True)
+        text = asr(reference["wave"][0].numpy())["text"]
+        print(json.dumps({{"module": type(model).__module__, "diff": diff, "text": text}}))
+        """,
+        tmp_path,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["module"].startswith("transformers_modules.") and result["diff"] < 1e-5
+    assert isinstance(result["text"], str)
+
+
+def _speechlike_clips(folder, seconds=(1.2, 2.5, 0.6)):
+    """Random-weight models turn noise into characters too: distinct clips give distinct transcripts to compare."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, s in enumerate(seconds):
+        t = np.arange(int(s * 16000)) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * (150 + 90 * i) * t) * (
+            1 + np.sin(2 * np.pi * 3 * t)
+        ) + 0.05 * rng.standard_normal(len(t))
+        paths.append(str(folder / f"clip{i}.wav"))
+        sf.write(paths[-1], wave.astype(np.float32), 16000)
+    return paths
+
+
+def test_transcribe_decodes_as_the_transformers_pipeline_text_and_word_times(tiny_ctc_dir, tmp_path):
+    """transcribe.py runs its own loop over the backend's logits; greedy text and word timestamps are the pipeline's."""
+    model_dir, _ = tiny_ctc_dir
+    paths = _speechlike_clips(tmp_path / "audio")
+    command = [sys.executable, "transcribe.py", str(model_dir), str(tmp_path / "audio"), "--format", "jsonl"]
+    command += ["--backend", "torch", "--dtype", "fp32", "--return_timestamps", "word"]
+    rows = [json.loads(line) for line in run_script(command).stdout.splitlines()]
+    asr = pipeline("automatic-speech-recognition", model=str(model_dir))
+    assert [row["path"] for row in rows] == sorted(paths)
+    for row in rows:
+        audio, _ = sf.read(row["path"], dtype="float32")
+        expected = asr({"raw": audio, "sampling_rate": 16000}, return_timestamps="word")
+        assert row["text"] == expected["text"]
+        assert [(c["text"], tuple(c["timestamp"])) for c in row["chunks"]] == [
+            (c["text"], tuple(c["timestamp"])) for c in expected["chunks"]
+        ]
