@@ -403,7 +403,7 @@ def finish_distillation(accelerator, student, groups, state: TrainingState, skip
     summary = skips.summary("examples read" if distill.streaming else "files")
     logger.info(summary)
     evals = [row for row in state.history if "eval/loss" in row]
-    write_output(accelerator.unwrap_model(student), state_dict, groups, state, evals[-1], summary, teacher_params)
+    write_model_folder(accelerator.unwrap_model(student), state_dict, groups, state, evals[-1], summary, teacher_params)
     results = {
         "initial_eval": evals[0],
         "final_eval": evals[-1],
@@ -427,7 +427,7 @@ def finish_distillation(accelerator, student, groups, state: TrainingState, skip
         logger.info("pushed to %s", push_folder(run.output_dir, run.hub_model_id, f"DistilXLSR, {state.step} steps"))
 
 
-def write_output(student, state_dict, groups, state, final_eval: dict, skips_summary: str, teacher_params: int):
+def write_model_folder(student, state_dict, groups, state, final_eval: dict, skips_summary: str, teacher_params: int):
     """The hub-ready folder: weights + config + code + feature extractor, curves, and the model card."""
     run, augment, distill = groups
     save_for_hub(student, run.output_dir, state_dict=state_dict)

@@ -183,7 +183,8 @@ def pick_backend(args, files: list[str]) -> tuple[str, str]:
     paths this folder and machine offer, the fastest within `--max_cer_change` of fp32's transcripts."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.backend != "auto":
-        return args.model, (backend_name(args.backend, args.dtype) if args.dtype else args.backend)
+        by_hand = "onnx" if args.backend == "onnx" and not args.dtype else backend_name(args.backend, args.dtype)
+        return args.model, by_hand  # "onnx" alone: the folder's int8 graph if it has one, else fp32
     model_dir = local_model_dir(args.model)
     try:
         min_samples = cnn_receptive_field(load_config(model_dir))

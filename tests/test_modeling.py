@@ -395,7 +395,7 @@ def test_fast_cnn_path_matches_transformers_feature_encoder(seconds):
     from transformers import Wav2Vec2Config
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
 
-    from modeling_distilxlsr.models.modeling_distilxlsr import time_major_conv_features
+    from modeling_distilxlsr.models.modeling_distilxlsr_parts import time_major_conv_features
 
     torch.manual_seed(0)
     config = Wav2Vec2Config(conv_bias=True, feat_extract_norm="layer", conv_dim=(64,) * 7)

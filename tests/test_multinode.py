@@ -1,5 +1,6 @@
 """Two "machines" on localhost (`accelerate launch --num_machines 2 --machine_rank 0|1`, one gloo CPU process each):
-both training scripts write one output, log from the main process only, and resume exactly after both are killed."""
+the distillation and CTC scripts write one output, log from the main process only, and resume exactly after both are
+killed."""
 
 import json
 import os

@@ -11,10 +11,9 @@ from ..models.configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS
 from ..models.folder import load_config
 from ..models.modeling_distilxlsr import DistilXLSRModel
 from ..models.modeling_distilxlsr_parts import (
+    conv_features,
     frame_attention_mask,
     record_encoder_outputs,
-    supports_time_major_cnn,
-    time_major_conv_features,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,10 +88,7 @@ class TeacherTargets(nn.Module):
         return super().train(False)  # the teacher is always in eval mode (no dropout)
 
     def conv_features(self, input_values: torch.Tensor) -> torch.Tensor:
-        encoder = self.teacher.feature_extractor
-        if supports_time_major_cnn(encoder, self.teacher.config):
-            return time_major_conv_features(encoder, input_values)
-        return encoder(input_values)
+        return conv_features(self.teacher.feature_extractor, self.teacher.config, input_values)
 
     @torch.no_grad()
     def forward(

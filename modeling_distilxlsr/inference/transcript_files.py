@@ -10,7 +10,6 @@ rather than mixing two models' transcripts in one file.
 import csv
 import glob
 import heapq
-import io
 import json
 import os
 
@@ -135,12 +134,3 @@ def split_by_length(files: list[str], num_processes: int) -> list[list[str]]:
         parts[rank].append(path)
         heapq.heappush(loads, (load + max(seconds, 1e-3), rank))
     return parts
-
-
-def render(rows: list[dict], fmt: str) -> str:
-    """Rows as the text of an output file (used for stdout, where there is nothing to merge)."""
-    out = io.StringIO()
-    writer = RowWriter(out, fmt)
-    for row in rows:
-        writer.write(row)
-    return out.getvalue()

@@ -1,7 +1,7 @@
 """The audio every DistilXLSR model takes, defined once for the whole project: 16 kHz mono, each utterance
 normalised to zero mean and unit variance, padded batches with an attention mask (the CNN's per-frame LayerNorm makes
-padded batches exact). The two files that travel to the Hub (configuration/modeling) state 16 kHz on their own: they
-import nothing from the project."""
+padded batches exact). The files that travel to the Hub state 16 kHz on their own: they import nothing of
+the project but each other."""
 
 from transformers import Wav2Vec2FeatureExtractor
 

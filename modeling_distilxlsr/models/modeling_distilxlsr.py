@@ -16,11 +16,10 @@ from transformers.modeling_outputs import CausalLMOutput, ModelOutput
 
 from .configuration_distilxlsr import DistilXLSRConfig
 from .modeling_distilxlsr_parts import (
+    conv_features,
     frame_attention_mask,
     record_encoder_outputs,
     spec_augment,
-    supports_time_major_cnn,
-    time_major_conv_features,
     validate_input_values,
 )
 
@@ -98,9 +97,8 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
         gradient checkpointing is asked for), transformers' module otherwise."""
         encoder = self.feature_extractor
         checkpointing = encoder.gradient_checkpointing and self.training
-        if self.config.fast_feature_encoder and not checkpointing and supports_time_major_cnn(encoder, self.config):
-            return time_major_conv_features(encoder, input_values)
-        return encoder(input_values)
+        fast = self.config.fast_feature_encoder and not checkpointing
+        return conv_features(encoder, self.config, input_values, fast)
 
     def forward(
         self,

@@ -110,6 +110,15 @@ def time_major_conv_features(feature_encoder: nn.Module, input_values: torch.Ten
     return hidden.transpose(1, 2)
 
 
+def conv_features(feature_encoder: nn.Module, config, input_values: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """CNN features `(batch, channels, frames)` of any wav2vec2-family feature encoder: the time-major fast path where
+    it applies (`fast`, and a LayerNorm CNN), transformers' module otherwise. The student and the teacher both run
+    their CNN through here."""
+    if fast and supports_time_major_cnn(feature_encoder, config):
+        return time_major_conv_features(feature_encoder, input_values)
+    return feature_encoder(input_values)
+
+
 def frame_attention_mask(config, attention_mask: torch.Tensor | None, num_frames: int) -> torch.BoolTensor | None:
     """Sample-level mask `(batch, samples)` -> frame-level bool mask `(batch, frames)`, True on frames computed from
     real samples only (right padding, as every feature extractor pads). Computed from the config's kernels and

@@ -70,6 +70,14 @@ class RunArguments:
         return {"lr": self.learning_rate, "betas": (self.adam_beta1, self.adam_beta2), "eps": self.adam_epsilon}
 
 
+class RunArgumentParser(HfArgumentParser):
+    """`HfArgumentParser`, which hands each field's metadata to `add_argument`, minus our own `on_resume` key
+    (argparse would refuse it)."""
+
+    def add_argument(self, *args, on_resume=None, **kwargs):
+        return super().add_argument(*args, **kwargs)
+
+
 def run_settings(*groups) -> dict:
     """Every setting of a run, flat: what training_args.json records and a resume is compared with."""
     settings = {}
@@ -106,7 +114,7 @@ def parse_args(groups: tuple, defaults: dict | None = None, argv: list[str] | No
     `defaults` are the recipe's own defaults for shared fields; a file's values override them, flags override both.
     `required`: fields that need a value from the file or the flags. An unknown field or flag is a usage error, not
     a traceback."""
-    parser = HfArgumentParser(groups)
+    parser = RunArgumentParser(groups)
     argv = sys.argv[1:] if argv is None else list(argv)
     values = dict(defaults or {})
     if argv and argv[0].endswith(CONFIG_SUFFIXES):
@@ -127,7 +135,7 @@ def parse_args(groups: tuple, defaults: dict | None = None, argv: list[str] | No
     return parsed
 
 
-def read_config_file(parser: HfArgumentParser, path: str) -> dict:
+def read_config_file(parser: RunArgumentParser, path: str) -> dict:
     """The settings of a YAML or JSON config file, as a dict of field values."""
     try:
         with open(path, encoding="utf-8") as f:
