@@ -160,7 +160,7 @@ def test_shipped_lm_fixes_a_misspelling_in_the_real_pipeline_and_transcribe(miss
     # Hotwords pass through to pyctcdecode: a heavily weighted hotword wins over the LM's spelling.
     assert transcribe(asr, clip, "--hotwords", greedy.split()[1], "--hotword_weight", "50")[0] == greedy
     # ONNX backend: the exported folder carries the LM, and beam search runs on ONNX Runtime's logits.
-    run_script([sys.executable, "-m", "modeling_distilxlsr.onnx_export", str(asr), str(tmp_path / "onnx")])
+    run_script([sys.executable, "-m", "modeling_distilxlsr.export.onnx_export", str(asr), str(tmp_path / "onnx")])
     assert transcribe(tmp_path / "onnx", clip, "--backend", "onnx")[0] == "o gato preto"
     assert transcribe(tmp_path / "onnx", clip, "--backend", "onnx", "--no_lm")[0] == greedy
 

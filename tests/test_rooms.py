@@ -10,6 +10,11 @@ import ast
 import os
 import textwrap
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the dev extra installs tomli
+    import tomli as tomllib
+
 import pytest
 from conftest import REPO_ROOT
 
@@ -190,10 +195,15 @@ def test_the_package_keeps_every_room_rule():
     assert problems == [], "\n".join(problems)
 
 
-def test_every_room_of_the_package_is_ranked():
+def test_every_room_of_the_package_is_ranked_and_installed():
     package_dir = os.path.join(REPO_ROOT, PACKAGE)
-    rooms = {n.removesuffix(".py") for n in os.listdir(package_dir) if not n.startswith("__") and n != "py.typed"}
-    assert rooms - {"__pycache__"} == set(ROOM_RANKS)
+    rooms = {n.removesuffix(".py") for n in os.listdir(package_dir) if not n.startswith("__")}
+    assert rooms == set(ROOM_RANKS)
+    folders = {f"{PACKAGE}.{n}" for n in rooms if os.path.isdir(os.path.join(package_dir, n))}
+    listed = set(
+        tomllib.loads(open(os.path.join(REPO_ROOT, "pyproject.toml")).read())["tool"]["setuptools"]["packages"]
+    )
+    assert folders | {PACKAGE} <= listed  # a room missing from the list would be missing from the wheel
 
 
 def make_package(tmp_path, files: dict[str, str]) -> str:

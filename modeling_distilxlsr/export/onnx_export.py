@@ -1,6 +1,6 @@
 """ONNX export for ONNX Runtime, with optional int8 quantisation, and the drift it causes, measured.
 
-    python -m modeling_distilxlsr.onnx_export MODEL_DIR OUT_DIR [--quantize dynamic|static] [--calibration_data DIR]
+    distilxlsr-onnx MODEL_DIR OUT_DIR [--quantize dynamic|static] [--calibration_data D]
 
 OUT_DIR may be MODEL_DIR itself: the graphs are then added beside the torch weights, and `transcribe.py` (whose
 default `--backend auto` times every path the folder offers) picks whichever runs fastest on the machine.
@@ -28,7 +28,7 @@ from ..corpus.synthesis import default_corpus_split
 from ..inference.decoding import LM_INFO_FILE, has_lm
 from ..inference.onnx_runtime import onnx_session, run_onnx
 from ..models.audio_format import SAMPLING_RATE, default_feature_extractor
-from ..models.folder import PROCESSOR_FILES
+from ..models.folder import CONFIG_FILE, ONNX_FILES, PROCESSOR_FILES
 from ..models.modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
 
@@ -46,7 +46,7 @@ class _OnnxGraph(torch.nn.Module):
 
 def load_for_export(model_dir: str):
     """Our CTC model or backbone from a DistilXLSR folder (a distillation checkpoint exports its backbone)."""
-    with open(os.path.join(model_dir, "config.json")) as f:
+    with open(os.path.join(model_dir, CONFIG_FILE)) as f:
         architectures = json.load(f).get("architectures") or []
     model_class = DistilXLSRForCTC if "DistilXLSRForCTC" in architectures else DistilXLSRModel
     return model_class.from_pretrained(model_dir).eval()
@@ -90,18 +90,18 @@ def export_onnx(
     os.makedirs(out_dir, exist_ok=True)
     model = load_for_export(model_dir)
     output_name = "logits" if isinstance(model, DistilXLSRForCTC) else "last_hidden_state"
-    fp32_path = export_graph(model, os.path.join(out_dir, "model.onnx"), output_name)
+    fp32_path = export_graph(model, os.path.join(out_dir, ONNX_FILES["fp32"]), output_name)
     if os.path.realpath(out_dir) != os.path.realpath(model_dir):
         copy_model_files(model_dir, out_dir)
     if quantize is None:
         return fp32_path
-    return quantize_onnx(fp32_path, os.path.join(out_dir, "model_int8.onnx"), quantize, calibration_data, skip_cnn)
+    return quantize_onnx(fp32_path, os.path.join(out_dir, ONNX_FILES["int8"]), quantize, calibration_data, skip_cnn)
 
 
 def copy_model_files(model_dir: str, out_dir: str) -> None:
     """What `transcribe.py --backend onnx OUT_DIR` needs besides the graph: config, processor and LM. (Exporting into
     the model folder itself keeps everything in one place, where `--backend auto` can time both runtimes.)"""
-    for name in PROCESSOR_FILES + ("config.json",):
+    for name in (*PROCESSOR_FILES, CONFIG_FILE):
         if os.path.exists(os.path.join(model_dir, name)):
             shutil.copy(os.path.join(model_dir, name), os.path.join(out_dir, name))
     if has_lm(model_dir):  # the n-gram decoder travels with the graph (transcribe.py --backend onnx uses it)

@@ -1,13 +1,25 @@
 """Model cards in the Hub's format: YAML metadata from `huggingface_hub.ModelCardData`, the body rendered from a
 `model_card/` template with a run's facts."""
 
+import importlib.resources
 import os
 import re
 import string
 
 from huggingface_hub import ModelCard, ModelCardData
 
-TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_card")
+# The templates are the repository's `model_card/` folder; a wheel installs the same files as the package data
+# `modeling_distilxlsr.model_card` (pyproject.toml maps the folder there), where a checkout has none.
+CHECKOUT_TEMPLATES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "model_card"
+)
+
+
+def template_path(name: str) -> str:
+    checkout = os.path.join(CHECKOUT_TEMPLATES, name)
+    if os.path.exists(checkout):
+        return checkout
+    return str(importlib.resources.files("modeling_distilxlsr.model_card") / name)
 
 
 def render_card(template_name: str, out_dir: str, card_data, **facts) -> str:
@@ -15,7 +27,7 @@ def render_card(template_name: str, out_dir: str, card_data, **facts) -> str:
     license, language, tags, base_model, datasets, metrics, and `model-index` eval results), then the body from
     `model_card/<template_name>`, every $field of which must be given."""
 
-    with open(os.path.join(TEMPLATE_DIR, template_name), encoding="utf-8") as f:
+    with open(template_path(template_name), encoding="utf-8") as f:
         body = string.Template(f.read()).substitute({key: str(value) for key, value in facts.items()})
     path = os.path.join(out_dir, "README.md")
     ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}").save(path)
