@@ -325,13 +325,15 @@ def test_streaming_from_a_sharded_dataset_on_two_ranks_and_resume(tiny_teacher_d
 
 
 def test_a_config_file_followed_by_flags_that_override_it():
-    from modeling_distilxlsr.training.loop import parse_args
-    from train_distill import DistillArguments
+    from modeling_distilxlsr.audio.augment import AugmentArguments
+    from modeling_distilxlsr.training.arguments import RunArguments, parse_args
+    from train_distill import DISTILL_DEFAULTS, DistillArguments
 
+    groups = (RunArguments, AugmentArguments, DistillArguments)
     smoke = os.path.join(REPO_ROOT, "configs", "smoke.yaml")
-    args = parse_args(DistillArguments, [smoke, "--output_dir", "out/other", "--max_steps", "7"])
-    assert (args.output_dir, args.max_steps) == ("out/other", 7)
-    assert args.teacher_random_init and list(args.pred_layer_ids) == [2, 4] and args.report_to == "none"
-    assert parse_args(DistillArguments, [smoke]).output_dir == "out/smoke"
+    run, _, distill = parse_args(groups, DISTILL_DEFAULTS, [smoke, "--output_dir", "out/other", "--max_steps", "7"])
+    assert (run.output_dir, run.max_steps) == ("out/other", 7)
+    assert distill.teacher_random_init and list(distill.pred_layer_ids) == [2, 4] and run.report_to == "none"
+    assert parse_args(groups, DISTILL_DEFAULTS, [smoke])[0].output_dir == "out/smoke"
     with pytest.raises(SystemExit):  # an unknown flag is still an error
-        parse_args(DistillArguments, [smoke, "--no_such_flag", "1"])
+        parse_args(groups, DISTILL_DEFAULTS, [smoke, "--no_such_flag", "1"])

@@ -7,6 +7,7 @@ whose `auto_map` names the three code files in the folder, those files, and the 
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -17,6 +18,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCTC, pipeline
 
 from modeling_distilxlsr import DistilXLSRForCTC
+from modeling_distilxlsr.models.configuration_distilxlsr import AUTO_MAP
+from modeling_distilxlsr.models.folder import save_for_hub
 
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "ctc_before_rooms")
 REFERENCE = os.path.join(REPO_ROOT, "tests", "fixtures", "ctc_before_rooms_reference.safetensors")
@@ -84,3 +87,41 @@ def test_transcribe_decodes_as_the_transformers_pipeline_text_and_word_times(tin
         assert [(c["text"], tuple(c["timestamp"])) for c in row["chunks"]] == [
             (c["text"], tuple(c["timestamp"])) for c in expected["chunks"]
         ]
+
+
+def test_a_foreign_auto_map_is_not_carried_into_a_saved_folder(tmp_path):
+    folder = tmp_path / "foreign"
+    AutoModelForCTC.from_pretrained(FIXTURE).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = "modeling_evil.Evil"
+    config["auto_map"]["AutoFeatureExtractor"] = "feature_extraction_evil.Evil"
+    (folder / "config.json").write_text(json.dumps(config))
+    model = AutoModelForCTC.from_pretrained(folder)
+    save_for_hub(model, str(tmp_path / "saved"))
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"] == AUTO_MAP
+
+
+def test_with_the_package_imported_the_pipeline_needs_no_remote_code_and_runs_none(tmp_path):
+    """A folder whose tokenizer config names code of its own: loaded the documented way, that code never runs."""
+    folder = tmp_path / "evil"
+    shutil.copytree(FIXTURE, folder)
+    marker = tmp_path / "evil_ran"
+    (folder / "tokenization_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["auto_map"] = {"AutoTokenizer": ["tokenization_evil.Evil", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    out = run_fresh_python(
+        f"""
+        import json
+        import numpy as np
+        import modeling_distilxlsr
+        from transformers import pipeline
+        asr = pipeline("automatic-speech-recognition", model={str(folder)!r})
+        print(json.dumps({{"model": type(asr.model).__module__, "text": asr(np.full(16000, 0.1, np.float32))["text"]}}))
+        """,
+        tmp_path,
+        with_package=True,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["model"].startswith("modeling_distilxlsr.") and isinstance(result["text"], str)
+    assert not marker.exists()

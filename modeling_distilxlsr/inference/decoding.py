@@ -3,7 +3,6 @@ pyctcdecode decoder a folder ships in `language_model/`, or one built over an ex
 character timestamps, as the transformers ASR pipeline decodes. Building, attaching and tuning LMs is
 `modeling_distilxlsr.lm`'s work; this is what transcription needs of it."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -66,12 +65,14 @@ def load_folder_decoder(model_dir: str):
 def load_lm_decoder(tokenizer=None, lm_path: str | None = None, model_dir: str | None = None):
     """The beam-search decoder over an external KenLM file (`lm_path`, with the tokenizer's characters) or the one
     `model_dir` ships; `LanguageModelError` saying what is missing or broken otherwise."""
-    missing = [name for name in ("pyctcdecode", "kenlm") if importlib.util.find_spec(name) is None]
-    if missing:
+    try:  # imported, not only looked up: a broken install must say so here, not at the first decode
+        import kenlm  # noqa: F401  (lazy: optional dependency, the lm extra)
+        import pyctcdecode  # noqa: F401  (lazy: optional dependency, requirements-lm.txt)
+    except ImportError as err:
         raise LanguageModelError(
-            f"LM decoding needs pyctcdecode and kenlm (missing: {', '.join(missing)}): `bash install.sh`, or "
+            f"LM decoding needs pyctcdecode and kenlm ({err}): `bash install.sh`, or "
             "`pip install --no-deps -r requirements-lm.txt`. --no_lm decodes greedily."
-        )
+        ) from err
     return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
 
 

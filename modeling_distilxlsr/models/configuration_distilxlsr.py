@@ -121,8 +121,9 @@ class DistilXLSRConfig(Wav2Vec2Config):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        # The one place auto_map is set: every Auto class a DistilXLSR folder supports, whatever class saves it.
-        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        # The one place auto_map is set: every Auto class a DistilXLSR folder supports, whatever class saves it, and
+        # nothing else (an entry a loaded folder brought would name code this folder does not hold, or run it).
+        self.auto_map = dict(AUTO_MAP)
 
     def validate_architecture(self):
         super().validate_architecture()
