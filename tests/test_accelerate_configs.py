@@ -49,6 +49,7 @@ def test_fsdp_wraps_a_layer_class_the_models_have(model_class):
     assert torch.nn.Module in type(layers[0]).__mro__
 
 
+@pytest.mark.slow
 def test_the_cpu_config_starts_two_ranks(tiny_ctc_dir, tmp_path):
     import numpy as np
     import soundfile as sf

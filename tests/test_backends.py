@@ -109,6 +109,7 @@ def _clips(folder, seconds=(2.0, 0.4, 3.1, 1.2, 0.7)):
     return paths
 
 
+@pytest.mark.slow
 def test_auto_measures_once_then_reads_the_cache(tiny_ctc_dir, tmp_path):
     """A real measurement of every path of a folder holding torch weights and its ONNX graphs (exported in place),
     then the cached choice, without touching the audio again."""
@@ -151,6 +152,7 @@ def test_length_batches_keep_every_file_once_and_the_window_in_input_order(tiny_
     assert sorted(p for b in small for p in b) == sorted(paths)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_batched_transcription_equals_one_file_at_a_time(tiny_ctc_dir, tmp_path, backend):
     """Padding masks: a file's transcript does not depend on what it is batched with; the run reports throughput."""
@@ -173,6 +175,7 @@ def test_batched_transcription_equals_one_file_at_a_time(tiny_ctc_dir, tmp_path,
     assert "audio-hours per hour" in batched.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_transcribe_auto_uses_the_path_it_chose(tiny_ctc_dir, tmp_path):
     """The default backend measures, logs and caches its choice, and the transcripts are those of that path."""
     from modeling_distilxlsr.export.onnx_export import export_onnx
@@ -194,3 +197,28 @@ def test_transcribe_auto_uses_the_path_it_chose(tiny_ctc_dir, tmp_path):
     assert by_hand.stdout == first.stdout
     fp32 = run_script([*command, "--dtype", "fp32"], env_extra=env)  # a dtype alone: that path, nothing timed
     assert "backend" not in fp32.stderr and len(fp32.stdout.splitlines()) == 5
+
+
+def test_the_transcription_loop_gives_each_file_its_own_result_whatever_the_batch(tiny_ctc_dir, tmp_path):
+    """In process: one `Backend`, the one loop; a broken file gets its own error, never another file's text."""
+    from modeling_distilxlsr.inference.backends import load_backend
+    from modeling_distilxlsr.inference.batching import Throughput
+    from modeling_distilxlsr.inference.transcription import transcribe
+
+    model_dir, _ = tiny_ctc_dir
+    paths = _clips(tmp_path / "audio", seconds=(1.5, 0.3, 2.2, 0.9))
+    (tmp_path / "audio" / "clip1b.wav").write_bytes(b"RIFF not audio")
+    files = sorted([*paths, str(tmp_path / "audio" / "clip1b.wav")])
+    backend = load_backend(str(model_dir), "torch-fp32")
+    throughput = Throughput()
+    batched = list(transcribe(backend, files, throughput=throughput))
+    single = list(transcribe(backend, files, batch_size=1, chunk_length_s=1.0))  # and chunked
+    assert [path for path, *_ in batched] == files
+    errors = {path: error for path, _, error in batched if error}
+    assert list(errors) == [str(tmp_path / "audio" / "clip1b.wav")] and errors[files[2]].startswith("unreadable")
+    assert throughput.files == 4
+    texts = {path: result["text"] for path, result, _ in batched if result}
+    assert {path: result["text"] for path, result, _ in single if result and path in (paths[1], paths[3])} == {
+        p: texts[p]
+        for p in (paths[1], paths[3])  # shorter than a chunk: the same text batched or alone
+    }

@@ -102,6 +102,7 @@ def bad_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output_format, model", [("jsonl", "distilxlsr"), ("csv", "distilxlsr"), ("jsonl", "plain")])
 def test_every_file_keeps_its_own_result_or_failure(tiny_ctc_dir, bad_folder, tmp_path, output_format, model):
     model_dir, _ = tiny_ctc_dir

@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 from conftest import run_script
+
+pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 
 
 def test_gpu_check_runs_on_cpu_with_tiny_shapes(tmp_path):

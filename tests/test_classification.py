@@ -86,6 +86,7 @@ def test_a_frozen_probe_learns_three_tones_above_chance():
     assert accuracy >= 0.6, accuracy
 
 
+@pytest.mark.slow
 def test_a_distilled_folder_loads_as_an_audio_classifier_and_runs_the_pipeline_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
     backbone_dir, classifier_dir = tmp_path / "distilled", tmp_path / "classifier"

@@ -81,6 +81,7 @@ def make_with_command(out_dir, seed=0):
     run_script([sys.executable, "-m", "modeling_distilxlsr.corpus", str(out_dir), *map(str, args)])
 
 
+@pytest.mark.slow
 def test_corpus_command_is_deterministic_for_a_seed(tmp_path):
     make_with_command(tmp_path / "a")
     make_with_command(tmp_path / "b")

@@ -100,6 +100,7 @@ def test_shared_cnn_features_give_the_same_predictions(tiny_teacher):
     assert not torch.allclose(other, own)  # the given features are what the student uses, not its own CNN
 
 
+@pytest.mark.slow
 def test_a_run_lowers_held_out_loss_and_raises_cosine(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "out"
     distill(
@@ -146,6 +147,7 @@ def test_a_run_lowers_held_out_loss_and_raises_cosine(tiny_teacher_dir, small_co
     assert sorted(os.listdir(out / "checkpoints")) == ["step_20", "step_40"]
 
 
+@pytest.mark.slow
 def test_slim_student_learns_the_teacher_cnn_output(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "out"
     common = ["--student_cnn_width", 8, "--max_steps", 30, "--eval_steps", 30, "--save_steps", 30]
@@ -162,6 +164,7 @@ def test_slim_student_learns_the_teacher_cnn_output(tiny_teacher_dir, small_corp
     assert "slim, [8, 8, 8, 8, 8, 8, 16] channels" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_yaml_config_and_bad_setups_fail_before_training(tiny_teacher_dir, small_corpus, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -179,6 +182,7 @@ def test_yaml_config_and_bad_setups_fail_before_training(tiny_teacher_dir, small
     assert not (tmp_path / "o" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_bad_files_are_skipped_and_counted(tiny_teacher_dir, small_corpus, tmp_path):
     data = tmp_path / "messy"
     data.mkdir()
@@ -199,6 +203,7 @@ def test_bad_files_are_skipped_and_counted(tiny_teacher_dir, small_corpus, tmp_p
     assert "skipped 3 of 10 files" in json.loads((out / "distill_results.json").read_text())["skipped"]
 
 
+@pytest.mark.slow
 def test_two_real_ddp_ranks_write_one_output_that_loads_in_a_fresh_process(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "out"
     noise_dir = tmp_path / "noise"  # robust distillation on both ranks, with a bad noise file counted
@@ -252,6 +257,7 @@ def _optimizer_and_scheduler(checkpoint):
     return steps, scheduler["last_epoch"], scheduler["_last_lr"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_step_optimizer_state_and_lr(tiny_teacher_dir, small_corpus, tmp_path):
     # with --augment: speed perturbation changes clip lengths, so equal audio hours mean the same corruptions
     common = ["--max_steps", 24, "--eval_steps", 100, "--save_steps", 8, "--logging_steps", 4, "--seed", 3, "--augment"]
@@ -298,6 +304,7 @@ def test_killed_run_resumes_to_the_same_step_optimizer_state_and_lr(tiny_teacher
     assert b["audio_hours"] == pytest.approx(a["audio_hours"], rel=1e-6)  # same data position after resume
 
 
+@pytest.mark.slow
 def test_streaming_from_a_sharded_dataset_on_two_ranks_and_resume(tiny_teacher_dir, small_corpus, tmp_path):
     clips = [(p.name, p.read_bytes()) for p in sorted((small_corpus / "train").glob("*.flac"))[:40]]
     clips[7] = ("corrupt.flac", b"fLaC" + b"\x00" * 50)

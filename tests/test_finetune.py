@@ -44,6 +44,7 @@ def tiny_distilled(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_bad_transcripts_and_audio_are_skipped_and_counted(tiny_distilled, small_corpus, tmp_path):
     data = tmp_path / "messy"
     data.mkdir()
@@ -77,6 +78,7 @@ def test_bad_transcripts_and_audio_are_skipped_and_counted(tiny_distilled, small
     assert np.isfinite(results["best_eval"][str(data)]["cer"])
 
 
+@pytest.mark.slow
 def test_non_utf8_manifest_is_a_clear_error(tiny_distilled, tmp_path):
     manifest = tmp_path / "train.csv"
     manifest.write_bytes("path,sentence\na.wav,ol\xe1\n".encode("latin-1"))
@@ -116,6 +118,7 @@ def finetuned(asr_corpus, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_finetune_lowers_cer_and_does_not_collapse_to_blanks(finetuned, asr_corpus):
     results = json.loads((finetuned / "ctc_results.json").read_text())
     initial = results["initial_eval"][str(asr_corpus / "test")]
@@ -143,6 +146,7 @@ def _char_error_rate(reference: str, hypothesis: str) -> float:
     return jiwer.cer(reference, hypothesis)
 
 
+@pytest.mark.slow
 def test_pipeline_in_a_fresh_process_on_stereo_22khz_and_a_60_second_file(finetuned, asr_corpus, tmp_path):
     import librosa
 
@@ -180,6 +184,7 @@ def test_pipeline_in_a_fresh_process_on_stereo_22khz_and_a_60_second_file(finetu
     assert _char_error_rate(" ".join(texts), result["long"]) < MAX_TEST_CER + 0.25
 
 
+@pytest.mark.slow
 def test_transcribe_writes_one_line_per_file(finetuned, asr_corpus, tmp_path):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
@@ -206,6 +211,7 @@ def test_transcribe_writes_one_line_per_file(finetuned, asr_corpus, tmp_path):
     assert row["chunks"] and all(len(c["timestamp"]) == 2 for c in row["chunks"])
 
 
+@pytest.mark.slow
 def test_lm_option_with_a_missing_file_is_a_clear_error(finetuned, asr_corpus):
     result = run_script(
         [sys.executable, "transcribe.py", str(finetuned), str(asr_corpus / "test"), "--lm", "x.arpa"], check=False
@@ -213,6 +219,7 @@ def test_lm_option_with_a_missing_file_is_a_clear_error(finetuned, asr_corpus):
     assert result.returncode != 0 and "No KenLM model at x.arpa" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_lm_text_ships_a_tuned_lm_with_the_model(asr_corpus, tmp_path):
     """--lm_text: an n-gram from the train transcripts (metadata.csv's transcription column), built with the labels'
     normaliser, attached as a Wav2Vec2ProcessorWithLM and tuned on the first eval set, reported per eval set."""
@@ -234,6 +241,7 @@ def test_lm_text_ships_a_tuned_lm_with_the_model(asr_corpus, tmp_path):
     assert "## Decoding with the n-gram language model" in (out / "README.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
     # An eval set whose second batch (rank 1's) fails to decode entirely: 4 good clips, then 4 with NaN samples
     # (their headers are fine, so they are only found out while decoding). Both ranks must still gather together.

@@ -43,6 +43,7 @@ def classify(train, dev, out, *extra, launcher=(sys.executable,), **kwargs):
     return run_script(args, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_frozen_probe_learns_the_classes_and_the_folder_classifies(tones, tmp_path):
     train, dev = tones
     out = tmp_path / "probe"
@@ -58,6 +59,7 @@ def test_a_frozen_probe_learns_the_classes_and_the_folder_classifies(tones, tmp_
     assert "macro-F1" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_and_class_weights(tones, tmp_path):
     train, dev = tones
     out = tmp_path / "ddp"
@@ -81,6 +83,7 @@ def test_two_ddp_ranks_and_class_weights(tones, tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
+@pytest.mark.slow
 def test_labels_that_cannot_work_stop_before_training(tones, tmp_path):
     train, dev = tones
     # a manifest with an empty label (a counted skip) and an eval label training never saw (an error)

@@ -85,6 +85,7 @@ def test_build_reads_every_format_normalises_and_reports(tmp_path):
     assert tsv["skipped"] == {"dropped: ambiguous number 3.5": 1}
 
 
+@pytest.mark.slow
 def test_empty_text_and_a_missing_column_are_clear_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("\n  \n😀\n", encoding="utf-8")
     with pytest.raises(LanguageModelError, match="No text left"):
@@ -104,6 +105,7 @@ def test_empty_text_and_a_missing_column_are_clear_errors(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_lm_spelling_characters_the_tokenizer_lacks_is_refused(misspelling_asr, tmp_path):
     (tmp_path / "t.txt").write_text("a gota d'água caiu\n", encoding="utf-8")
     build_lm([str(tmp_path / "t.txt")], str(tmp_path / "lm"), order=2, normalizer=TextNormalizer(keep_apostrophe=True))
@@ -129,6 +131,7 @@ def test_corrupt_lm_is_a_clear_error_at_load(misspelling_asr, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_shipped_lm_fixes_a_misspelling_in_the_real_pipeline_and_transcribe(misspelling_asr, tmp_path):
     import shutil
 

@@ -4,6 +4,8 @@ and not a guess (the code that travels to the Hub runs under whatever transforme
 import subprocess
 import sys
 
+import pytest
+
 try:
     import tomllib
 except ImportError:  # Python 3.10: the dev extra installs tomli
@@ -12,6 +14,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.version import Version
+
+pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -297,6 +297,7 @@ def test_real_xlsr53_architecture_initialises_the_default_student_exactly():
         torch.testing.assert_close(student_states[i], teacher_states[i], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_save_then_load_with_remote_code_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
     model_dir = tmp_path / "model"

@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT, TINY_RUN, TWO_CPU_RANKS_ENV
 
+pytestmark = pytest.mark.slow  # every test here is an end-to-end run
+
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student")
 
 

@@ -1,6 +1,7 @@
 import sys
 
 import numpy as np
+import pytest
 import torch
 from conftest import run_script, tiny_student_config
 
@@ -8,6 +9,8 @@ from modeling_distilxlsr import DistilXLSRForDistillation
 from modeling_distilxlsr.export.onnx_export import export_onnx
 from modeling_distilxlsr.inference.onnx_runtime import onnx_session, run_onnx
 from modeling_distilxlsr.models.folder import save_for_hub
+
+pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 
 
 def test_onnx_fp32_matches_torch_with_dynamic_batch_length_and_padding(tiny_ctc_dir, tmp_path):

@@ -1,6 +1,7 @@
 """Phoneme transcriptions from espeak-ng (the building block of the phoneme-recognition target) and the phone
 vocabulary, tokenizer and error rate."""
 
+import pytest
 import torch
 from conftest import tiny_student_config
 
@@ -43,6 +44,7 @@ def test_phone_error_rate_counts_phones():
     assert phone_error_rate([reference], ["n a s i ŋ"]) == 1 / 5  # one substituted phone of five
 
 
+@pytest.mark.slow
 def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
     """`finetune_ctc.py --target phonemes --freeze_encoder` (the probe's phoneme recognition): labels are espeak-ng's
     phones of the normalised transcripts, the folder ships a phone tokenizer, WER in the results is the phone error
@@ -93,6 +95,7 @@ def test_finetune_ctc_with_phoneme_targets(small_corpus, tmp_path):
     assert after["lm_head.weight"].shape[0] == len(vocab)
 
 
+@pytest.mark.slow
 def test_phonemes_stay_right_while_the_same_process_synthesises_every_voice(tmp_path):
     """espeak-ng is one state per process: synthesis (any variant, the corpus maker) and phonemes share it. Two
     instances once meant a freed callback: the interpreter crashed mid-corpus or every stored phone came out garbled."""

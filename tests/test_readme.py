@@ -4,8 +4,11 @@ import os
 import shutil
 import subprocess
 
+import pytest
 from conftest import REPO_ROOT
 from readme_blocks import readme_block
+
+pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 
 
 def test_readme_smoke_commands_run_on_a_fresh_checkout_with_no_data(tmp_path):

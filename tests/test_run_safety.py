@@ -31,6 +31,7 @@ def copy_run(finished_run, tmp_path):
     return out
 
 
+@pytest.mark.slow
 def test_a_new_run_never_overwrites_a_finished_one(tiny_teacher_dir, small_corpus, finished_run, tmp_path):
     out = copy_run(finished_run, tmp_path)
     weights = (out / "model.safetensors").read_bytes()
@@ -55,6 +56,7 @@ def test_a_new_run_never_overwrites_a_finished_one(tiny_teacher_dir, small_corpu
     assert json.loads((out / "distill_results.json").read_text())["steps"] == 2
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_folder_fails_naming_the_holder_and_a_stale_lock_is_taken_over(
     tiny_teacher_dir, small_corpus, tmp_path
 ):
@@ -96,6 +98,7 @@ def test_rotation_removes_only_this_runs_checkpoints(tmp_path):
     assert all(torch.equal(saved[name], value) for name, value in model.state_dict().items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change, fields",
     [
@@ -125,6 +128,7 @@ def test_resume_refuses_changed_settings_naming_each(
     assert (out / "training_args.json").read_text() == args_before  # nothing recorded for a run that did not happen
 
 
+@pytest.mark.slow
 def test_damaged_latest_falls_back_and_a_damaged_explicit_checkpoint_names_the_file(
     tiny_teacher_dir, small_corpus, finished_run, tmp_path
 ):
@@ -152,6 +156,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_no_pickle_in_a_checkpoint_runs_code(tiny_teacher_dir, small_corpus, finished_run, tmp_path):
     out = copy_run(finished_run, tmp_path)
     marker_rng, marker_custom = tmp_path / "ran_rng_state", tmp_path / "ran_custom_checkpoint"
@@ -172,6 +177,7 @@ def test_no_pickle_in_a_checkpoint_runs_code(tiny_teacher_dir, small_corpus, fin
     assert not marker_custom.exists()
 
 
+@pytest.mark.slow
 def test_transcribe_never_runs_a_model_folders_code(tiny_ctc_dir, tmp_path):
     import soundfile as sf
 
@@ -197,6 +203,7 @@ def test_transcribe_never_runs_a_model_folders_code(tiny_ctc_dir, tmp_path):
     assert result.returncode != 0 and "trust_remote_code" in result.stderr and not marker.exists()
 
 
+@pytest.mark.slow
 def test_push_to_hub_fails_before_training_when_the_hub_is_unreachable(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "run"
     result = distill(

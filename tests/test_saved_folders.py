@@ -11,6 +11,7 @@ import shutil
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from conftest import REPO_ROOT, run_fresh_python, run_script
@@ -34,6 +35,7 @@ def test_a_folder_saved_before_the_move_loads_with_the_package_and_gives_the_sam
     torch.testing.assert_close(logits, reference["logits"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_a_folder_saved_before_the_move_loads_from_its_own_files_without_the_package(tmp_path):
     """A Hub user's path: `trust_remote_code=True` runs the (old) files in the folder, and the pipeline works."""
     out = run_fresh_python(
@@ -71,6 +73,7 @@ def _speechlike_clips(folder, seconds=(1.2, 2.5, 0.6)):
     return paths
 
 
+@pytest.mark.slow
 def test_transcribe_decodes_as_the_transformers_pipeline_text_and_word_times(tiny_ctc_dir, tmp_path):
     """transcribe.py runs its own loop over the backend's logits; greedy text and word timestamps are the pipeline's."""
     model_dir, _ = tiny_ctc_dir
