@@ -1,0 +1,1 @@
+"""Distillation: the truncated teacher and its targets, student initialisation, the layer losses."""

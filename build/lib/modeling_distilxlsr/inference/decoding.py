@@ -1,0 +1,118 @@
+"""CTC decoding of one utterance's logits: greedy with the tokenizer, or beam search with an n-gram LM (the
+pyctcdecode decoder a folder ships in `language_model/`, or one built over an external KenLM file), with word or
+character timestamps, as the transformers ASR pipeline decodes. Building, attaching and tuning LMs is
+`modeling_distilxlsr.lm`'s work; this is what transcription needs of it."""
+
+import os
+
+import numpy as np
+
+LM_INFO_FILE = "lm_info.json"
+DEFAULT_BEAM_WIDTH = 32
+
+
+class LanguageModelError(ValueError):
+    pass
+
+
+def ctc_labels(tokenizer) -> list[str]:
+    """pyctcdecode's alphabet for a character CTC tokenizer: ids in order, the pad token (our CTC blank) as "", the
+    word delimiter as " "."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return [
+        " " if token == tokenizer.word_delimiter_token else "" if token == tokenizer.pad_token else token
+        for token, _ in vocab
+    ]
+
+
+def _loading(path: str, load):
+    """Runs `load` (which reads the KenLM file at `path`), turning a missing or corrupt file into a clear error at
+    load time rather than a crash at decode time."""
+    if not os.path.isfile(path):
+        raise LanguageModelError(f"No KenLM model at {path}.")
+    try:
+        return load()
+    except (OSError, RuntimeError, ValueError) as err:
+        raise LanguageModelError(f"{path} is not a valid KenLM model (ARPA or binary): {err}") from err
+
+
+def build_decoder(tokenizer, lm_path: str, unigrams: list[str] | None = None, alpha: float = 0.5, beta: float = 1.0):
+    """A pyctcdecode beam-search decoder over the tokenizer's characters with the KenLM model at `lm_path`."""
+    from pyctcdecode import build_ctcdecoder  # lazy: optional dependency
+
+    labels = ctc_labels(tokenizer)
+    return _loading(
+        lm_path,
+        lambda: build_ctcdecoder(labels, kenlm_model_path=lm_path, unigrams=unigrams, alpha=alpha, beta=beta),
+    )
+
+
+def has_lm(model_dir: str) -> bool:
+    return os.path.isdir(os.path.join(str(model_dir), "language_model"))
+
+
+def load_folder_decoder(model_dir: str):
+    """The pyctcdecode decoder an ASR folder ships (`language_model/` + `alphabet.json`)."""
+    from pyctcdecode import BeamSearchDecoderCTC  # lazy: optional dependency
+
+    folder = os.path.join(model_dir, "language_model")
+    models = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith((".arpa", ".bin"))]
+    if not models:
+        raise LanguageModelError(f"{folder} holds no KenLM model (.arpa or .bin).")
+    return _loading(models[0], lambda: BeamSearchDecoderCTC.load_from_dir(model_dir))
+
+
+def load_lm_decoder(tokenizer=None, lm_path: str | None = None, model_dir: str | None = None):
+    """The beam-search decoder over an external KenLM file (`lm_path`, with the tokenizer's characters) or the one
+    `model_dir` ships; `LanguageModelError` saying what is missing or broken otherwise."""
+    try:  # imported, not only looked up: a broken install must say so here, not at the first decode
+        import kenlm  # noqa: F401  (lazy: optional dependency, the lm extra)
+        import pyctcdecode  # noqa: F401  (lazy: optional dependency, requirements-lm.txt)
+    except ImportError as err:
+        raise LanguageModelError(
+            f"LM decoding needs pyctcdecode and kenlm ({err}): `bash install.sh`, or "
+            "`pip install --no-deps -r requirements-lm.txt`. --no_lm decodes greedily."
+        ) from err
+    return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
+
+
+class CTCDecoder:
+    """Logits of one utterance (frames x vocabulary) -> `{"text"}`, plus `{"chunks": [{"text", "timestamp": (start,
+    end)}]}` with `timestamps` "word" or "char" (seconds, rounded to 10 ms as the pipeline rounds them). Greedy: the
+    tokenizer's CTC decode (repeats merged, blanks dropped) and its offsets. With `lm` (pyctcdecode): the best beam
+    of `decode_beams(**beam_options)` and its word frames."""
+
+    def __init__(self, tokenizer, lm=None, beam_options: dict | None = None, timestamps: str | None = None,
+                 frame_seconds: float = 0.02):  # fmt: skip
+        if timestamps not in (None, "word", "char"):
+            raise ValueError(f"timestamps must be None, 'word' or 'char', got {timestamps!r}")
+        if lm is not None and timestamps == "char":
+            raise ValueError("character timestamps need greedy decoding (--no_lm); the LM decoder gives words")
+        self.tokenizer, self.lm, self.beam_options = tokenizer, lm, beam_options or {}
+        self.timestamps, self.frame_seconds = timestamps, frame_seconds
+
+    def _seconds(self, frame: int) -> float:
+        return round(frame * self.frame_seconds, 2)
+
+    def __call__(self, logits: np.ndarray) -> dict:
+        if self.lm is not None:
+            text, _, word_frames, *_ = self.lm.decode_beams(logits, **self.beam_options)[0]
+            result = {"text": text}
+            if self.timestamps:
+                result["chunks"] = [
+                    {"text": word, "timestamp": (self._seconds(start), self._seconds(end))}
+                    for word, (start, end) in word_frames
+                ]
+            return result
+        ids = logits.argmax(-1)
+        if not self.timestamps:
+            return {"text": self.tokenizer.decode(ids)}
+        words = self.timestamps == "word"
+        decoded = self.tokenizer.decode(ids, output_word_offsets=words, output_char_offsets=not words)
+        key = "word" if words else "char"
+        offsets = decoded["word_offsets" if words else "char_offsets"]
+        chunks = [
+            {"text": item[key], "timestamp": (self._seconds(item["start_offset"]), self._seconds(item["end_offset"]))}
+            for item in offsets
+        ]
+        return {"text": decoded["text"], "chunks": chunks}

@@ -1,0 +1,185 @@
+"""DistilXLSR configuration.
+
+This file travels to the Hugging Face Hub with the weights (``trust_remote_code=True``): it imports only
+``transformers`` and ``huggingface_hub`` (a transformers dependency).
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import Wav2Vec2Config
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_distilxlsr.DistilXLSRConfig",
+    "AutoModel": "modeling_distilxlsr.DistilXLSRModel",
+    "AutoModelForCTC": "modeling_distilxlsr.DistilXLSRForCTC",
+    "AutoModelForPreTraining": "modeling_distilxlsr.DistilXLSRForDistillation",
+    "AutoModelForAudioClassification": "modeling_distilxlsr_classification.DistilXLSRForSequenceClassification",
+}
+# The model code that travels with every saved folder (what AUTO_MAP points at, and the parts file they import),
+# whichever class saved it: a distilled student on the Hub must load as an audio classifier as well as a CTC model.
+HUB_CODE_FILES = (
+    "configuration_distilxlsr.py",
+    "modeling_distilxlsr.py",
+    "modeling_distilxlsr_parts.py",
+    "modeling_distilxlsr_classification.py",
+)
+
+# Config fields that describe the teacher's architecture and that a student must share with it to be
+# initialised from it (CNN, feature projection, positional convolution, layer layout). `conv_dim` is checked apart:
+# a slim student may have narrower inner CNN layers (see `DistilXLSRConfig.from_teacher_config(cnn_width=...)`).
+TEACHER_ARCHITECTURE_FIELDS = (
+    "conv_stride",
+    "conv_kernel",
+    "conv_bias",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "do_stable_layer_norm",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+)
+
+
+def cnn_receptive_field(config) -> int:
+    """Samples seen by one CNN output frame of any wav2vec2-family config: the shortest input that yields a frame."""
+    field, jump = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+def cnn_output_frames(config, samples: int) -> int:
+    """Frames the CNN of any wav2vec2-family config makes of `samples` (0 below the receptive field)."""
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        samples = max(0, (samples - kernel) // stride + 1)
+    return samples
+
+
+@strict
+class DistilXLSRConfig(Wav2Vec2Config):
+    r"""
+    Configuration of a DistilXLSR student: a short wav2vec2 (the teacher's CNN, feature projection and positional
+    convolution, and a few of its transformer layers) with DistilHuBERT prediction heads that regress several teacher
+    layers at once. All [`Wav2Vec2Config`] fields keep their meaning; the defaults below are the DistilHuBERT recipe
+    applied to facebook/wav2vec2-large-xlsr-53, so `DistilXLSRConfig()` is the default student of XLSR-53.
+
+    pred_layer_ids (`list[int]` or `tuple[int, ...]`, defaults to `(8, 16, 24)`):
+        Teacher hidden-state indices the prediction heads regress: 0 is the input of the first transformer layer
+        (after the positional convolution), `i` the output of layer `i` (for pre-LN "stable layer norm" teachers,
+        before the final encoder LayerNorm). DistilHuBERT predicts 4/8/12 of a 12-layer teacher; the same thirds of
+        the 24-layer XLSR-53 are 8/16/24.
+    teacher_hidden_size (`int`, defaults to 1024):
+        Width of the teacher's hidden states, i.e. the output size of each prediction head.
+    head_activation (`str`, defaults to `"gelu"`):
+        Activation between the shared expansion and the per-layer projections of the heads (s3prl's
+        "expand-last" design: Linear(hidden -> hidden * N) -> GELU -> N separate Linear(hidden -> teacher_hidden)).
+    teacher_name_or_path (`str`, *optional*):
+        Hub id or path of the teacher the student was distilled from. Provenance only (model card, logs).
+    fast_feature_encoder (`bool`, defaults to `True`):
+        Compute the CNN time-major (same weights, same outputs up to float noise, about twice as fast on CPU) rather
+        than with transformers' channel-first layers. Only applies to `feat_extract_norm="layer"` CNNs.
+    num_hidden_layers (`int`, defaults to 2):
+        Student transformer layers (DistilHuBERT uses 2).
+    layerdrop (`float`, defaults to 0.0):
+        Off by default: with only two layers it is harmful, and a skipped layer leaves unused parameters, which
+        breaks DistributedDataParallel.
+
+    conv_dim (`tuple[int, ...]`, defaults to XLSR-53's `(512,) * 7`):
+        CNN channels per layer. A *slim* student narrows the inner layers (e.g. `(256,) * 6 + (512,)`, built with
+        `from_teacher_config(..., cnn_width=256)`) and keeps the last one as wide as the teacher's, so that its CNN
+        output can be distilled from the teacher's CNN output and feeds the teacher's feature projection. On XLSR-53
+        shapes that cuts the CNN's FLOPs about 4x, and the CNN is most of what the 2-layer student computes.
+
+    The remaining defaults are XLSR-53's: a 7-layer CNN with 512 channels, kernels (10, 3, 3, 3, 3, 2, 2), strides
+    (5, 2, 2, 2, 2, 2, 2), conv bias and per-layer LayerNorm; pre-LN transformer layers 1024 wide with 16 heads and
+    an FFN of 4096; a 128-wide positional convolution in 16 groups. Use [`DistilXLSRConfig.from_teacher_config`] for
+    any other teacher.
+    """
+
+    model_type = "distilxlsr"
+
+    pred_layer_ids: list[int] | tuple[int, ...] = (8, 16, 24)
+    teacher_hidden_size: int = 1024
+    head_activation: str = "gelu"
+    teacher_name_or_path: str | None = None
+    fast_feature_encoder: bool = True
+
+    hidden_size: int = 1024
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+    layerdrop: float | int = 0.0
+    feat_extract_norm: str = "layer"
+    conv_bias: bool = True
+    do_stable_layer_norm: bool = True
+    ctc_zero_infinity: bool = True
+    ctc_loss_reduction: str = "mean"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # The one place auto_map is set: every Auto class a DistilXLSR folder supports, whatever class saves it, and
+        # nothing else (an entry a loaded folder brought would name code this folder does not hold, or run it).
+        self.auto_map = dict(AUTO_MAP)
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if len(self.pred_layer_ids) == 0:
+            raise ValueError("`pred_layer_ids` must name at least one teacher layer to predict.")
+        if any(layer_id < 0 for layer_id in self.pred_layer_ids):
+            raise ValueError(f"`pred_layer_ids` must be >= 0, got {list(self.pred_layer_ids)}.")
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples seen by one CNN output frame: the shortest input that yields a frame (400 for XLSR-53)."""
+        return cnn_receptive_field(self)
+
+    @classmethod
+    def from_teacher_config(
+        cls,
+        teacher_config,
+        num_hidden_layers: int = 2,
+        pred_layer_ids: list[int] | tuple[int, ...] | None = None,
+        teacher_name_or_path: str | None = None,
+        cnn_width: int | None = None,
+        **kwargs,
+    ) -> "DistilXLSRConfig":
+        """Builds the student that matches a Wav2Vec2 / HuBERT / WavLM teacher config (same CNN, width, layer
+        layout), so that `init_student_from_teacher` can copy its weights. `pred_layer_ids` defaults to the thirds
+        of the teacher's depth, as DistilHuBERT (4/8/12 of 12 layers). `cnn_width` makes a slim student: every CNN
+        layer but the last gets that many channels (the last keeps the teacher's width)."""
+        teacher_layers = teacher_config.num_hidden_layers
+        if pred_layer_ids is None:
+            pred_layer_ids = tuple(teacher_layers * k // 3 for k in (1, 2, 3))
+        pred_layer_ids = tuple(int(i) for i in pred_layer_ids)
+        too_deep = [i for i in pred_layer_ids if i > teacher_layers]
+        if too_deep:
+            raise ValueError(
+                f"pred_layer_ids {list(pred_layer_ids)} asks for teacher layer(s) {too_deep}, but the teacher "
+                f"({type(teacher_config).__name__}) has only {teacher_layers} layers (valid ids: 0..{teacher_layers})."
+            )
+        if getattr(teacher_config, "add_adapter", False):
+            raise ValueError("Teachers with an adapter on top of the encoder are not supported.")
+        fields = {name: getattr(teacher_config, name) for name in TEACHER_ARCHITECTURE_FIELDS}
+        conv_dim = tuple(teacher_config.conv_dim)
+        if cnn_width is not None:
+            if cnn_width < 1:
+                raise ValueError(f"cnn_width must be a positive number of channels, got {cnn_width}.")
+            conv_dim = (int(cnn_width),) * (len(conv_dim) - 1) + conv_dim[-1:]
+        fields.update(
+            conv_dim=conv_dim,
+            conv_stride=tuple(fields["conv_stride"]),
+            conv_kernel=tuple(fields["conv_kernel"]),
+            teacher_hidden_size=teacher_config.hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            pred_layer_ids=pred_layer_ids,
+            teacher_name_or_path=teacher_name_or_path or getattr(teacher_config, "_name_or_path", None) or None,
+        )
+        fields.update(kwargs)
+        return cls(**fields)
+
+
+__all__ = ["DistilXLSRConfig"]

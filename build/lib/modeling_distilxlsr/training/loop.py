@@ -1,0 +1,222 @@
+"""Pieces the three training recipes share: resumable loop state, the run's start (output folder, resume) and end,
+weight-decay groups, the batches of a resumed epoch. Not part of the Hub files."""
+
+import atexit
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from datetime import timedelta
+
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, send_to_device
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from ..audio.streaming import StreamingAudioDataset
+from .arguments import field_defaults, resume_policies, run_settings
+from .checkpoints import list_checkpoints, load_checkpoint, resume_candidates
+from .output_dir import claim_output_dir
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingState:
+    """What a killed run needs, beyond model/optimizer/scheduler/RNG (which `accelerator.save_state` keeps), to go on
+    exactly where it stopped: the step, the epoch and the position inside it, audio seen, the logged history."""
+
+    def __init__(self):
+        self.step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.audio_seconds = 0.0
+        self.history: list[dict] = []
+        self.best_metric: float | None = None  # fine-tuning keeps the model with the best eval CER
+        self.best_step: int | None = None
+        self.skips_per_rank: list[dict] | None = None  # each rank's SkipCounter at the checkpoint
+        self.run_id = uuid.uuid4().hex  # checkpoint rotation removes only this run's checkpoints
+        self.resumes: list[dict] = []  # {"checkpoint", "step"} of every resume, for training_args.json
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict):
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def collective_timeout(seconds: int):
+    """How long a collective (a gather, a barrier, DDP's gradient all-reduce) waits for the other processes before
+    the run fails with a timeout error rather than hanging: a machine that died mid-run. transformers' default."""
+
+    return InitProcessGroupKwargs(timeout=timedelta(seconds=seconds))
+
+
+def train_mode(model: nn.Module, freeze_encoder: bool) -> None:
+    """`model.train()`, except a frozen encoder stays in eval mode: a probe of frozen features must see them as
+    inference does (no dropout, no SpecAugment masking), as SUPERB's frozen upstreams run."""
+    model.train()
+    if freeze_encoder:
+        getattr(model, "module", model).base_model.eval()  # `module`: the model inside DDP
+
+
+def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on weight matrices only, none on biases, norms and 1-D parameters."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or name.endswith(".bias") or "norm" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_linear_schedule(optimizer, warmup_fraction: float, max_steps: int, num_processes: int):
+    """Linear warm-up over `warmup_fraction` of `max_steps` optimizer steps, then linear decay to 0 at `max_steps`.
+
+    A scheduler passed to `accelerator.prepare` is stepped `num_processes` times per optimizer step (accelerate
+    assumes the schedule counts the batches of all processes), so the schedule is laid out over
+    `max_steps * num_processes`: without that, two GPUs would decay the LR to 0 halfway through the run."""
+
+    warmup = math.ceil(warmup_fraction * max_steps)
+    return get_linear_schedule_with_warmup(optimizer, warmup * num_processes, max_steps * num_processes)
+
+
+def setup_logging(accelerator, script_logger_name: str):
+    """INFO from our code on the main process only; libraries stay at WARNING."""
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    level = logging.INFO if accelerator.is_main_process else logging.WARNING
+    for name in (script_logger_name, "modeling_distilxlsr"):
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger(script_logger_name).info(
+        "%s, %d process(es), mixed precision: %s",
+        accelerator.distributed_type,
+        accelerator.num_processes,
+        accelerator.mixed_precision,
+    )
+
+
+def open_output_dir(accelerator, run):
+    """Claims `run.output_dir` for this run before anything expensive happens (see `output_dir.claim_output_dir`):
+    the main process takes the lock, and every rank fails with the same message if it cannot. Returns the lock
+    (None on other ranks); `finish_run` releases it."""
+
+    checkpoint_dir = os.path.join(run.output_dir, "checkpoints")
+    resuming = bool(run.resume_from_checkpoint) and (
+        run.resume_from_checkpoint != "latest" or bool(list_checkpoints(checkpoint_dir))
+    )
+    lock, error = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = claim_output_dir(run.output_dir, resuming, run.overwrite_output_dir)
+            atexit.register(lock.release)
+        except Exception as err:  # passed to every rank, raised there
+            error = [f"{type(err).__name__}: {err}"]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(error)
+    if error[0]:
+        raise SystemExit(error[0])
+    return lock
+
+
+def start_run(accelerator, run, groups: tuple, state: TrainingState, project_name: str, skips) -> str:
+    """What every loop does before the first step: resume from `run.resume_from_checkpoint` (the newest checkpoint
+    that is whole, with the same settings, compared field by field as each field declares: `training/arguments.py`;
+    the skip counts saved there replace those of this start: the listing is the same), write training_args.json (the
+    settings of every group, and every resume), start the trackers. Returns the checkpoint folder."""
+    settings = run_settings(*groups)
+    checkpoint_dir = os.path.join(run.output_dir, "checkpoints")
+    candidates, explicit = resume_candidates(run.resume_from_checkpoint, checkpoint_dir)
+    if run.resume_from_checkpoint == "latest" and not candidates:
+        logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting fresh", checkpoint_dir)
+    resume_path = load_checkpoint(
+        accelerator, candidates, explicit, state, settings, resume_policies(*groups), field_defaults(*groups)
+    )
+    if resume_path:
+        state.resumes.append({"checkpoint": os.path.abspath(resume_path), "step": state.step})
+        logger.info("resumed from %s at step %d", resume_path, state.step)
+        if state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
+            skips.load_state_dict(state.skips_per_rank[accelerator.process_index])
+    if accelerator.is_main_process:
+        os.makedirs(run.output_dir, exist_ok=True)
+        with open(os.path.join(run.output_dir, "training_args.json"), "w") as f:
+            json.dump({**settings, "_resumes": state.resumes}, f, indent=2)
+    if run.report_to != "none":
+        accelerator.init_trackers(project_name, config={k: str(v) for k, v in settings.items()})
+    return checkpoint_dir
+
+
+def finish_run(accelerator, lock=None):
+    """`accelerator.end_training()`, after a barrier, then a moment with the GIL released before the process exits,
+    and the output folder's lock released.
+
+    gloo's worker threads free the tensors of a finished collective (e.g. the final `gather_object` of skip counts)
+    after the caller has moved on, and need the GIL for it; at exit the DDP reducer tears the process group down
+    while holding the GIL and waits for those threads. Without the pause, CPU DDP runs hung at exit now and then
+    (pytorch/pytorch#56297)."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if lock is not None:
+        lock.release()
+    if accelerator.num_processes > 1:
+        time.sleep(0.5)
+
+
+def batch_or_stand_in(accelerator, batch: dict, collator, skips) -> tuple[dict, bool]:
+    """Counts the clips of `batch` that failed to decode; a batch whose clips all failed is replaced by the
+    collator's stand-in (run with zero loss weight: every rank must still run forward and backward, or DDP's
+    gradient all-reduce hangs). Returns the batch to run and whether it is the stand-in."""
+
+    for reason, name in batch["skipped"]:
+        skips.skip(reason, name, once=True)
+    if "input_values" in batch:
+        return batch, False
+    return send_to_device(collator.stand_in(), accelerator.device), True
+
+
+def backward_and_step_optimizer_and_scheduler(
+    accelerator, model, loss, stand_in: bool, optimizer, scheduler, max_grad_norm: float
+):
+    """Backward (a stand-in batch with zero weight), then, at the end of an accumulation, clip; then the optimizer
+    step, the LR scheduler step and zeroed gradients (accelerate's prepared optimizer and scheduler skip their step
+    inside an accumulation)."""
+    accelerator.backward(loss * (0.0 if stand_in else 1.0))
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
+def keep_if_best(accelerator, model, state: TrainingState, score: float, save) -> None:
+    """When `score` (lower is better) beats the best so far, records it and calls `save(unwrapped model,
+    full state dict)` on the main process; the state dict is gathered on every rank (sharded weights)."""
+    if state.best_metric is None or score < state.best_metric:
+        state.best_metric, state.best_step = score, state.step
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            save(accelerator.unwrap_model(model), state_dict)
+    accelerator.wait_for_everyone()
+
+
+def resumable_batches(accelerator, loader, state: TrainingState):
+    """Batches epoch after epoch, from where `state` says: after a resume, the same epoch (same shuffle) past the
+    batches already seen. The caller stops when it has done its steps.
+
+    A `StreamingAudioDataset` is one endless pass (it reshuffles itself); its loader is not prepared by accelerate
+    (each rank reads its own part of the stream), so batches are moved to the device here."""
+
+    if isinstance(loader.dataset, StreamingAudioDataset):
+        loader.dataset.resume_after(state.batches_in_epoch)
+        for batch in loader:
+            state.batches_in_epoch += 1
+            yield send_to_device(batch, accelerator.device)
+        raise RuntimeError("The audio stream ended: no DataLoader worker has any data left.")
+    while True:
+        loader.set_epoch(state.epoch)
+        batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        for batch in batches:
+            state.batches_in_epoch += 1
+            yield batch
+        state.epoch += 1
+        state.batches_in_epoch = 0

@@ -1,0 +1,490 @@
+"""Distil a wav2vec2-family teacher (XLSR-53 by default) into a DistilXLSR student on unlabeled audio.
+
+    accelerate launch train_distill.py --teacher facebook/wav2vec2-large-xlsr-53 --train_data DATA --output_dir out/
+    accelerate launch train_distill.py configs/xlsr53_bp.yaml
+
+DistilHuBERT (arXiv 2110.01900) as in s3prl, with three differences: padded frames are left out of the loss, the
+teacher runs only up to the deepest predicted layer, and pre-LN teachers get layer-normalised targets (DistilXLSR).
+One loop, top to bottom, in the manner of accelerate's examples; the pieces it calls live in `modeling_distilxlsr/`.
+"""
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from tqdm.auto import tqdm
+
+from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
+from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation, make_augmenter
+from modeling_distilxlsr.audio.dataset import AudioCollator, AudioDataset, make_loader, split_eval
+from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
+from modeling_distilxlsr.audio.streaming import StreamingAudioDataset, open_audio_stream
+from modeling_distilxlsr.corpus.synthesis import default_corpus_split
+from modeling_distilxlsr.distill.losses import student_distillation_loss
+from modeling_distilxlsr.distill.teacher import (
+    TeacherTargets,
+    has_slim_cnn,
+    init_student_from_teacher,
+    load_teacher,
+)
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
+from modeling_distilxlsr.models.folder import save_for_hub
+from modeling_distilxlsr.training.arguments import RunArguments, parse_args, run_settings
+from modeling_distilxlsr.training.checkpoints import save_checkpoint
+from modeling_distilxlsr.training.hub import check_hub_access, push_folder
+from modeling_distilxlsr.training.loop import (
+    TrainingState,
+    backward_and_step_optimizer_and_scheduler,
+    batch_or_stand_in,
+    collective_timeout,
+    decay_parameter_groups,
+    finish_run,
+    open_output_dir,
+    resumable_batches,
+    setup_logging,
+    start_run,
+    warmup_linear_schedule,
+)
+from modeling_distilxlsr.training.model_card import (
+    card_metadata,
+    format_params,
+    readable_dataset_name,
+    render_card,
+    train_data_name,
+)
+from modeling_distilxlsr.training.plots import plot_curves
+
+logger = logging.getLogger("train_distill")
+# DistilHuBERT's recipe (s3prl), for the shared run settings: 200k steps, AdamW (0.9, 0.98), warm-up 7%.
+DISTILL_DEFAULTS = dict(
+    output_dir="out/distilxlsr",
+    max_steps=200_000,
+    per_device_batch_size=8,
+    learning_rate=2e-4,
+    adam_beta2=0.98,
+    adam_epsilon=1e-6,
+    weight_decay=0.01,
+    warmup_fraction=0.07,
+    max_grad_norm=5.0,
+    eval_steps=500,
+    save_steps=1000,
+    save_total_limit=3,
+)
+
+
+@dataclass(kw_only=True)
+class DistillArguments:
+    """What distillation adds to the shared `RunArguments` (and `AugmentArguments`): teacher, student, targets, data."""
+
+    teacher: str = field(
+        default="facebook/wav2vec2-large-xlsr-53",
+        metadata={
+            "help": "Teacher: Hub id or local folder of a Wav2Vec2/HuBERT/WavLM model (or a config.json "
+            "with --teacher_random_init)."
+        },
+    )
+    teacher_random_init: bool = field(
+        default=False, metadata={"help": "Random teacher weights from its config: smoke runs and benchmarks only."}
+    )
+    train_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Audio folder, manifest (.csv/.tsv/.jsonl) or HF dataset. Default: the project's "
+            "synthetic pt-BR corpus (made on first use)."
+        },
+    )
+    eval_data: str | None = field(default=None, metadata={"help": "Held-out audio; default: --eval_fraction of train."})
+    eval_fraction: float = field(default=0.02, metadata={"help": "Fraction of train held out when no --eval_data."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read --train_data (a Hugging Face dataset: Hub name, local data files or save_to_disk folder) "
+            "as a stream, each rank its own part: for corpora larger than disk or memory."
+        },
+    )
+    streaming_eval_examples: int = field(
+        default=100, metadata={"help": "With --streaming and no --eval_data: the first N examples are held out."}
+    )
+    shuffle_buffer: int = field(default=2000, metadata={"help": "With --streaming: examples in the shuffle buffer."})
+    pred_layer_ids: list[int] = field(
+        default_factory=lambda: [8, 16, 24], metadata={"help": "Teacher layers the heads predict."}
+    )
+    num_student_layers: int = field(default=2)
+    init_teacher_layers: list[int] | None = field(
+        default=None, metadata={"help": "Teacher layer (0-based) copied into each student layer; default: the first N."}
+    )
+    normalize_targets: str = field(
+        default="auto",
+        metadata={
+            "help": "Layer-normalise teacher targets: auto (yes for pre-LN teachers), yes, no.",
+            "choices": ["auto", "yes", "no"],
+        },
+    )
+    cosine_weight: float = field(default=1.0, metadata={"help": "lambda of the -log sigmoid(cosine) term."})
+    freeze_cnn: bool = field(
+        default=False,
+        metadata={"help": "Freeze the student's CNN; it then equals the teacher's, whose features are reused."},
+    )
+    student_cnn_width: int | None = field(
+        default=None,
+        metadata={
+            "help": "Slim student: channels of every CNN layer but the last (default: the teacher's CNN, copied). "
+            "The slim CNN starts from a channel subset of the teacher's and learns the teacher's CNN output."
+        },
+    )
+    cnn_loss_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the CNN-output target (L1 + cosine); default 1 for a slim CNN, else 0 (off)."},
+    )
+    max_audio_samples: int = field(default=250_000, metadata={"help": "Random crops of at most this many samples."})
+
+
+def distill_step_loss(student, teacher_targets, batch, distill: DistillArguments, accelerator, share_cnn: bool):
+    """Teacher targets, student forward and loss for one batch: the per-layer loss, plus, with `cnn_loss_weight`,
+    the student's CNN output against the teacher's (one more L1 + cosine target). Returns (loss, layers, cnn)."""
+    targets, teacher_cnn = teacher_targets(batch["input_values"], batch["attention_mask"])
+    with accelerator.autocast():  # the student only: targets and losses are float32
+        outputs = student(
+            batch.get("student_input_values", batch["input_values"]),  # with --augment: the corrupted clip
+            attention_mask=batch["attention_mask"],
+            cnn_features=teacher_cnn if share_cnn else None,
+        )
+    return student_distillation_loss(outputs, targets, teacher_cnn, distill.cosine_weight, distill.cnn_loss_weight)
+
+
+@torch.no_grad()
+def evaluate(student, teacher_targets, loader, distill: DistillArguments, accelerator, skips: SkipCounter) -> dict:
+    """Held-out loss and per-layer cosine (and the CNN output's, when it is a target), weighted by real frames across
+    all ranks."""
+    student.eval()
+    sums = None
+    for batch in loader:
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
+        if "input_values" not in batch:
+            continue
+        loss, layers, cnn = distill_step_loss(student, teacher_targets, batch, distill, accelerator, share_cnn=False)
+        frames = layers.num_frames
+        cosines = layers.cosine_per_layer if cnn is None else torch.cat([layers.cosine_per_layer, cnn.cosine_per_layer])
+        batch_sums = torch.cat([(loss * frames)[None], cosines * frames, frames[None]])
+        sums = batch_sums if sums is None else sums + batch_sums
+    if sums is None:
+        sums = torch.zeros(len(distill.pred_layer_ids) + 2 + bool(distill.cnn_loss_weight), device=accelerator.device)
+    sums = accelerator.reduce(sums, reduction="sum")
+    student.train()
+    frames = sums[-1].clamp(min=1)
+    metrics = {"eval/loss": (sums[0] / frames).item()}
+    names = [f"eval/cosine_layer_{i}" for i in distill.pred_layer_ids] + ["eval/cosine_cnn"] * bool(
+        distill.cnn_loss_weight
+    )
+    metrics.update(zip(names, (sums[1:-1] / frames).tolist(), strict=True))
+    return metrics
+
+
+def build_teacher_and_student(distill: DistillArguments, accelerator):
+    """The truncated teacher's targets and the student initialised from it (every configuration error surfaces here,
+    before any data is read). Returns (teacher_targets, student, teacher parameter count before truncation)."""
+    teacher = load_teacher(distill.teacher, random_init=distill.teacher_random_init)
+    config = DistilXLSRConfig.from_teacher_config(
+        teacher.config,
+        num_hidden_layers=distill.num_student_layers,
+        pred_layer_ids=distill.pred_layer_ids,
+        teacher_name_or_path=distill.teacher,
+        cnn_width=distill.student_cnn_width,
+        # DistilHuBERT distils from unmasked input (and an unused mask embedding would break DDP); fine-tuning turns
+        # SpecAugment on and learns its mask embedding.
+        apply_spec_augment=False,
+        mask_time_prob=0.0,
+    )
+    slim_cnn = has_slim_cnn(config, teacher.config)
+    if slim_cnn and distill.freeze_cnn:
+        raise ValueError("--freeze_cnn keeps the teacher's CNN, --student_cnn_width replaces it: choose one.")
+    if distill.cnn_loss_weight is None:
+        distill.cnn_loss_weight = 1.0 if slim_cnn else 0.0
+    student = DistilXLSRForDistillation(config)
+    layer_map = dict(enumerate(distill.init_teacher_layers)) if distill.init_teacher_layers else None
+    init_student_from_teacher(student, teacher, layer_map=layer_map)
+    if distill.freeze_cnn:
+        student.freeze_feature_encoder()
+    teacher_params = sum(p.numel() for p in teacher.parameters())
+    normalize = (
+        teacher.config.do_stable_layer_norm
+        if distill.normalize_targets == "auto"
+        else distill.normalize_targets == "yes"
+    )
+    teacher_targets = TeacherTargets(teacher, distill.pred_layer_ids, normalize=normalize).to(accelerator.device)
+    logger.info(
+        "teacher %s%s; student: %s backbone + %s heads, CNN %s; targets: layers %s, normalised=%s, CNN weight %g",
+        distill.teacher,
+        " (RANDOM weights)" if distill.teacher_random_init else "",
+        format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
+        format_params(sum(p.numel() for p in student.prediction_heads.parameters())),
+        list(config.conv_dim),
+        distill.pred_layer_ids,
+        normalize,
+        distill.cnn_loss_weight,
+    )
+    return teacher_targets, student, teacher_params
+
+
+def build_loaders(run: RunArguments, augment, distill: DistillArguments, min_samples: int, accelerator, skips):
+    """Train and eval loaders, lengths from headers (unreadable/empty/too-short files counted and left out): a listed
+    folder/manifest/dataset, or with --streaming a stream each rank reads its own part of. Returns (train loader,
+    eval loader, collator)."""
+    train_source = distill.train_data or default_corpus_split("train", accelerator)
+    collator = AudioCollator()
+    loader_options = dict(batch_size=run.per_device_batch_size, collator=collator, num_workers=run.num_workers)
+    eval_utterances = None
+    if distill.eval_data:
+        eval_utterances = find_utterances(distill.eval_data, skips, min_samples=min_samples)
+    if distill.streaming:
+        stream, held_out, audio_column, text_column = open_audio_stream(
+            train_source,
+            accelerator.process_index,
+            accelerator.num_processes,
+            run.seed,
+            distill.shuffle_buffer,
+            0 if distill.eval_data else distill.streaming_eval_examples,
+            skips,
+        )
+        eval_utterances = eval_utterances or held_out
+        if not eval_utterances:
+            raise ValueError(f"No usable held-out audio in the first examples of {train_source!r}: pass --eval_data.")
+        train_dataset = StreamingAudioDataset(
+            stream,
+            audio_column,
+            text_column,
+            batch_size=run.per_device_batch_size,
+            max_samples=distill.max_audio_samples,
+            min_samples=min_samples,
+            sort_buffer=32 * run.per_device_batch_size,
+            augmenter=make_augmenter(augment, run.seed, [], distilling=True),  # no babble: nothing listed up front
+            seed=run.seed,
+        )
+        # One worker per shard at most (an idle worker would break the batch order resuming relies on).
+        train_loader = make_loader(
+            train_dataset, **{**loader_options, "num_workers": min(run.num_workers, stream.num_shards)}
+        )
+        logger.info(
+            "train: streaming %s (%d shards on this rank), held out: %d",
+            train_source,
+            stream.num_shards,
+            len(eval_utterances),
+        )
+    else:
+        utterances = find_utterances(train_source, skips, min_samples=min_samples)
+        if eval_utterances is None:
+            utterances, eval_utterances = split_eval(utterances, distill.eval_fraction, run.seed)
+        logger.info(
+            "train: %d utterances (%.2f h), held out: %d",
+            len(utterances),
+            sum(u.seconds for u in utterances) / 3600,
+            len(eval_utterances),
+        )
+        augmenter = make_augmenter(augment, run.seed, utterances, distilling=True)
+        train_dataset = AudioDataset(
+            utterances, distill.max_audio_samples, random_crop=True, augmenter=augmenter, seed=run.seed, paired=True
+        )
+        train_loader = make_loader(train_dataset, shuffle_seed=run.seed, **loader_options)
+    eval_loader = make_loader(
+        AudioDataset(eval_utterances, max_samples=distill.max_audio_samples, random_crop=False), **loader_options
+    )
+    return train_loader, eval_loader, collator
+
+
+def log_row(state: TrainingState, loss, result, cnn_result, scheduler, distill: DistillArguments) -> dict:
+    """The logged training row: loss, learning rate, per-layer L1 and cosine (and the CNN output's), audio seen."""
+    row = {"step": state.step, "train/loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
+    for layer_id, l1, cosine in zip(
+        distill.pred_layer_ids, result.l1_per_layer.tolist(), result.cosine_per_layer.tolist(), strict=True
+    ):
+        row[f"train/l1_layer_{layer_id}"] = l1
+        row[f"train/cosine_layer_{layer_id}"] = cosine
+    if cnn_result is not None:
+        row["train/l1_cnn"] = cnn_result.l1_per_layer.item()
+        row["train/cosine_cnn"] = cnn_result.cosine_per_layer.item()
+    row["audio_hours"] = state.audio_seconds / 3600
+    return row
+
+
+def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments):
+    accelerator = Accelerator(
+        gradient_accumulation_steps=run.gradient_accumulation_steps,
+        log_with=None if run.report_to == "none" else run.report_to,
+        project_dir=run.output_dir,
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=False),
+            collective_timeout(run.ddp_timeout),
+        ],
+    )
+    setup_logging(accelerator, "train_distill")
+    set_seed(run.seed)
+    if run.push_to_hub:
+        check_hub_access(run.hub_model_id)
+    lock = open_output_dir(accelerator, run)
+
+    teacher_targets, student, teacher_params = build_teacher_and_student(distill, accelerator)
+    skips = SkipCounter()
+    train_loader, eval_loader, collator = build_loaders(
+        run, augment, distill, student.config.receptive_field, accelerator, skips
+    )
+    optimizer = torch.optim.AdamW(decay_parameter_groups(student, run.weight_decay), **run.adam_options())
+    scheduler = warmup_linear_schedule(optimizer, run.warmup_fraction, run.max_steps, accelerator.num_processes)
+    if distill.streaming:  # each rank reads its own part; a prepared loader would read it all on rank 0 and dispatch
+        student, optimizer, eval_loader, scheduler = accelerator.prepare(student, optimizer, eval_loader, scheduler)
+    else:
+        student, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+            student, optimizer, train_loader, eval_loader, scheduler
+        )
+    state = TrainingState()
+    groups = (run, augment, distill)
+    checkpoint_dir = start_run(accelerator, run, groups, state, "distill", skips)
+    if state.step == 0:
+        state.history.append(
+            {"step": 0, **evaluate(student, teacher_targets, eval_loader, distill, accelerator, skips)}
+        )
+        logger.info("initial held-out: %s", state.history[-1])
+
+    student.train()  # from_pretrained returns eval mode: a resumed run (no initial eval) trained without dropout
+    progress = tqdm(total=run.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="distil")
+    seconds_since_log = torch.zeros((), device=accelerator.device)
+    started = time.time()
+    for batch in resumable_batches(accelerator, train_loader, state):
+        if state.step >= run.max_steps:
+            break
+        if distill.streaming:  # nothing was listed up front: count what the stream delivers
+            skips.total += batch["num_items"]
+        batch, all_skipped = batch_or_stand_in(accelerator, batch, collator, skips)
+        with accelerator.accumulate(student):
+            loss, result, cnn_result = distill_step_loss(
+                student, teacher_targets, batch, distill, accelerator, share_cnn=distill.freeze_cnn
+            )
+            backward_and_step_optimizer_and_scheduler(
+                accelerator, student, loss, all_skipped, optimizer, scheduler, run.max_grad_norm
+            )
+        if not all_skipped:
+            seconds_since_log += batch["attention_mask"].sum() / SAMPLING_RATE
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        progress.update(1)
+        saving = state.step % run.save_steps == 0 or state.step == run.max_steps
+        if saving or state.step % run.logging_steps == 0:  # all ranks' audio, counted before any checkpoint
+            state.audio_seconds += accelerator.reduce(seconds_since_log, reduction="sum").item()
+            seconds_since_log.zero_()
+            state.history.append(log_row(state, loss, result, cnn_result, scheduler, distill))
+            accelerator.log(state.history[-1], step=state.step)
+            progress.set_postfix(loss=f"{loss.item():.3f}", hours=f"{state.audio_seconds / 3600:.2f}")
+        if state.step % run.eval_steps == 0 or state.step == run.max_steps:
+            metrics = evaluate(student, teacher_targets, eval_loader, distill, accelerator, skips)
+            state.history.append({"step": state.step, **metrics})
+            accelerator.log(metrics, step=state.step)
+            logger.info("step %d held-out: %s", state.step, metrics)
+        if saving:
+            save_checkpoint(accelerator, checkpoint_dir, state, skips, run.save_total_limit, run_settings(*groups))
+    progress.close()
+    finish_distillation(accelerator, student, groups, state, skips, time.time() - started, teacher_params)
+    finish_run(accelerator, lock)
+
+
+def finish_distillation(accelerator, student, groups, state: TrainingState, skips, elapsed: float, teacher_params):
+    """After the last step: one skip summary for all ranks, the hub-ready folder, distill_results.json, the upload."""
+    run, _, distill = groups
+    skips.merge_ranks(sum_totals=distill.streaming)  # skips happen in each rank's workers
+    state_dict = accelerator.get_state_dict(student)  # on every rank: gathers sharded (FSDP/ZeRO-3) weights
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    summary = skips.summary("examples read" if distill.streaming else "files")
+    logger.info(summary)
+    evals = [row for row in state.history if "eval/loss" in row]
+    write_model_folder(accelerator.unwrap_model(student), state_dict, groups, state, evals[-1], summary, teacher_params)
+    results = {
+        "initial_eval": evals[0],
+        "final_eval": evals[-1],
+        "steps": state.step,
+        "audio_hours": state.audio_seconds / 3600,
+        "num_processes": accelerator.num_processes,
+        "skipped": summary,
+        "train_seconds": elapsed,
+    }
+    with open(os.path.join(run.output_dir, "distill_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    logger.info(
+        "done: %d steps, %.2f h of audio in %.0f s (%.1f audio s/s) -> %s",
+        state.step,
+        state.audio_seconds / 3600,
+        elapsed,
+        state.audio_seconds / max(elapsed, 1e-9),
+        run.output_dir,
+    )
+    if run.push_to_hub:
+        logger.info("pushed to %s", push_folder(run.output_dir, run.hub_model_id, f"DistilXLSR, {state.step} steps"))
+
+
+def write_model_folder(student, state_dict, groups, state, final_eval: dict, skips_summary: str, teacher_params: int):
+    """The hub-ready folder: weights + config + code + feature extractor, curves, and the model card."""
+    run, augment, distill = groups
+    save_for_hub(student, run.output_dir, state_dict=state_dict)
+    plot_curves(
+        state.history,
+        run.output_dir,
+        {
+            "loss_curve.png": ["train/loss", "eval/loss"],
+            "cosine_per_layer.png": [f"eval/cosine_layer_{i}" for i in distill.pred_layer_ids] + ["eval/cosine_cnn"],
+        },
+    )
+    config = student.config
+    card_data = card_metadata(
+        distill.train_data, distill.teacher, "feature-extraction", ["distilhubert", "feature-extraction"]
+    )
+    render_card(
+        "distilled.md",
+        run.output_dir,
+        card_data,
+        model_name=run.hub_model_id or os.path.basename(os.path.abspath(run.output_dir)),
+        repo_id=run.hub_model_id or run.output_dir,
+        teacher=readable_dataset_name(distill.teacher),
+        teacher_note=" (**random weights: a smoke run, not a usable model**)" if distill.teacher_random_init else "",
+        teacher_params=format_params(teacher_params),
+        backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        pred_layer_ids=", ".join(map(str, config.pred_layer_ids)),
+        target_norm=distill.normalize_targets,
+        train_data=train_data_name(distill.train_data),
+        hours_seen=f"{state.audio_seconds / 3600:.2f}",
+        steps=state.step,
+        eval_loss=f"{final_eval['eval/loss']:.4f}",
+        eval_cosine=", ".join(
+            [f"layer {i}: {final_eval[f'eval/cosine_layer_{i}']:.3f}" for i in distill.pred_layer_ids]
+            + ([f"CNN output: {final_eval['eval/cosine_cnn']:.3f}"] if "eval/cosine_cnn" in final_eval else [])
+        ),
+        cnn=cnn_description(config, distill),
+        skips=skips_summary,
+        augmentation=describe_augmentation(augment, distilling=True),
+    )
+
+
+def cnn_description(config, distill: DistillArguments) -> str:
+    if distill.student_cnn_width is None:
+        frozen = ", frozen" if distill.freeze_cnn else ""
+        return f"the teacher's ({list(config.conv_dim)} channels), copied{frozen}"
+    return (
+        f"slim, {list(config.conv_dim)} channels: initialised from a channel subset of the teacher's CNN and "
+        f"distilled from its output (weight {distill.cnn_loss_weight:g})"
+    )
+
+
+def cli(argv=None):
+    """`distilxlsr-distill` and `python train_distill.py`: flags, or a YAML/JSON config followed by flags."""
+    main(*parse_args((RunArguments, AugmentArguments, DistillArguments), DISTILL_DEFAULTS, argv))
+
+
+if __name__ == "__main__":
+    cli()
