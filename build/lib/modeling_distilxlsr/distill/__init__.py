@@ -1,1 +1,0 @@
-"""Distillation: the truncated teacher and its targets, student initialisation, the layer losses."""
