@@ -48,7 +48,9 @@ from modeling_distilxlsr.inference.transcript_files import (
     check_settings,
     existing_shards,
     make_row,
+    read_jsonl_rows,
     read_output,
+    resumed_order,
     rows_done,
     shard_path,
     split_by_length,
@@ -246,8 +248,15 @@ def previous_rows(args, files: list[str], is_main_process: bool) -> dict[str, di
         print(
             f"--resume: {torn} line(s) torn by a kill are dropped; their files are transcribed again", file=sys.stderr
         )
-    write_output(args.output, args.format, files, rows)
-    return {path: row for path, row in rows.items() if path in set(files)}
+    inputs = set(files)
+    others = sum(path not in inputs for path in rows)
+    print(
+        f"--resume: {len(rows)} row(s) kept from {args.output} ({others} of files not among this run's inputs, kept "
+        f"in place); {sum(path not in rows for path in files)} input file(s) to transcribe, appended in input order",
+        file=sys.stderr,
+    )
+    write_output(args.output, args.format, resumed_order(args.output, args.format, files, rows), rows)
+    return {path: row for path, row in rows.items() if path in inputs}
 
 
 def write_rows(results, out, fmt: str) -> SkipCounter:
@@ -264,13 +273,19 @@ def write_rows(results, out, fmt: str) -> SkipCounter:
 
 
 def merge_shards(args, files: list[str], kept: int, todo: int, num_processes: int) -> int:
-    """The main process folds every process' shard into --output, in input order; the exit status of the run."""
-    rows = rows_done(args.output, args.format)[0]
-    write_output(args.output, args.format, files, rows)
+    """The main process folds every process' shard into --output (a fresh run: this run's files in input order; a
+    resume: `resumed_order`, which keeps every earlier row); the exit status of the run."""
+    if args.resume:
+        rows = rows_done(args.output, args.format)[0]
+        paths = resumed_order(args.output, args.format, files, rows)
+    else:  # OUT of an earlier run is replaced, not merged
+        rows = {p: r for shard in existing_shards(args.output) for p, r in read_jsonl_rows(shard)[0].items()}
+        paths = files
+    write_output(args.output, args.format, paths, rows)
     failed = sum(rows[p]["status"] != "ok" for p in files if p in rows)
     print(
-        f"{args.output}: {len(files)} files, {len(files) - failed} transcribed, {failed} failed "
-        f"({kept} kept from the earlier run, {todo} done now by {num_processes} process(es))",
+        f"{args.output}: {len(paths)} rows; of this run's {len(files)} files {len(files) - failed} transcribed, "
+        f"{failed} failed ({kept} kept from the earlier run, {todo} done now by {num_processes} process(es))",
         file=sys.stderr,
     )
     return 1 if files and failed == len(files) else 0

@@ -95,3 +95,21 @@ def test_several_processes_need_an_output_file(tiny_ctc_dir, tmp_path):
     command = [*TWO_CPU_RANKS, "transcribe.py", str(model_dir), str(tmp_path / "audio"), "--backend", "torch"]
     result = run_script(command, env_extra=TWO_CPU_RANKS_ENV, check=False)
     assert result.returncode != 0 and "several processes need --output" in result.stderr
+
+
+@pytest.mark.slow
+def test_resume_on_other_files_keeps_every_earlier_row_in_place_and_appends_the_new_ones(tiny_ctc_dir, tmp_path):
+    model_dir, _ = tiny_ctc_dir
+    files = _audio_folder(tmp_path / "audio")
+    first, later = files[:6], files[6:]
+    os.makedirs(tmp_path / "later")
+    moved = [shutil.move(path, tmp_path / "later" / os.path.basename(path)) for path in later]
+    out = tmp_path / "out.jsonl"
+    _transcribe(model_dir, tmp_path / "audio", out)
+    before = _rows(out)
+    assert [r["path"] for r in before] == first
+    result = _transcribe(model_dir, tmp_path / "later", out, "--resume")
+    rows = _rows(out)
+    assert rows[: len(before)] == before  # nothing dropped, nothing moved
+    assert [r["path"] for r in rows] == first + sorted(str(p) for p in moved)
+    assert "6 row(s) kept" in result.stderr and "3 input file(s) to transcribe" in result.stderr

@@ -3,7 +3,8 @@
 With `--output`, every process appends its rows to its own JSONL shard as it goes (`OUT.shard-00001-of-00002.jsonl`)
 and the main process merges the shards into OUT at the end, in input order. A run that is killed leaves its shards;
 `--resume` folds them (and OUT) into the rows already done, drops a last line torn by the kill, and transcribes only
-the rest. The run's settings are kept beside OUT (`OUT.settings.json`): a resume with other settings is refused
+the rest. A resume never drops a row: the rows OUT already holds keep their place (inputs or not), and this run's
+inputs that OUT lacks follow them, in input order. The run's settings are kept beside OUT (`OUT.settings.json`): a resume with other settings is refused
 rather than mixing two models' transcripts in one file.
 """
 
@@ -92,13 +93,22 @@ def rows_done(output: str, fmt: str) -> tuple[dict[str, dict], int]:
     return rows, torn
 
 
-def write_output(output: str, fmt: str, files: list[str], rows: dict[str, dict]) -> None:
-    """OUT with the rows of `files` in input order, written to a temporary file and renamed (a kill leaves the
+def resumed_order(output: str, fmt: str, files: list[str], rows: dict[str, dict]) -> list[str]:
+    """The rows a resumed OUT holds, in order: OUT's own rows where they are (whatever this run's inputs), then
+    this run's inputs in input order, then rows only a killed run's shards hold. Nothing is dropped."""
+    order = dict.fromkeys(read_output(output, fmt))
+    order.update(dict.fromkeys(files))
+    order.update(dict.fromkeys(rows))
+    return list(order)
+
+
+def write_output(output: str, fmt: str, paths: list[str], rows: dict[str, dict]) -> None:
+    """OUT with the rows of `paths`, in that order, written to a temporary file and renamed (a kill leaves the
     previous OUT whole), then the shards it replaces removed."""
     tmp = f"{output}.tmp"
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = RowWriter(f, fmt)
-        for path in files:
+        for path in paths:
             if path in rows:
                 writer.write(rows[path])
     os.replace(tmp, output)
