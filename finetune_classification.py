@@ -44,14 +44,17 @@ from modeling_distilxlsr.training.loop import (
     backward_and_step_optimizer_and_scheduler,
     batch_or_stand_in,
     collective_timeout,
+    count_nonfinite_step,
     decay_parameter_groups,
     finish_run,
     keep_if_best,
+    nonfinite_summary,
     open_output_dir,
     resumable_batches,
     setup_logging,
     start_run,
     train_mode,
+    user_errors_as_messages,
     warmup_linear_schedule,
 )
 from modeling_distilxlsr.training.model_card import (
@@ -60,6 +63,7 @@ from modeling_distilxlsr.training.model_card import (
     readable_dataset_name,
     render_card,
 )
+from modeling_distilxlsr.training.results import write_json
 
 logger = logging.getLogger("finetune_classification")
 CLASSIFICATION_DEFAULTS = dict(
@@ -239,7 +243,7 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
                 logits = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
             class_weights = None if weights is None else weights.to(logits.device)
             loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=class_weights)
-            backward_and_step_optimizer_and_scheduler(
+            stepped = backward_and_step_optimizer_and_scheduler(
                 accelerator, model, loss, all_skipped, optimizer, scheduler, run.max_grad_norm
             )
         if not all_skipped:
@@ -247,6 +251,7 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
         if not accelerator.sync_gradients:
             continue
         state.step += 1
+        count_nonfinite_step(state, stepped, run.max_nonfinite_steps)
         progress.update(1)
         if state.step % run.logging_steps == 0:
             progress.set_postfix(loss=f"{loss.item():.3f}")
@@ -342,16 +347,17 @@ def write_card_and_results(groups, state, skips_summary, elapsed, names, num_pro
         "train_seconds": elapsed,
         "audio_hours": state.audio_seconds / 3600,
         "skipped": skips_summary,
+        "nonfinite": nonfinite_summary(state),
     }
-    with open(os.path.join(run.output_dir, "classification_results.json"), "w") as f:
-        json.dump(results, f, indent=2, ensure_ascii=False)
+    write_json(os.path.join(run.output_dir, "classification_results.json"), results)
     logger.info("done: %d steps -> %s; best %s", state.step, run.output_dir, json.dumps(best))
 
 
 def cli(argv=None):
     """`distilxlsr-classify` and `python finetune_classification.py`: flags, or a YAML/JSON config followed by flags."""
     groups = (RunArguments, AugmentArguments, ClassificationArguments)
-    main(*parse_args(groups, CLASSIFICATION_DEFAULTS, argv, required=("model",)))
+    with user_errors_as_messages():
+        main(*parse_args(groups, CLASSIFICATION_DEFAULTS, argv, required=("model",)))
 
 
 if __name__ == "__main__":

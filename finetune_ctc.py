@@ -12,7 +12,6 @@ checkpointing and resume code, and keeps the CTC-specific guards (skipped infeas
 batches under DDP) in plain sight.
 """
 
-import json
 import logging
 import os
 import tempfile
@@ -51,14 +50,17 @@ from modeling_distilxlsr.training.loop import (
     backward_and_step_optimizer_and_scheduler,
     batch_or_stand_in,
     collective_timeout,
+    count_nonfinite_step,
     decay_parameter_groups,
     finish_run,
     keep_if_best,
+    nonfinite_summary,
     open_output_dir,
     resumable_batches,
     setup_logging,
     start_run,
     train_mode,
+    user_errors_as_messages,
     warmup_linear_schedule,
 )
 from modeling_distilxlsr.training.model_card import (
@@ -68,6 +70,7 @@ from modeling_distilxlsr.training.model_card import (
     render_card,
     train_data_name,
 )
+from modeling_distilxlsr.training.results import write_json
 
 logger = logging.getLogger("finetune_ctc")
 # The eval figures per target, the first picks the best model: CER for characters; the phone error rate for phones.
@@ -357,7 +360,7 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 outputs = model(batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-            backward_and_step_optimizer_and_scheduler(
+            stepped = backward_and_step_optimizer_and_scheduler(
                 accelerator, model, outputs.loss, all_skipped, optimizer, scheduler, run.max_grad_norm
             )
         if not all_skipped:
@@ -365,6 +368,7 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
         if not accelerator.sync_gradients:
             continue
         state.step += 1
+        count_nonfinite_step(state, stepped, run.max_nonfinite_steps)
         progress.update(1)
         if state.step % run.logging_steps == 0:
             row = {"step": state.step, "train/loss": outputs.loss.item(), "lr": scheduler.get_last_lr()[0]}
@@ -532,17 +536,22 @@ def write_card_and_results(groups, state, skips_summary, elapsed, model, process
         "train_seconds": elapsed,
         "audio_hours": state.audio_seconds / 3600,
         "skipped": skips_summary,
+        "nonfinite": nonfinite_summary(state),
         "text_normalizer": TextNormalizer(
             finetune.digits, finetune.keep_apostrophe, finetune.ambiguous_numbers
         ).settings(),
     }
-    with open(os.path.join(run.output_dir, "ctc_results.json"), "w") as f:
-        json.dump(results, f, indent=2, ensure_ascii=False)
+    write_json(os.path.join(run.output_dir, "ctc_results.json"), results)
 
 
 def cli(argv=None):
     """`distilxlsr-finetune` and `python finetune_ctc.py`: flags, or a YAML/JSON config followed by flags."""
-    main(*parse_args((RunArguments, AugmentArguments, FinetuneArguments), FINETUNE_DEFAULTS, argv, required=("model",)))
+    with user_errors_as_messages():
+        main(
+            *parse_args(
+                (RunArguments, AugmentArguments, FinetuneArguments), FINETUNE_DEFAULTS, argv, required=("model",)
+            )
+        )
 
 
 if __name__ == "__main__":

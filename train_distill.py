@@ -8,7 +8,6 @@ teacher runs only up to the deepest predicted layer, and pre-LN teachers get lay
 One loop, top to bottom, in the manner of accelerate's examples; the pieces it calls live in `modeling_distilxlsr/`.
 """
 
-import json
 import logging
 import os
 import time
@@ -42,12 +41,15 @@ from modeling_distilxlsr.training.loop import (
     backward_and_step_optimizer_and_scheduler,
     batch_or_stand_in,
     collective_timeout,
+    count_nonfinite_step,
     decay_parameter_groups,
     finish_run,
+    nonfinite_summary,
     open_output_dir,
     resumable_batches,
     setup_logging,
     start_run,
+    user_errors_as_messages,
     warmup_linear_schedule,
 )
 from modeling_distilxlsr.training.model_card import (
@@ -58,6 +60,7 @@ from modeling_distilxlsr.training.model_card import (
     train_data_name,
 )
 from modeling_distilxlsr.training.plots import plot_curves
+from modeling_distilxlsr.training.results import write_json
 
 logger = logging.getLogger("train_distill")
 # DistilHuBERT's recipe (s3prl), for the shared run settings: 200k steps, AdamW (0.9, 0.98), warm-up 7%.
@@ -364,7 +367,7 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
             loss, result, cnn_result = distill_step_loss(
                 student, teacher_targets, batch, distill, accelerator, share_cnn=distill.freeze_cnn
             )
-            backward_and_step_optimizer_and_scheduler(
+            stepped = backward_and_step_optimizer_and_scheduler(
                 accelerator, student, loss, all_skipped, optimizer, scheduler, run.max_grad_norm
             )
         if not all_skipped:
@@ -372,6 +375,7 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
         if not accelerator.sync_gradients:
             continue
         state.step += 1
+        count_nonfinite_step(state, stepped, run.max_nonfinite_steps)
         progress.update(1)
         saving = state.step % run.save_steps == 0 or state.step == run.max_steps
         if saving or state.step % run.logging_steps == 0:  # all ranks' audio, counted before any checkpoint
@@ -411,10 +415,10 @@ def finish_distillation(accelerator, student, groups, state: TrainingState, skip
         "audio_hours": state.audio_seconds / 3600,
         "num_processes": accelerator.num_processes,
         "skipped": summary,
+        "nonfinite": nonfinite_summary(state),
         "train_seconds": elapsed,
     }
-    with open(os.path.join(run.output_dir, "distill_results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(run.output_dir, "distill_results.json"), results)
     logger.info(
         "done: %d steps, %.2f h of audio in %.0f s (%.1f audio s/s) -> %s",
         state.step,
@@ -483,7 +487,8 @@ def cnn_description(config, distill: DistillArguments) -> str:
 
 def cli(argv=None):
     """`distilxlsr-distill` and `python train_distill.py`: flags, or a YAML/JSON config followed by flags."""
-    main(*parse_args((RunArguments, AugmentArguments, DistillArguments), DISTILL_DEFAULTS, argv))
+    with user_errors_as_messages():
+        main(*parse_args((RunArguments, AugmentArguments, DistillArguments), DISTILL_DEFAULTS, argv))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ from .sources import AUDIO_EXTENSIONS, SkipCounter, probe_audio
 
 logger = logging.getLogger(__name__)
 
+
+class AugmentationError(ValueError):
+    """Augmentation settings that cannot work (a bad range, an unknown kind, a folder with no usable audio)."""
+
+
 NOISE_KINDS = ("file", "color", "babble", "hum")
 CODECS = {  # name -> (soundfile format, subtype)
     "mulaw": ("WAV", "ULAW"),
@@ -96,30 +101,30 @@ def validate_augment_settings(settings: dict):
     """Clear errors, before any training, for settings that cannot work."""
     for name, value in settings.items():
         if name.endswith("_prob") and not 0.0 <= value <= 1.0:
-            raise ValueError(f"--{name} must be a probability in [0, 1], got {value}.")
+            raise AugmentationError(f"--{name} must be a probability in [0, 1], got {value}.")
     for name in ("snr_range", "rt60_range", "pitch_range"):
         low, _ = _range(settings[name], name)
         if name == "rt60_range" and low <= 0:
-            raise ValueError(f"--rt60_range must be positive seconds, got {settings[name]}.")
+            raise AugmentationError(f"--rt60_range must be positive seconds, got {settings[name]}.")
     if not settings["speed_factors"] or any(f <= 0 for f in settings["speed_factors"]):
-        raise ValueError(f"--speed_factors must be positive, got {settings['speed_factors']}.")
+        raise AugmentationError(f"--speed_factors must be positive, got {settings['speed_factors']}.")
     unknown = set(settings["noise_kinds"]) - set(NOISE_KINDS)
     if unknown or not settings["noise_kinds"]:
-        raise ValueError(f"--noise_kinds: unknown {sorted(unknown)}; choose from {', '.join(NOISE_KINDS)}.")
+        raise AugmentationError(f"--noise_kinds: unknown {sorted(unknown)}; choose from {', '.join(NOISE_KINDS)}.")
     unknown = set(settings["telephone_codecs"]) - set(CODECS)
     if unknown or not settings["telephone_codecs"]:
-        raise ValueError(f"--telephone_codecs: unknown {sorted(unknown)}; choose from {', '.join(CODECS)}.")
+        raise AugmentationError(f"--telephone_codecs: unknown {sorted(unknown)}; choose from {', '.join(CODECS)}.")
     for name in ("noise_dir", "rir_dir"):
         folder = settings[name]
         if folder is not None and not os.path.isdir(folder):
-            raise ValueError(f"--{name} {folder}: no such folder.")
+            raise AugmentationError(f"--{name} {folder}: no such folder.")
     if settings["noise_kinds"] == ["file"] and settings["noise_dir"] is None:
-        raise ValueError("--noise_kinds file needs --noise_dir.")
+        raise AugmentationError("--noise_kinds file needs --noise_dir.")
 
 
 def _range(values, name) -> tuple[float, float]:
     if len(values) != 2 or values[0] > values[1]:
-        raise ValueError(f"--{name} must be two numbers, low then high, got {values}.")
+        raise AugmentationError(f"--{name} must be two numbers, low then high, got {values}.")
     return float(values[0]), float(values[1])
 
 
@@ -138,7 +143,7 @@ def _list_audio_files(folder: str, what: str, skips) -> list[str]:
         else:
             usable.append(path)
     if not usable:
-        raise ValueError(f"{folder}: no usable {what} audio file ({skips.summary()}).")
+        raise AugmentationError(f"{folder}: no usable {what} audio file ({skips.summary()}).")
     return usable
 
 

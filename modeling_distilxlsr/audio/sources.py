@@ -97,6 +97,10 @@ class ManifestError(ValueError):
     pass
 
 
+class NoUsableAudioError(ValueError):
+    """A data source in which no file can be used (each one counted with its reason in the message)."""
+
+
 def decode_utf8_lines(path: str, raw_lines) -> Iterator[str]:
     """Decodes byte lines of a UTF-8 file (a BOM dropped); a byte sequence that is not UTF-8 is a `ManifestError`
     naming the file and line, not a UnicodeDecodeError from deep inside a reader."""
@@ -246,7 +250,7 @@ def find_utterances(spec: str, skips: SkipCounter, min_samples: int = 400, need_
     count_unlisted_files(spec, entries, skips)
     utterances = usable_utterances(entries, skips, min_samples, need_text)
     if not utterances:
-        raise ValueError(f"No usable audio in {spec!r} ({skips.summary()}).")
+        raise NoUsableAudioError(f"No usable audio in {spec!r} ({skips.summary()}).")
     return utterances
 
 

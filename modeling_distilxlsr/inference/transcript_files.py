@@ -4,8 +4,8 @@ With `--output`, every process appends its rows to its own JSONL shard as it goe
 and the main process merges the shards into OUT at the end, in input order. A run that is killed leaves its shards;
 `--resume` folds them (and OUT) into the rows already done, drops a last line torn by the kill, and transcribes only
 the rest. A resume never drops a row: the rows OUT already holds keep their place (inputs or not), and this run's
-inputs that OUT lacks follow them, in input order. The run's settings are kept beside OUT (`OUT.settings.json`): a resume with other settings is refused
-rather than mixing two models' transcripts in one file.
+inputs that OUT lacks follow them, in input order. The run's settings are kept beside OUT (`OUT.settings.json`): a
+resume with other settings is refused rather than mixing two models' transcripts in one file.
 """
 
 import csv

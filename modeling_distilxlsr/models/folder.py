@@ -60,6 +60,13 @@ def save_for_hub(model, out_dir: str, processor=None, state_dict: dict | None = 
     (`HUB_CODE_FILES`), and the processor (or the default feature extractor).
     `state_dict`: the full weights when the model is sharded (FSDP, DeepSpeed ZeRO-3), from
     `accelerator.get_state_dict`."""
+    weights = state_dict if state_dict is not None else model.state_dict()
+    broken = [name for name, tensor in weights.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if broken:  # a model with NaN/Inf weights gives garbage everywhere: it is never written as a finished model
+        raise ValueError(
+            f"Refusing to save a model with non-finite (NaN/Inf) weights into {out_dir}: {len(broken)} tensor(s), "
+            f"first {broken[0]}. The run diverged or resumed from damaged weights."
+        )
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, state_dict=state_dict)
     code_dir = os.path.dirname(os.path.abspath(__file__))  # the Hub files live beside this one, in models/

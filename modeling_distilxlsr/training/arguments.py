@@ -54,6 +54,9 @@ class RunArguments:
     adam_beta1: float = schedule(0.9)
     adam_beta2: float = schedule(0.999)
     adam_epsilon: float = schedule(1e-8)
+    max_nonfinite_steps: int = free(
+        5, "Optimizer steps in a row with a NaN/Inf loss (each skipped and counted) before the run stops."
+    )
     num_workers: int = free(2, "DataLoader workers per process.")
     logging_steps: int = free(10)
     eval_steps: int = free(500)

@@ -20,6 +20,7 @@ from accelerate.utils import gather_object, load
 from safetensors import safe_open
 
 from .arguments import FREE, SCHEDULE
+from .results import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ def _loaded_by_unpickling(folder: str) -> bool:
 
 def validate_checkpoint(path: str):
     """Raises `CheckpointError` naming the first file of `path` that is missing or damaged: our two JSON files, and
-    every safetensors file (header and size checked, which catches truncation) and torch state file accelerate will
-    load (opened as the zip archive torch writes, CRCs checked). Nothing is unpickled here."""
+    every safetensors file (header and size checked, which catches truncation; every floating-point tensor read and
+    checked for NaN/Inf, which catches same-size bit-rot: safetensors has no checksum) and torch state file
+    accelerate will load (opened as the zip archive torch writes, CRCs checked). Nothing is unpickled here."""
 
     if not os.path.isdir(path):
         raise CheckpointError(f"{path}: no such checkpoint folder")
@@ -93,8 +95,7 @@ def validate_checkpoint(path: str):
         file = os.path.join(path, name)
         try:
             if name.endswith(".safetensors"):
-                with safe_open(file, framework="pt") as f:
-                    f.keys()
+                check_finite_safetensors(file)
             elif name.startswith("custom_checkpoint_"):  # accelerate would unpickle it unrestricted
                 raise ValueError(
                     "a pickled custom_checkpoint file, which this project never writes and never loads (unpickling "
@@ -108,6 +109,15 @@ def validate_checkpoint(path: str):
                         raise ValueError("a member fails its CRC check")
         except Exception as err:  # safetensors and zipfile raise several types
             raise CheckpointError(f"{file} is damaged: {err}") from err
+
+
+def check_finite_safetensors(file: str) -> None:
+    """Raises `ValueError` naming the first floating-point tensor of `file` holding NaN or Inf."""
+    with safe_open(file, framework="pt") as f:
+        for key in f.keys():
+            tensor = f.get_tensor(key)
+            if tensor.is_floating_point() and not tensor.isfinite().all():
+                raise ValueError(f"tensor {key!r} holds NaN/Inf values (bit-rot, or a diverged run)")
 
 
 def resume_candidates(resume_from_checkpoint: str | None, checkpoint_dir: str) -> tuple[list[str], bool]:
@@ -168,10 +178,8 @@ def save_checkpoint(accelerator, checkpoint_dir: str, state, skips, keep: int, s
     accelerator.save_state(partial)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with open(os.path.join(partial, STATE_FILE), "w", encoding="utf-8") as f:
-            json.dump(state.state_dict(), f, ensure_ascii=False)
-        with open(os.path.join(partial, ARGS_FILE), "w", encoding="utf-8") as f:
-            json.dump(settings, f, indent=2, ensure_ascii=False)
+        write_json(os.path.join(partial, STATE_FILE), state.state_dict(), indent=None)
+        write_json(os.path.join(partial, ARGS_FILE), settings)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(partial, path)
         if keep > 0:

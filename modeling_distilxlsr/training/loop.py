@@ -2,7 +2,7 @@
 weight-decay groups, the batches of a resumed epoch. Not part of the Hub files."""
 
 import atexit
-import json
+import contextlib
 import logging
 import math
 import os
@@ -10,14 +10,18 @@ import time
 import uuid
 from datetime import timedelta
 
+import torch
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, send_to_device
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from ..audio.augment import AugmentationError
+from ..audio.sources import ManifestError, NoUsableAudioError
 from ..audio.streaming import StreamingAudioDataset
 from .arguments import field_defaults, resume_policies, run_settings
-from .checkpoints import list_checkpoints, load_checkpoint, resume_candidates
-from .output_dir import claim_output_dir
+from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, resume_candidates
+from .output_dir import OutputDirError, claim_output_dir
+from .results import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ class TrainingState:
         self.skips_per_rank: list[dict] | None = None  # each rank's SkipCounter at the checkpoint
         self.run_id = uuid.uuid4().hex  # checkpoint rotation removes only this run's checkpoints
         self.resumes: list[dict] = []  # {"checkpoint", "step"} of every resume, for training_args.json
+        self.nonfinite_steps: list[int] = []  # steps whose update was skipped: NaN/Inf loss or gradients
+        self.nonfinite_in_a_row = 0
+        self.data_fingerprint: dict | None = None  # the data listing the run trains on (`data_fingerprint`)
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -44,6 +51,31 @@ class TrainingState:
     def load_state_dict(self, state: dict):
         for key, value in state.items():
             setattr(self, key, value)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many optimizer steps in a row with a NaN/Inf loss or gradients: the run has diverged."""
+
+
+# What a user can fix from the message alone (a changed setting, a damaged checkpoint, a bad manifest or folder,
+# impossible augmentation settings, a diverged run): one line on stderr, as argparse's usage errors, not a traceback.
+USER_ERRORS = (
+    CheckpointError,
+    ManifestError,
+    NoUsableAudioError,
+    AugmentationError,
+    NonFiniteLossError,
+    OutputDirError,
+)
+
+
+@contextlib.contextmanager
+def user_errors_as_messages():
+    """Around a recipe's `main`: a `USER_ERRORS` exception exits with status 1 and `error: <message>`."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        raise SystemExit(f"error: {err}") from err
 
 
 def collective_timeout(seconds: int):
@@ -139,8 +171,7 @@ def start_run(accelerator, run, groups: tuple, state: TrainingState, project_nam
             skips.load_state_dict(state.skips_per_rank[accelerator.process_index])
     if accelerator.is_main_process:
         os.makedirs(run.output_dir, exist_ok=True)
-        with open(os.path.join(run.output_dir, "training_args.json"), "w") as f:
-            json.dump({**settings, "_resumes": state.resumes}, f, indent=2)
+        write_json(os.path.join(run.output_dir, "training_args.json"), {**settings, "_resumes": state.resumes})
     if run.report_to != "none":
         accelerator.init_trackers(project_name, config={k: str(v) for k, v in settings.items()})
     return checkpoint_dir
@@ -176,16 +207,57 @@ def batch_or_stand_in(accelerator, batch: dict, collator, skips) -> tuple[dict, 
 
 def backward_and_step_optimizer_and_scheduler(
     accelerator, model, loss, stand_in: bool, optimizer, scheduler, max_grad_norm: float
-):
+) -> bool:
     """Backward (a stand-in batch with zero weight), then, at the end of an accumulation, clip; then the optimizer
     step, the LR scheduler step and zeroed gradients (accelerate's prepared optimizer and scheduler skip their step
-    inside an accumulation)."""
+    inside an accumulation).
+
+    Returns False when the update is skipped: the gradients' total norm is NaN/Inf (a non-finite loss on any rank, or
+    an overflow). The norm is taken after DDP's all-reduce, so every rank sees the same value and skips together;
+    the gradients are dropped and neither optimizer nor schedule steps, as torch.amp's GradScaler does with an
+    overflow. (transformers' Trainer would apply the NaN update and train on garbage from then on.)"""
     accelerator.backward(loss * (0.0 if stand_in else 1.0))
     if accelerator.sync_gradients:
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if norm is not None and not torch.isfinite(torch.as_tensor(norm)).all():
+            optimizer.zero_grad()
+            return False
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad()
+    return True
+
+
+def count_nonfinite_step(state: TrainingState, stepped: bool, limit: int) -> None:
+    """After each optimizer step: a skipped update (`backward_and_step_optimizer_and_scheduler`) is logged with its
+    step and counted (the summary and results report them); `limit` skipped in a row stop the run with
+    `NonFiniteLossError` before anything is saved from it (a model that only gives NaN is not a result)."""
+    if stepped:
+        state.nonfinite_in_a_row = 0
+        return
+    state.nonfinite_steps.append(state.step)
+    state.nonfinite_in_a_row += 1
+    logger.warning(
+        "step %d: non-finite (NaN/Inf) loss or gradients: update skipped (%d in a row, %d in all)",
+        state.step,
+        state.nonfinite_in_a_row,
+        len(state.nonfinite_steps),
+    )
+    if state.nonfinite_in_a_row >= limit:
+        raise NonFiniteLossError(
+            f"step {state.step}: the loss or its gradients were NaN/Inf at {limit} steps in a row (steps "
+            f"{state.nonfinite_steps[-limit]}-{state.step}); the run stops and saves nothing. Lower the learning rate, "
+            "check the data, or resume from an earlier checkpoint (--max_nonfinite_steps sets the limit)."
+        )
+
+
+def nonfinite_summary(state: TrainingState) -> str:
+    """One line on the updates skipped for NaN/Inf, for the closing log and the results file."""
+    steps = state.nonfinite_steps
+    if not steps:
+        return "0 updates skipped for a non-finite loss"
+    shown = ", ".join(map(str, steps[:10])) + (", ..." if len(steps) > 10 else "")
+    return f"{len(steps)} update(s) skipped for a non-finite loss (steps {shown})"
 
 
 def keep_if_best(accelerator, model, state: TrainingState, score: float, save) -> None:
