@@ -7,6 +7,7 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -27,9 +28,28 @@ def zero_frame_header(path):
     write(path, np.zeros(0, "float32"))
 
 
+def ffmpeg_encoded(seconds, seed, *codec):
+    """A clip in a format only ffmpeg reads (m4a/AAC, WebM/Opus, WMA): encoded from a WAV by the ffmpeg program."""
+
+    def make(path):
+        wav = path + ".source.wav"
+        write(wav, noise(seconds, seed))
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", wav, *codec, path], check=True)
+        os.remove(wav)
+
+    return make
+
+
+def dangling_link(path):
+    os.symlink(path + ".moved-away", path)
+
+
 # (file name, maker, expected: "ok" or the skip reason counted in the run's summary)
 TRAINING_INPUTS = [
     ("good.wav", lambda p: write(p, noise(1.0, 1)), "ok"),
+    ("aac.m4a", ffmpeg_encoded(1.0, 7, "-c:a", "aac"), "ok"),
+    ("opus.webm", ffmpeg_encoded(1.0, 8), "ok"),
+    ("dangling_link.wav", dangling_link, "missing"),
     ("stereo_8k.wav", lambda p: write(p, np.stack([noise(1.0, 2, 8000)] * 2, 1), 8000), "ok"),
     ("pcm24.flac", lambda p: write(p, noise(1.0, 3), subtype="PCM_24"), "ok"),
     ("vorbis.ogg", lambda p: write(p, noise(1.0, 4), format="OGG", subtype="VORBIS"), "ok"),
@@ -68,6 +88,21 @@ def test_training_input(tmp_path, name, make, expected):
         assert batch["input_values"].shape[0] == 1
 
 
+def test_a_folder_scan_names_and_counts_every_file_it_leaves_out(tmp_path):
+    from modeling_distilxlsr.audio.sources import scan_audio_folder
+
+    for name in ("a.wav", "b.m4a", "c.webm", "d.AAC", "notes.txt", "labels.json", "metadata.csv"):
+        (tmp_path / name).write_bytes(b"x")
+    os.symlink(tmp_path / "gone.wav", tmp_path / "e_dangling.wav")
+    said = []
+    files = scan_audio_folder(str(tmp_path), log=said.append)
+    assert [os.path.basename(f) for f in files] == ["a.wav", "b.m4a", "c.webm", "d.AAC", "e_dangling.wav"]
+    assert said == [
+        f"{tmp_path}: 2 file(s) left out, not audio by their extension (1 .json, 1 .txt): "
+        f"{tmp_path / 'labels.json'}, {tmp_path / 'notes.txt'}"
+    ]
+
+
 def test_audio_files_a_metadata_csv_leaves_out_are_counted(tmp_path):
     from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 
@@ -91,6 +126,9 @@ TRANSCRIBE_INPUTS = [
     ("h_nan.wav", lambda p: write(p, np.full(16000, np.nan, "float32"), subtype="FLOAT"), "failed", "NaN/Inf"),
     ("i_silence.wav", lambda p: write(p, np.zeros(16000, "float32")), "ok", None),
     ("j_good_last.wav", lambda p: write(p, noise(1.3, 5)), "ok", None),
+    ("k_aac.m4a", ffmpeg_encoded(1.1, 6, "-c:a", "aac"), "ok", None),
+    ("l_dangling_link.wav", dangling_link, "failed", "missing: no such file (a symbolic link to"),
+    ("m_wma.wma", ffmpeg_encoded(0.8, 7), "ok", None),
 ]
 
 

@@ -38,7 +38,7 @@ from scipy.signal import fftconvolve
 
 from ..models.audio_format import SAMPLING_RATE
 from .decode import AudioDecodeError, load_audio
-from .sources import AUDIO_EXTENSIONS, SkipCounter, probe_audio
+from .sources import SkipCounter, probe_audio, scan_audio_folder
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +131,8 @@ def _range(values, name) -> tuple[float, float]:
 def _list_audio_files(folder: str, what: str, skips) -> list[str]:
     """Audio files of `folder` whose headers read; the others are counted in `skips`. None usable: an error."""
 
-    found = []
-    for root, _, names in os.walk(folder):
-        found.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(AUDIO_EXTENSIONS))
     usable = []
-    for path in sorted(found):
+    for path in scan_audio_folder(folder):
         skips.total += 1
         _, reason, detail = probe_audio(path, min_samples=1)
         if reason:

@@ -2,9 +2,13 @@
 before anything is batched, so that a bad file fails alone.
 
 Decoding is done with soundfile + librosa rather than `datasets.Audio`, whose decoder (torchcodec) does not load with
-every torch build."""
+every torch build. What libsndfile cannot read (m4a/AAC, WebM, WMA, AMR...) is decoded by the ffmpeg program when it is
+on PATH, as transformers' ASR pipeline does with its inputs."""
 
 import io
+import os
+import shutil
+import subprocess
 
 import librosa
 import numpy as np
@@ -20,12 +24,39 @@ class AudioDecodeError(ValueError):
         self.reason = reason
 
 
+def ffmpeg_decode(source) -> np.ndarray:
+    """float32 mono 16 kHz samples of `source` (a path or encoded bytes) decoded by the ffmpeg program.
+
+    transformers' `ffmpeg_read` pipes the bytes in, and ffmpeg cannot seek a pipe: an MP4/M4A whose index (`moov`)
+    comes after the audio (ffmpeg's own default when writing) fails that way. So a path is given to ffmpeg as a path;
+    only bytes go through the pipe."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioDecodeError(
+            "unreadable", "not a format libsndfile reads, and ffmpeg (for the others) is not on PATH"
+        )
+    command = [ffmpeg, "-nostdin", "-v", "error", "-i", "pipe:0" if isinstance(source, bytes) else source]
+    command += ["-vn", "-ac", "1", "-ar", str(SAMPLING_RATE), "-f", "f32le", "pipe:1"]
+    result = subprocess.run(command, input=source if isinstance(source, bytes) else None, capture_output=True)
+    if result.returncode != 0 or not result.stdout:
+        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioDecodeError("unreadable", f"ffmpeg: {message[-1] if message else 'no audio stream decoded'}")
+    return np.frombuffer(result.stdout, np.float32).copy()
+
+
 def load_audio(source) -> np.ndarray:
-    """Decodes to float32 mono at 16 kHz (channels averaged, resampled with soxr through librosa)."""
+    """Decodes to float32 mono at 16 kHz (channels averaged, resampled with soxr through librosa); with ffmpeg when
+    libsndfile cannot read the format."""
+    if isinstance(source, str) and not os.path.exists(source):
+        link = f" (a symbolic link to {os.readlink(source)}, which does not exist)" if os.path.islink(source) else ""
+        raise AudioDecodeError("missing", f"no such file{link}")
     try:
         audio, sample_rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32")
     except Exception as err:
-        raise AudioDecodeError("unreadable", str(err)) from err
+        try:
+            audio, sample_rate = ffmpeg_decode(source), SAMPLING_RATE
+        except AudioDecodeError as ffmpeg_error:
+            raise AudioDecodeError("unreadable", f"{err}; {ffmpeg_error}") from err
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
     if not np.isfinite(audio).all():

@@ -18,6 +18,7 @@ import soundfile as sf
 
 from ..cache import cache_dir
 from ..models.audio_format import SAMPLING_RATE
+from .decode import AudioDecodeError, ffmpeg_decode
 
 logger = logging.getLogger(__name__)
 CACHE_FILE = "audio_headers.sqlite"
@@ -34,11 +35,15 @@ def cache_path() -> str:
 
 
 def read_header(source) -> tuple[int, str | None]:
-    """(samples at 16 kHz, None), or (0, why the header cannot be read)."""
+    """(samples at 16 kHz, None), or (0, why the header cannot be read). A format libsndfile does not read (m4a,
+    webm...) has its length from decoding it once with ffmpeg (cached like any header)."""
     try:
         info = sf.info(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Exception as err:  # libsndfile raises several types for corrupt files
-        return 0, str(err)
+        try:
+            return len(ffmpeg_decode(source)), None
+        except AudioDecodeError as ffmpeg_error:
+            return 0, f"{err}; {ffmpeg_error}"
     if info.frames <= 0:
         return 0, "no audio frames"
     return int(info.frames * SAMPLING_RATE / info.samplerate), None

@@ -26,7 +26,13 @@ from .header_cache import header_samples, read_header
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
+# What libsndfile reads, then what only ffmpeg does (`decode.py` falls back to ffmpeg for them): a folder scan takes
+# both, and names and counts every other file it leaves out.
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
+FFMPEG_EXTENSIONS = (".m4a", ".mp4", ".aac", ".webm", ".wma", ".amr", ".3gp", ".mka", ".mkv", ".oga", ".ac3", ".caf")
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
+# Beside audio, a data folder holds these by convention: never "left out"
+COMPANION_FILES = ("metadata.csv", "metadata.jsonl", "readme.md", ".gitattributes", "dataset_info.json")
 PATH_COLUMNS = ("path", "file_name", "audio")
 TEXT_COLUMNS = ("transcription", "sentence", "text")
 
@@ -230,10 +236,7 @@ def list_sources(spec: str) -> list[tuple[str | bytes, str | None, str | None]]:
             return _rows_to_entries(read_manifest_rows(metadata), metadata)
         if _is_saved_dataset(spec):
             return list(_entries_from_hf_dataset(spec))
-        files = []
-        for root, _, names in os.walk(spec):
-            files.extend(os.path.join(root, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS))
-        return [(path, None, None) for path in sorted(files)]
+        return [(path, None, None) for path in scan_audio_folder(spec)]
     try:
         return list(_entries_from_hf_dataset(spec))
     except Exception as err:  # any failure here means "not a dataset either"
@@ -259,12 +262,10 @@ def count_unlisted_files(spec: str, entries, skips: SkipCounter):
     if not (os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "metadata.csv"))):
         return
     listed = {os.path.abspath(source) for source, _, _ in entries if isinstance(source, str)}
-    for root, _, names in os.walk(spec):
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            if name.lower().endswith(AUDIO_EXTENSIONS) and os.path.abspath(path) not in listed:
-                skips.total += 1
-                skips.skip("not listed in metadata.csv", path)
+    for path in scan_audio_folder(spec):
+        if os.path.abspath(path) not in listed:
+            skips.total += 1
+            skips.skip("not listed in metadata.csv", path)
 
 
 def probe_audio(source, min_samples: int, header: tuple[int, str | None] | None = None) -> tuple[int, str | None, str]:
@@ -302,13 +303,37 @@ def usable_utterances(entries, skips: SkipCounter, min_samples: int = 400, need_
     return utterances
 
 
-def list_audio_files(inputs: list[str]) -> list[str]:
+def scan_audio_folder(folder: str, log=None) -> list[str]:
+    """The audio files under `folder` (recursively, sorted), by extension (`AUDIO_EXTENSIONS`): dangling symbolic
+    links included, so that each is reported as missing rather than vanishing. Every other file is left out, and
+    said so once, by count and name, through `log` (default: a warning), so that "3 files" for a folder of 5 always
+    comes with the 2 it did not take."""
+    audio, others = [], []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if name.lower().endswith(AUDIO_EXTENSIONS):
+                audio.append(path)
+            elif name.lower() not in COMPANION_FILES and not name.startswith("."):
+                others.append(path)
+    if others:
+        kinds = Counter(os.path.splitext(p)[1].lower() or "(no extension)" for p in others)
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        (log or logger.warning)(
+            f"{folder}: {len(others)} file(s) left out, not audio by their extension "
+            f"({', '.join(f'{n} {kind}' for kind, n in kinds.most_common())}): {shown}"
+        )
+    return sorted(audio)
+
+
+def list_audio_files(inputs: list[str], log=None) -> list[str]:
+    """The files `transcribe.py` gets: each file given, and the audio files of each folder given."""
     files = []
     for path in inputs:
         if os.path.isdir(path):
-            for root, _, names in os.walk(path):
-                files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(AUDIO_EXTENSIONS))
-        elif os.path.exists(path):
+            files.extend(scan_audio_folder(path, log))
+        elif os.path.lexists(path):  # a dangling link given by name is a missing file, reported as such
             files.append(path)
         else:
             raise FileNotFoundError(f"No such file or folder: {path}")

@@ -15,7 +15,6 @@ import torch
 
 from ..audio.dataset import AudioCollator
 from ..audio.sources import (
-    AUDIO_EXTENSIONS,
     PATH_COLUMNS,
     ManifestError,
     SkipCounter,
@@ -23,6 +22,7 @@ from ..audio.sources import (
     count_unlisted_files,
     read_manifest_rows,
     resolve_manifest_path,
+    scan_audio_folder,
     usable_utterances,
 )
 from ..models.audio_format import SAMPLING_RATE
@@ -48,10 +48,10 @@ def labelled_entries(spec: str, label_column: str = "label") -> list[tuple[str, 
     if not os.path.isdir(spec):
         raise ManifestError(f"{spec!r} is neither a folder of class sub-folders nor a manifest file.")
     entries = []
-    for root, _, names in sorted(os.walk(spec)):
-        relative = os.path.relpath(root, spec)
+    for path in scan_audio_folder(spec):
+        relative = os.path.relpath(os.path.dirname(path), spec)
         label = "" if relative == "." else relative.split(os.sep)[0]  # a file outside any class folder: no label
-        entries += [(os.path.join(root, n), label, None) for n in sorted(names) if n.lower().endswith(AUDIO_EXTENSIONS)]
+        entries.append((path, label, None))
     return entries
 
 
