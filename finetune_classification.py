@@ -31,7 +31,7 @@ from modeling_distilxlsr.audio.sources import SkipCounter
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE, default_feature_extractor
 from modeling_distilxlsr.models.folder import load_config, save_for_hub
 from modeling_distilxlsr.training.arguments import RunArguments, parse_args, run_settings
-from modeling_distilxlsr.training.checkpoints import save_checkpoint
+from modeling_distilxlsr.training.checkpoints import data_fingerprint, save_checkpoint
 from modeling_distilxlsr.training.classification_data import (
     ClassificationCollator,
     balanced_class_weights,
@@ -220,7 +220,8 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
     )
     state = TrainingState()
     groups = (run, augment, task)
-    checkpoint_dir = start_run(accelerator, run, groups, state, "finetune_classification", skips)
+    data = data_fingerprint({"train": train, **eval_sets})
+    checkpoint_dir = start_run(accelerator, run, groups, state, "finetune_classification", skips, data)
 
     def run_evals():
         return {

@@ -42,7 +42,7 @@ from modeling_distilxlsr.models.modeling_distilxlsr_parts import frame_attention
 from modeling_distilxlsr.text.normalizer import TextCounts, TextNormalizer, build_processor, build_vocab
 from modeling_distilxlsr.text.phonemes import PhonemeTargets, build_phoneme_processor, phone_error_rate
 from modeling_distilxlsr.training.arguments import RunArguments, parse_args, run_settings
-from modeling_distilxlsr.training.checkpoints import save_checkpoint
+from modeling_distilxlsr.training.checkpoints import data_fingerprint, save_checkpoint
 from modeling_distilxlsr.training.ctc_data import CTCCollator, prepare_ctc_utterances
 from modeling_distilxlsr.training.hub import check_hub_access, push_folder
 from modeling_distilxlsr.training.loop import (
@@ -336,7 +336,8 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
     )
     state = TrainingState()
     groups = (run, augment, finetune)
-    checkpoint_dir = start_run(accelerator, run, groups, state, "finetune_ctc", skips)
+    data = data_fingerprint({"train": train_utterances, **eval_sets})
+    checkpoint_dir = start_run(accelerator, run, groups, state, "finetune_ctc", skips, data)
 
     def run_evals():
         return {

@@ -34,7 +34,7 @@ from modeling_distilxlsr.distill.teacher import (
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.models.folder import save_for_hub
 from modeling_distilxlsr.training.arguments import RunArguments, parse_args, run_settings
-from modeling_distilxlsr.training.checkpoints import save_checkpoint
+from modeling_distilxlsr.training.checkpoints import data_fingerprint, save_checkpoint
 from modeling_distilxlsr.training.hub import check_hub_access, push_folder
 from modeling_distilxlsr.training.loop import (
     TrainingState,
@@ -336,6 +336,10 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
     train_loader, eval_loader, collator = build_loaders(
         run, augment, distill, student.config.receptive_field, accelerator, skips
     )
+    listed = {"eval": eval_loader.dataset.utterances}  # a stream has no listing up front: only its held-out part
+    if not distill.streaming:
+        listed["train"] = train_loader.dataset.utterances
+    data = data_fingerprint(listed)
     optimizer = torch.optim.AdamW(decay_parameter_groups(student, run.weight_decay), **run.adam_options())
     scheduler = warmup_linear_schedule(optimizer, run.warmup_fraction, run.max_steps, accelerator.num_processes)
     if distill.streaming:  # each rank reads its own part; a prepared loader would read it all on rank 0 and dispatch
@@ -346,7 +350,7 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
         )
     state = TrainingState()
     groups = (run, augment, distill)
-    checkpoint_dir = start_run(accelerator, run, groups, state, "distill", skips)
+    checkpoint_dir = start_run(accelerator, run, groups, state, "distill", skips, data)
     if state.step == 0:
         state.history.append(
             {"step": 0, **evaluate(student, teacher_targets, eval_loader, distill, accelerator, skips)}

@@ -254,3 +254,42 @@ def test_checkpoints_of_fsdp_and_deepspeed_layouts(tmp_path, monkeypatch):
     validate_checkpoint(sharded)
     with pytest.raises(CheckpointError, match="no model weights"):
         validate_checkpoint(checkpoint("empty", ["scheduler.bin"]))
+
+
+@pytest.mark.slow
+def test_a_resume_on_changed_data_is_refused_or_with_allow_data_change_recorded_and_counted_anew(
+    tiny_teacher_dir, small_corpus, tmp_path
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    clips = sorted(small_corpus.glob("train/*.flac"))[:12]
+    for clip in clips:
+        shutil.copy(clip, data / clip.name)
+    out = tmp_path / "run"
+    distill(tiny_teacher_dir, data, out, *COMMON, "--eval_fraction", 0.25)
+    shutil.rmtree(out / "checkpoints" / "step_4")  # as if killed after step 3
+    for clip in clips[::2]:
+        os.remove(data / clip.name)
+    result = distill(
+        tiny_teacher_dir, data, out, *COMMON, "--eval_fraction", 0.25, "--resume_from_checkpoint", "latest", check=False
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "error: The data changed since" in result.stderr and "--allow_data_change" in result.stderr
+    assert "train: 9 -> 4 utterances" in result.stderr and "eval: 3 -> 2 utterances" in result.stderr
+
+    result = distill(
+        tiny_teacher_dir,
+        data,
+        out,
+        *COMMON,
+        "--eval_fraction",
+        0.25,
+        "--resume_from_checkpoint",
+        "latest",
+        "--allow_data_change",
+    )
+    assert "--allow_data_change: The data changed since" in result.stderr and "at step 2" in result.stderr
+    resume = json.loads((out / "training_args.json").read_text())["_resumes"][-1]
+    assert resume["data_changed"]["before"]["train"]["utterances"] == 9
+    assert resume["data_changed"]["now"]["train"]["utterances"] == 4
+    assert json.loads((out / "distill_results.json").read_text())["skipped"] == "skipped 0 of 6 files"

@@ -43,6 +43,9 @@ class RunArguments:
     resume_from_checkpoint: str | None = free(
         None, "'latest' (the newest checkpoint that loads) or a checkpoint folder; same settings only."
     )
+    allow_data_change: bool = free(
+        False, "Resume although the data listing differs from the checkpoint's (logged and recorded with the resume)."
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the weights' init, the data order, crops, corruptions."})
     max_steps: int = schedule(1000, "Optimizer steps.")
     per_device_batch_size: int = schedule(8, "Clips per batch on each process.")

@@ -9,6 +9,7 @@ settings the run was started with). The loop state is deliberately *not* registe
 `weights_only=False`, so a crafted checkpoint could run code.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,67 @@ class CheckpointError(RuntimeError):
 
 class SettingsChangedError(CheckpointError):
     """A whole checkpoint whose settings differ from this run's: never passed over for an older one."""
+
+
+class DataChangedError(CheckpointError):
+    """The data listing differs from the one the checkpoint was trained on (files added, removed or changed)."""
+
+
+def data_fingerprint(splits: dict[str, list]) -> dict:
+    """What a run trains and evaluates on, per split: the number of utterances, their hours, and a SHA-256 of every
+    utterance's name and file size (bytes for in-memory clips), in listing order. Kept in each checkpoint, so that a
+    resume on a folder that lost, gained or changed files is noticed: the saved data position would otherwise point
+    into another listing without a word."""
+    fingerprint = {}
+    for split, utterances in splits.items():
+        digest = hashlib.sha256()
+        for utterance in utterances:
+            source = utterance.source
+            try:
+                size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+            except OSError:
+                size = -1
+            digest.update(f"{utterance.name or source}\0{size}\n".encode("utf-8", "surrogateescape"))
+        fingerprint[split] = {
+            "utterances": len(utterances),
+            "hours": round(sum(u.seconds for u in utterances) / 3600, 6),
+            "sha256": digest.hexdigest(),
+        }
+    return fingerprint
+
+
+def compare_data(saved: dict | None, current: dict | None, checkpoint: str, allow_change: bool) -> str | None:
+    """None when the data listing is the one `checkpoint` was trained on (or either side has none: a stream, or a
+    checkpoint from before fingerprints). Otherwise the differences in words: refused with `DataChangedError`, or
+    returned when `allow_change` (--allow_data_change), for the caller to log and record."""
+    if not saved or not current or saved == current:
+        return None
+    changes = []
+    for split in sorted(set(saved) | set(current)):
+        before, now = saved.get(split), current.get(split)
+        if before == now:
+            continue
+        if before is None or now is None:
+            changes.append(
+                f"{split}: {'absent' if before is None else 'present'} -> {'absent' if now is None else 'present'}"
+            )
+            continue
+        changes.append(
+            f"{split}: {before['utterances']} -> {now['utterances']} utterances, {before['hours']:.4f} -> "
+            f"{now['hours']:.4f} h"
+            + (
+                ", same count and hours but other files or sizes"
+                if before["utterances"] == now["utterances"] and before["hours"] == now["hours"]
+                else ""
+            )
+        )
+    message = f"The data changed since {checkpoint} was saved ({'; '.join(changes)})"
+    if not allow_change:
+        raise DataChangedError(
+            f"{message}. Resume on the same data, or pass --allow_data_change to go on from the saved position in "
+            "the new listing (recorded in training_args.json)."
+        )
+    return message
 
 
 def list_checkpoints(checkpoint_dir: str) -> list[str]:

@@ -19,7 +19,7 @@ from ..audio.augment import AugmentationError
 from ..audio.sources import ManifestError, NoUsableAudioError
 from ..audio.streaming import StreamingAudioDataset
 from .arguments import field_defaults, resume_policies, run_settings
-from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, resume_candidates
+from .checkpoints import CheckpointError, compare_data, list_checkpoints, load_checkpoint, resume_candidates
 from .output_dir import OutputDirError, claim_output_dir
 from .results import write_json
 
@@ -151,7 +151,9 @@ def open_output_dir(accelerator, run):
     return lock
 
 
-def start_run(accelerator, run, groups: tuple, state: TrainingState, project_name: str, skips) -> str:
+def start_run(
+    accelerator, run, groups: tuple, state: TrainingState, project_name: str, skips, data: dict | None = None
+) -> str:
     """What every loop does before the first step: resume from `run.resume_from_checkpoint` (the newest checkpoint
     that is whole, with the same settings, compared field by field as each field declares: `training/arguments.py`;
     the skip counts saved there replace those of this start: the listing is the same), write training_args.json (the
@@ -165,10 +167,17 @@ def start_run(accelerator, run, groups: tuple, state: TrainingState, project_nam
         accelerator, candidates, explicit, state, settings, resume_policies(*groups), field_defaults(*groups)
     )
     if resume_path:
-        state.resumes.append({"checkpoint": os.path.abspath(resume_path), "step": state.step})
+        data_change = compare_data(state.data_fingerprint, data, resume_path, run.allow_data_change)
+        resume = {"checkpoint": os.path.abspath(resume_path), "step": state.step}
+        if data_change:
+            logger.warning("--allow_data_change: %s; going on from the saved position", data_change)
+            resume["data_changed"] = {"before": state.data_fingerprint, "now": data}
+        state.resumes.append(resume)
         logger.info("resumed from %s at step %d", resume_path, state.step)
-        if state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
+        same_listing = not data_change  # the skips found listing *these* files stand; the saved ones were another's
+        if same_listing and state.skips_per_rank and len(state.skips_per_rank) == accelerator.num_processes:
             skips.load_state_dict(state.skips_per_rank[accelerator.process_index])
+    state.data_fingerprint = data
     if accelerator.is_main_process:
         os.makedirs(run.output_dir, exist_ok=True)
         write_json(os.path.join(run.output_dir, "training_args.json"), {**settings, "_resumes": state.resumes})
