@@ -15,6 +15,7 @@ from modeling_distilxlsr.inference.backend_choice import (
     BackendTiming,
     auto_backend,
     cache_key,
+    cached_timings,
     choose_backend,
     load_cached_choice,
     save_choice,
@@ -109,6 +110,33 @@ def _clips(folder, seconds=(2.0, 0.4, 3.1, 1.2, 0.7)):
     return paths
 
 
+def _entry(timings, choice):
+    names = [t["name"] for t in timings if isinstance(t, dict)]
+    return {"choice": choice, "candidates": names, "max_cer_change": 0.01, "timings": timings, "cpu": "x"}
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda rows: rows[0].update(speedup=3.0), "unexpected timing fields ['speedup']"),
+        (lambda rows: rows[3].update(cer_to_fp32=0.117, seconds=0.01), "it chose onnx-int8, but its own figures"),
+        (lambda rows: rows[1].update(seconds="fast"), "'fast' is not a time"),
+        (lambda rows: rows.append("garbage"), "unexpected timing fields 'garbage'"),
+    ],
+    ids=["unknown field", "choice over the CER budget", "not a number", "not a row"],
+)
+def test_a_cached_choice_that_is_malformed_or_breaks_the_budget_is_not_used(edit, problem):
+    from dataclasses import asdict
+
+    rows = [asdict(t) for t in FAKE_TABLE]
+    assert cached_timings(_entry(rows, "torch-bf16"), [r["name"] for r in rows], 0.01) == (FAKE_TABLE, None)
+    edit(rows)
+    choice = "onnx-int8" if "CER" in problem or "chose" in problem else "torch-bf16"
+    names = [t.name for t in FAKE_TABLE]
+    timings, said = cached_timings(_entry(rows, choice) | {"candidates": names}, names, 0.01)
+    assert timings is None and problem in said
+
+
 @pytest.mark.slow
 def test_auto_measures_once_then_reads_the_cache(tiny_ctc_dir, tmp_path):
     """A real measurement of every path of a folder holding torch weights and its ONNX graphs (exported in place),
@@ -134,6 +162,25 @@ def test_auto_measures_once_then_reads_the_cache(tiny_ctc_dir, tmp_path):
 
     assert auto_backend(str(folder), must_not_measure, cache_path=cache, log=logs.append) == choice
     assert "cached" in logs[-1]
+
+    # A hand-edited entry (another path chosen, its error rate 11.7%, over the 1% budget): measured again, with a
+    # warning; and one with a field this version does not know: the same, no crash.
+    entries = json.loads(open(cache).read())
+    key = next(iter(entries))
+    for timing in entries[key]["timings"]:
+        if timing["name"] == "onnx-int8":
+            timing.update(cer_to_fp32=0.117, seconds=1e-4)
+    entries[key]["choice"] = "onnx-int8"
+    open(cache, "w").write(json.dumps(entries))
+    asked = []
+    choice_again = auto_backend(str(folder), lambda: asked.append(1) or waves, cache_path=cache, log=logs.append)
+    assert asked and choice_again != "onnx-int8" and "not usable (it chose onnx-int8" in "\n".join(logs)
+    entries = json.loads(open(cache).read())
+    entries[key]["timings"][0]["speedup"] = 2.0
+    open(cache, "w").write(json.dumps(entries))
+    asked.clear()
+    auto_backend(str(folder), lambda: asked.append(1) or waves, cache_path=cache, log=logs.append)
+    assert asked and "unexpected timing fields ['speedup']" in "\n".join(logs)
 
 
 def test_length_batches_keep_every_file_once_and_the_window_in_input_order(tiny_ctc_dir, tmp_path):

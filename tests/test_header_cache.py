@@ -12,7 +12,7 @@ def _write(path, seconds, rate=16000):
     sf.write(path, np.zeros(int(seconds * rate), dtype=np.float32), rate)
 
 
-def test_hits_misses_stale_entries_and_a_corrupt_cache(tmp_path, caplog):
+def test_hits_misses_stale_entries_and_a_corrupt_cache(tmp_path, caplog, monkeypatch):
     cache = str(tmp_path / "headers.sqlite")
     a, b, broken = tmp_path / "a.wav", tmp_path / "b.wav", tmp_path / "broken.wav"
     _write(a, 1.0)
@@ -31,6 +31,11 @@ def test_hits_misses_stale_entries_and_a_corrupt_cache(tmp_path, caplog):
     os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert os.stat(a).st_size == stat.st_size
     assert header_samples([str(a)], cache)[str(a)] == (16000, None)
+    # ... unless asked to read every header again, which also replaces the entry
+    monkeypatch.setenv("DISTILXLSR_REREAD_HEADERS", "1")
+    assert header_samples([str(a)], cache)[str(a)] == (8000, None)
+    monkeypatch.delenv("DISTILXLSR_REREAD_HEADERS")
+    assert header_samples([str(a)], cache)[str(a)] == (8000, None)
 
     # Stale: a new modification time -> read again.
     os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))

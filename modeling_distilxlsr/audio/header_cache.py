@@ -3,7 +3,9 @@
 Listing a folder of a million clips means a million `soundfile.info` calls; a restart, the next epoch's script or
 `transcribe.py` on the same archive should not pay them again. Each result is kept in an SQLite file in the cache
 folder (`$DISTILXLSR_CACHE/audio_headers.sqlite`) under the file's absolute path with its size and modification
-time: a file that changed is read again, and a cache that cannot be read is rebuilt with a warning. (datasets'
+time: a file that changed is read again, and a cache that cannot be read is rebuilt with a warning. A file rewritten
+in place with the same size and modification time (a tool that restores mtimes, a clock set back) keeps its old
+entry: `DISTILXLSR_REREAD_HEADERS=1` reads every header again and replaces the entries (or delete the file). (datasets'
 own cache fingerprints whole datasets, not files on disk, so it does not serve here; SQLite is in the standard
 library and takes concurrent readers and writers, e.g. several DDP ranks.)
 """
@@ -26,6 +28,7 @@ CACHE_FILE = "audio_headers.sqlite"
 # 100k files 2.8x *slower* than a plain loop here, processes 2x faster (benchmarks/header_listing.py). Below a few
 # thousand files a process pool costs more than it saves.
 PARALLEL_MIN_FILES = 4096
+REREAD_ENV = "DISTILXLSR_REREAD_HEADERS"
 CHUNK_FILES = 2048
 
 
@@ -102,8 +105,8 @@ def header_samples(paths: list[str], cache: str | None = None, processes: int | 
             continue
     db = _connect(cache or cache_path())
     results, todo = {}, []
-    if db is not None:
-        cached = {}
+    reread, cached = os.environ.get(REREAD_ENV) == "1", {}
+    if db is not None and not reread:
         keys = [key for key, _, _ in stats.values()]
         for start in range(0, len(keys), 900):  # SQLite's limit on query parameters
             chunk = keys[start : start + 900]
@@ -112,7 +115,7 @@ def header_samples(paths: list[str], cache: str | None = None, processes: int | 
             )
             cached.update({row[0]: row[1:] for row in db.execute(query, chunk)})
     for path, (key, size, mtime) in stats.items():
-        hit = cached.get(key) if db is not None else None
+        hit = cached.get(key)
         if hit and hit[0] == size and hit[1] == mtime:
             results[path] = (hit[2], hit[3])
         else:

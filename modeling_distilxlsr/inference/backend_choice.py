@@ -9,10 +9,11 @@ kept. The figures are cached per model files + CPU + library versions + thread c
 
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import jiwer
 import numpy as np
@@ -192,6 +193,37 @@ def describe_timings(timings: list[BackendTiming], choice: str) -> str:
     return "\n".join(rows)
 
 
+def cached_timings(cached: dict, candidates: list[str], max_cer_change: float) -> tuple[list | None, str | None]:
+    """(the cached figures, None) when `cached` is a well-formed entry for these candidates and budget whose choice is
+    the one its own figures give; (None, None) when it was made for other candidates or another budget; (None, why)
+    when it is malformed or its choice breaks the budget (a file edited by hand, or written by another version).
+    Only a cache: whatever is wrong with it is measured again, never trusted and never fatal."""
+    if cached.get("max_cer_change") != max_cer_change or set(cached.get("candidates") or []) != set(candidates):
+        return None, None
+    known = {f.name for f in fields(BackendTiming)}
+    try:
+        timings = []
+        for row in cached["timings"]:
+            if not isinstance(row, dict) or set(row) - known:
+                raise ValueError(
+                    f"unexpected timing fields {sorted(set(row) - known) if isinstance(row, dict) else row!r}"
+                )
+            timing = BackendTiming(**row)
+            for value in (timing.seconds, timing.cer_to_fp32):
+                if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                    raise ValueError(f"{timing.name}: {value!r} is not a time or an error rate")
+            timings.append(timing)
+        expected = choose_backend(timings, max_cer_change)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        return None, f"{type(err).__name__}: {err}"
+    if expected != cached["choice"]:
+        return None, (
+            f"it chose {cached['choice']}, but its own figures give {expected} within --max_cer_change "
+            f"{max_cer_change:g}"
+        )
+    return timings, None
+
+
 def auto_backend(
     model_dir: str,
     timing_waves,
@@ -212,12 +244,11 @@ def auto_backend(
         return candidates[0]
     key = cache_key(model_dir, device)
     cached = load_cached_choice(key, cache_path)
-    if (
-        cached
-        and cached.get("max_cer_change") == max_cer_change
-        and set(cached.get("candidates", [])) == set(candidates)
-    ):
-        timings = [BackendTiming(**t) for t in cached["timings"]]
+    timings, problem = cached_timings(cached, candidates, max_cer_change) if cached else (None, None)
+    if problem:
+        where = cache_path or cache_file()
+        log(f"warning: the cached --backend auto entry in {where} is not usable ({problem}): measuring again")
+    if timings:
         log(
             f"backend: {cached['choice']} (measured {cached['measured']} on {cached['cpu']}; cached)\n"
             + describe_timings(timings, cached["choice"])
