@@ -177,3 +177,37 @@ def test_every_file_keeps_its_own_result_or_failure(tiny_ctc_dir, bad_folder, tm
     alone_texts = {os.path.basename(r["path"]): r["text"] for r in map(json.loads, alone.stdout.splitlines())}
     assert alone_texts == {os.path.basename(r["path"]): r["text"] for r in rows if r["status"] == "ok"}
     assert len(set(alone_texts.values())) > 2  # distinct transcripts, so a shift could not go unseen
+
+
+def _without_pad_token(folder):
+    vocab = json.loads((folder / "vocab.json").read_text())
+    vocab.pop("[PAD]")
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {
+        k: v for k, v in config["added_tokens_decoder"].items() if v["content"] != "[PAD]"
+    }
+    config.pop("pad_token", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def test_a_folder_whose_tokenizer_has_no_pad_token_is_refused_at_load_naming_it(tmp_path):
+    import shutil
+
+    from conftest import REPO_ROOT
+
+    from modeling_distilxlsr.inference.backends import load_backend
+
+    folder = tmp_path / "no_pad"
+    shutil.copytree(os.path.join(REPO_ROOT, "tests", "fixtures", "ctc_before_rooms"), folder)
+    load_backend(str(folder), "torch-fp32")  # whole: loads
+    _without_pad_token(folder)
+    with pytest.raises(ValueError, match=r"pad token \(the CTC blank\) '<pad>' is not in its vocabulary"):
+        load_backend(str(folder), "torch-fp32")
+    write(str(tmp_path / "a.wav"), noise(1.0, 1))
+    result = run_script([sys.executable, "transcribe.py", str(folder), str(tmp_path / "a.wav")], check=False)
+    assert (
+        result.returncode != 0
+        and "Traceback" not in result.stderr
+        and "'<pad>' is not in its vocabulary" in result.stderr
+    )

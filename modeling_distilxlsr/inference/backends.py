@@ -65,6 +65,30 @@ class Backend:
         return math.prod(self.config.conv_stride) / SAMPLING_RATE
 
 
+def check_ctc_tokenizer(tokenizer, config, model_dir: str) -> None:
+    """Raises `ValueError` when the folder's tokenizer cannot decode the model's CTC output: its pad token is the CTC
+    blank, so it must be a token of the vocabulary file, with the id the model blanks with (`pad_token_id`), and the
+    vocabulary must fit the logits. A tokenizer without one quietly invents `<pad>` past the end of the vocabulary,
+    and every transcript is then letters and `[UNK]`s between blanks that are never removed."""
+    vocab = getattr(tokenizer, "encoder", None) or tokenizer.get_vocab()
+    pad = tokenizer.pad_token
+    if pad is None or pad not in vocab:
+        raise ValueError(
+            f"{model_dir}: the tokenizer's pad token (the CTC blank) {pad!r} is not in its vocabulary (vocab.json): "
+            f"add it (e.g. \"[PAD]\": {config.pad_token_id}) and name it as pad_token in tokenizer_config.json."
+        )
+    if config.pad_token_id is not None and vocab[pad] != config.pad_token_id:
+        raise ValueError(
+            f"{model_dir}: the tokenizer's pad token {pad!r} has id {vocab[pad]}, but the model's CTC blank "
+            f"(config pad_token_id) is {config.pad_token_id}."
+        )
+    vocab_size = getattr(config, "vocab_size", None)
+    if vocab_size is not None and max(vocab.values()) >= vocab_size:
+        raise ValueError(
+            f"{model_dir}: the tokenizer has ids up to {max(vocab.values())}, the model only {vocab_size} outputs."
+        )
+
+
 class TorchBackend(Backend):
     """The model's own torch forward, in fp32 or under bf16 autocast (matmuls and convolutions in bf16, reductions in
     fp32). DistilXLSR folders load with this package's classes, other custom code only with `trust_remote_code`."""
@@ -76,6 +100,7 @@ class TorchBackend(Backend):
         self.model = model.to(self.device).eval()
         self.config = self.model.config
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        check_ctc_tokenizer(self.tokenizer, self.config, model_dir)
         self.batchable = isinstance(self.model, DistilXLSRForCTC)
         self.feature_extractor = default_feature_extractor()
 
@@ -104,6 +129,7 @@ class OnnxBackend(Backend):
         self.session = onnx_session(graph)
         self.config = load_config(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        check_ctc_tokenizer(self.tokenizer, self.config, model_dir)
 
     def _run(self, waves: list[np.ndarray]) -> np.ndarray:
         return run_onnx(self.session, waves)
