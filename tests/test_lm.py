@@ -205,3 +205,46 @@ def test_missing_pyctcdecode_says_how_to_install(misspelling_asr, tmp_path):
         check=False,
     )
     assert result.returncode != 0 and "requirements-lm.txt" in result.stderr and "--no_lm" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, damage, reason",
+    [
+        ("cut.txt.gz", lambda data: data[:20], "line 1: not a readable gzip file (EOFError"),
+        ("plain.txt.gz", lambda data: b"o gato bebe leite\n", "line 1: not a readable gzip file (BadGzipFile"),
+        ("corrupt.txt.gz", lambda data: data[:30] + bytes(50) + data[80:], "not a readable gzip file (error: Error -3"),
+    ],
+)
+def test_lm_build_on_a_damaged_gz_names_the_file_and_line(tmp_path, name, damage, reason):
+    path = tmp_path / name
+    path.write_bytes(damage(gzip.compress(b"o gato bebe leite\n" * 2000)))
+    result = run_script(
+        [sys.executable, "-m", "modeling_distilxlsr.lm", "build", str(path), "--out", str(tmp_path / "lm")],
+        check=False,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"error: {path}, " in result.stderr and reason in result.stderr
+
+
+def test_a_folder_lm_damaged_after_attach_is_a_clear_error_at_load(misspelling_asr, tmp_path):
+    import shutil
+
+    from modeling_distilxlsr.inference.decoding import load_lm_decoder
+
+    folder = tmp_path / "asr"
+    shutil.copytree(misspelling_asr / "asr", folder)
+    attach_lm(str(folder), str(misspelling_asr / "lm"))
+    load_lm_decoder(model_dir=str(folder))  # whole: loads
+    model = next((folder / "language_model").glob("*.arpa"))
+    data = model.read_bytes()
+    model.write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        LanguageModelError, match=rf"{model.name} has {len(data) // 2} bytes \(attach wrote {len(data)}\)"
+    ):
+        load_lm_decoder(model_dir=str(folder))
+    model.write_bytes(data[:-10] + b"\xff" * 10)
+    with pytest.raises(LanguageModelError, match="has the size attach wrote but other contents"):
+        load_lm_decoder(model_dir=str(folder))
+    clip = misspelling_asr / "dev" / "clip.wav"
+    result = run_script([sys.executable, "transcribe.py", str(folder), str(clip), "--backend", "torch"], check=False)
+    assert result.returncode != 0 and "the folder's LM is damaged" in result.stderr and "Traceback" not in result.stderr

@@ -293,3 +293,38 @@ def test_a_resume_on_changed_data_is_refused_or_with_allow_data_change_recorded_
     assert resume["data_changed"]["before"]["train"]["utterances"] == 9
     assert resume["data_changed"]["now"]["train"]["utterances"] == 4
     assert json.loads((out / "distill_results.json").read_text())["skipped"] == "skipped 0 of 6 files"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB file system (tmpfs; needs root, as CI and this project's machines have): a full disk, not a mock."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_save_names_the_folder_and_keeps_the_older_checkpoints(
+    tiny_teacher_dir, small_corpus, small_disk
+):
+    from modeling_distilxlsr.training.checkpoints import list_checkpoints, validate_checkpoint
+
+    out = small_disk / "run"
+    common = ["--max_steps", 12, "--save_steps", 1, "--eval_steps", 100, "--save_total_limit", 20]
+    result = distill(tiny_teacher_dir, small_corpus / "train", out, *common, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"error: Could not write checkpoint {out / 'checkpoints'}/step_" in result.stderr
+    assert "MB free in" in result.stderr and "a checkpoint of this run takes" in result.stderr
+    kept = list_checkpoints(str(out / "checkpoints"))
+    assert kept and f"kept, whole: {', '.join(os.path.basename(c) for c in kept)}" in result.stderr
+    for checkpoint in kept:
+        validate_checkpoint(checkpoint)  # the older ones are whole
+    assert not [n for n in os.listdir(out / "checkpoints") if n.endswith(".partial")]
+    # the resume, still without space, says the same and loses nothing more
+    result = distill(
+        tiny_teacher_dir, small_corpus / "train", out, *common, "--resume_from_checkpoint", "latest", check=False
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr and "Could not write" in result.stderr
+    assert list_checkpoints(str(out / "checkpoints"))[: len(kept)] == kept

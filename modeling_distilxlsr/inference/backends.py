@@ -75,7 +75,7 @@ def check_ctc_tokenizer(tokenizer, config, model_dir: str) -> None:
     if pad is None or pad not in vocab:
         raise ValueError(
             f"{model_dir}: the tokenizer's pad token (the CTC blank) {pad!r} is not in its vocabulary (vocab.json): "
-            f"add it (e.g. \"[PAD]\": {config.pad_token_id}) and name it as pad_token in tokenizer_config.json."
+            f'add it (e.g. "[PAD]": {config.pad_token_id}) and name it as pad_token in tokenizer_config.json.'
         )
     if config.pad_token_id is not None and vocab[pad] != config.pad_token_id:
         raise ValueError(

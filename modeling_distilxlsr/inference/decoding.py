@@ -3,6 +3,8 @@ pyctcdecode decoder a folder ships in `language_model/`, or one built over an ex
 character timestamps, as the transformers ASR pipeline decodes. Building, attaching and tuning LMs is
 `modeling_distilxlsr.lm`'s work; this is what transcription needs of it."""
 
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -51,10 +53,53 @@ def has_lm(model_dir: str) -> bool:
     return os.path.isdir(os.path.join(str(model_dir), "language_model"))
 
 
+def lm_file_digests(model_dir: str) -> dict[str, dict]:
+    """{file of language_model/: {"bytes", "sha256"}}: what `distilxlsr-lm attach` records and a load checks. The
+    KenLM model and the unigrams; not attrs.json, which `distilxlsr-lm tune` rewrites with the weights it found."""
+    folder = os.path.join(model_dir, "language_model")
+    digests = {}
+    for name in sorted(os.listdir(folder)):
+        if name == "attrs.json":
+            continue
+        digest = hashlib.sha256()
+        with open(os.path.join(folder, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[name] = {"bytes": os.path.getsize(os.path.join(folder, name)), "sha256": digest.hexdigest()}
+    return digests
+
+
+def check_lm_files(model_dir: str) -> None:
+    """Raises `LanguageModelError` naming a file of the folder's `language_model/` that differs from what `attach`
+    wrote (truncated, overwritten, bit-rot): kenlm would fail with "Cannot read model" or a UnicodeDecodeError, or,
+    worse, load a different model. Folders attached before the digests were recorded are not checked."""
+    info_path = os.path.join(model_dir, LM_INFO_FILE)
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            recorded = json.load(f).get("files")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict):
+        return
+    now = lm_file_digests(model_dir)
+    for name, expected in recorded.items():
+        found = now.get(name)
+        if found != expected:
+            state = "is missing" if found is None else f"has {found['bytes']} bytes (attach wrote {expected['bytes']})"
+            if found is not None and found["bytes"] == expected["bytes"]:
+                state = "has the size attach wrote but other contents"
+            raise LanguageModelError(
+                f"{os.path.join(model_dir, 'language_model', name)} {state}: the folder's LM is damaged. Attach it "
+                f"again (`distilxlsr-lm attach {model_dir} LM_DIR`), or decode greedily with --no_lm."
+            )
+
+
 def load_folder_decoder(model_dir: str):
-    """The pyctcdecode decoder an ASR folder ships (`language_model/` + `alphabet.json`)."""
+    """The pyctcdecode decoder an ASR folder ships (`language_model/` + `alphabet.json`), its files checked against
+    the digests `attach` recorded."""
     from pyctcdecode import BeamSearchDecoderCTC  # lazy: optional dependency
 
+    check_lm_files(model_dir)
     folder = os.path.join(model_dir, "language_model")
     models = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith((".arpa", ".bin"))]
     if not models:

@@ -9,12 +9,20 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zlib
 from collections import Counter
 
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Processor, Wav2Vec2ProcessorWithLM
 
 from ..audio.sources import TEXT_COLUMNS, ManifestError, decode_utf8_lines, pick_column, read_manifest_rows
-from ..inference.decoding import LM_INFO_FILE, LanguageModelError, build_decoder, ctc_labels
+from ..inference.decoding import (
+    LM_INFO_FILE,
+    LanguageModelError,
+    build_decoder,
+    ctc_labels,
+    lm_file_digests,
+    load_folder_decoder,
+)
 from ..text.normalizer import APOSTROPHE, TextCounts, TextNormalizer
 from .kenlm_tools import find_binary
 
@@ -40,8 +48,17 @@ def read_text_lines(path: str, text_column: str | None = None):
             yield str(row.get(column) or "")
         return
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:  # streamed line by line: an LM corpus can be larger than memory
-        yield from decode_utf8_lines(path, f)
+    line = 0
+    try:
+        with opener(path, "rb") as f:  # streamed line by line: an LM corpus can be larger than memory
+            for text in decode_utf8_lines(path, f):
+                line += 1
+                yield text
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
+        raise LanguageModelError(
+            f"{path}, line {line + 1}: not a readable {'gzip' if path.endswith('.gz') else 'text'} file "
+            f"({type(err).__name__}: {err or 'the file ends too early'})."
+        ) from err
 
 
 def normalized_sentences(
@@ -181,9 +198,12 @@ def attach_lm(asr_dir: str, lm_dir: str, alpha: float = 0.5, beta: float = 1.0) 
         shutil.rmtree(old)
     with_lm.save_pretrained(asr_dir)
     declare_processor_with_lm(asr_dir)
-    # Beside language_model/, not in it: pyctcdecode expects exactly its own three files there.
+    # Beside language_model/, not in it: pyctcdecode expects exactly its own three files there. With the digests of
+    # those files, which every load through this package checks (`check_lm_files`).
+    info["files"] = lm_file_digests(asr_dir)
     with open(os.path.join(asr_dir, LM_INFO_FILE), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2, ensure_ascii=False)
+    load_folder_decoder(asr_dir)  # what was written loads: pyctcdecode's own save and load, end to end
     return asr_dir
 
 

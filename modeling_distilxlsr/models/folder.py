@@ -6,6 +6,7 @@ import os
 import shutil
 
 from huggingface_hub import hf_hub_download
+from safetensors import SafetensorError
 from transformers import AutoConfig, PretrainedConfig
 
 from .audio_format import default_feature_extractor
@@ -55,6 +56,10 @@ def load_config(name_or_path: str) -> PretrainedConfig:
     return config
 
 
+class ModelSaveError(OSError):
+    """The finished model could not be written (a full disk, a quota, a read-only folder)."""
+
+
 def save_for_hub(model, out_dir: str, processor=None, state_dict: dict | None = None) -> str:
     """Writes model.safetensors, config.json (with `auto_map` for every Auto class, `AUTO_MAP`), the three code files
     (`HUB_CODE_FILES`), and the processor (or the default feature extractor).
@@ -67,10 +72,17 @@ def save_for_hub(model, out_dir: str, processor=None, state_dict: dict | None = 
             f"Refusing to save a model with non-finite (NaN/Inf) weights into {out_dir}: {len(broken)} tensor(s), "
             f"first {broken[0]}. The run diverged or resumed from damaged weights."
         )
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir, state_dict=state_dict)
-    code_dir = os.path.dirname(os.path.abspath(__file__))  # the Hub files live beside this one, in models/
-    for name in HUB_CODE_FILES:  # all of them, whichever class saved: see HUB_CODE_FILES
-        shutil.copy(os.path.join(code_dir, name), os.path.join(out_dir, name))
-    (processor if processor is not None else default_feature_extractor()).save_pretrained(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        model.save_pretrained(out_dir, state_dict=state_dict)
+        code_dir = os.path.dirname(os.path.abspath(__file__))  # the Hub files live beside this one, in models/
+        for name in HUB_CODE_FILES:  # all of them, whichever class saved: see HUB_CODE_FILES
+            shutil.copy(os.path.join(code_dir, name), os.path.join(out_dir, name))
+        (processor if processor is not None else default_feature_extractor()).save_pretrained(out_dir)
+    except (OSError, SafetensorError) as err:  # a full disk or quota
+        free = shutil.disk_usage(out_dir).free / 1e6 if os.path.isdir(out_dir) else 0.0
+        raise ModelSaveError(
+            f"Could not save the model into {out_dir} ({type(err).__name__}: {err}); {free:.1f} MB free there. The "
+            "run's checkpoints are untouched: free some space and resume with --resume_from_checkpoint latest."
+        ) from err
     return out_dir

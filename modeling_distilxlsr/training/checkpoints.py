@@ -18,7 +18,7 @@ import shutil
 import zipfile
 
 from accelerate.utils import gather_object, load
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .arguments import FREE, SCHEDULE
 from .results import write_json
@@ -237,11 +237,21 @@ def save_checkpoint(accelerator, checkpoint_dir: str, state, skips, keep: int, s
     state.skips_per_rank = gather_object([skips.state_dict()])
     path = os.path.join(checkpoint_dir, f"step_{state.step}")
     partial = path + ".partial"
-    accelerator.save_state(partial)
+    error = None
+    try:
+        accelerator.save_state(partial)
+        if accelerator.is_main_process:
+            write_json(os.path.join(partial, STATE_FILE), state.state_dict(), indent=None)
+            write_json(os.path.join(partial, ARGS_FILE), settings)
+    except (OSError, RuntimeError, SafetensorError) as err:  # a full disk or quota: safetensors, torch, json
+        error = f"{type(err).__name__}: {err}"
+    errors = [e for e in gather_object([error]) if e]  # every rank learns of any rank's failure: none waits alone
+    if errors:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise CheckpointError(_save_failure(checkpoint_dir, path, errors[0]))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(os.path.join(partial, STATE_FILE), state.state_dict(), indent=None)
-        write_json(os.path.join(partial, ARGS_FILE), settings)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(partial, path)
         if keep > 0:
@@ -250,6 +260,24 @@ def save_checkpoint(accelerator, checkpoint_dir: str, state, skips, keep: int, s
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return path
+
+
+def _folder_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(folder) for n in names)
+
+
+def _save_failure(checkpoint_dir: str, path: str, error: str) -> str:
+    """What a failed checkpoint save says: the folder, the space there and what one checkpoint needs, and what was
+    kept (the half-written one is removed; the older ones are untouched)."""
+    kept = list_checkpoints(checkpoint_dir)
+    free = shutil.disk_usage(checkpoint_dir).free if os.path.isdir(checkpoint_dir) else 0
+    needed = f"; a checkpoint of this run takes {_folder_bytes(kept[-1]) / 1e6:.1f} MB" if kept else ""
+    older = ", ".join(os.path.basename(c) for c in kept) or "none"
+    return (
+        f"Could not write checkpoint {path} ({error}). {free / 1e6:.1f} MB free in {checkpoint_dir}{needed}. "
+        f"The partial checkpoint was removed; kept, whole: {older}. Free some space (or lower --save_total_limit), "
+        "then resume with --resume_from_checkpoint latest."
+    )
 
 
 def _run_id(checkpoint: str) -> str | None:

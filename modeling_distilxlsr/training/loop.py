@@ -18,6 +18,7 @@ from transformers import get_linear_schedule_with_warmup
 from ..audio.augment import AugmentationError
 from ..audio.sources import ManifestError, NoUsableAudioError
 from ..audio.streaming import StreamingAudioDataset
+from ..models.folder import ModelSaveError
 from .arguments import field_defaults, resume_policies, run_settings
 from .checkpoints import CheckpointError, compare_data, list_checkpoints, load_checkpoint, resume_candidates
 from .output_dir import OutputDirError, claim_output_dir
@@ -66,6 +67,7 @@ USER_ERRORS = (
     AugmentationError,
     NonFiniteLossError,
     OutputDirError,
+    ModelSaveError,
 )
 
 
