@@ -75,6 +75,18 @@ BP_NUMBERS = [
     ("dia 1/5/2024", "dia primeiro de maio de dois mil e vinte e quatro"),
     ("agente 007", "agente zero zero sete"),
     ("faz 30 °C", "faz trinta graus celsius"),
+    ("US$ 5", "cinco dólares"),
+    ("US$ 1.000,50", "mil dólares e cinquenta centavos"),
+    ("US$ 3 milhões", "três milhões de dólares"),
+    ("€ 20 ou 1 €", "vinte euros ou um euro"),
+    ("-5 graus", "menos cinco graus"),
+    ("de −3,5 °C", "de menos três vírgula cinco graus celsius"),
+    ("a covid-19", "a covid dezenove"),
+    ("nº 5 e n.º 7", "número cinco e número sete"),
+    ("no 5º andar", "no quinto andar"),
+    ("100 m² e 1 m³", "cem metros quadrados e um metro cúbico"),
+    ("o preço por m²", "o preço por metro quadrado"),
+    ("$ 5", None),
     ("3.5 litros", None),
     ("1/2 xícara", None),
     ("1° lugar", None),
@@ -129,3 +141,21 @@ def test_tokenizer_uses_pipe_as_delimiter_and_pad_as_blank():
     a, b = ids[0], ids[-1]
     assert tokenizer.decode([a, a, 0, a, 2, 2, b]) == "aa b"  # CTC grouping: blank separates repeats
     assert ctc_min_frames(ids) == 5  # "aa" needs a blank between the two a's
+
+
+def test_a_dropped_ambiguous_number_is_logged_once_with_the_number(caplog):
+    from modeling_distilxlsr.audio.sources import SkipCounter, Utterance
+    from modeling_distilxlsr.training.ctc_data import prepare_ctc_utterances
+
+    skips = SkipCounter()
+    with caplog.at_level("INFO", logger="modeling_distilxlsr"):
+        kept = prepare_ctc_utterances(
+            [Utterance("a.wav", 16000, "3.5 litros", name="a.wav")],
+            TextNormalizer(),
+            None,
+            lambda n: n,
+            skips,
+            TextCounts(),
+        )
+    assert kept == [] and skips.summary() == "skipped 1 of 0 files: 1 ambiguous number"
+    assert "skipping a.wav: ambiguous number 3.5" in caplog.text and "ambiguous number ambiguous" not in caplog.text

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
-from .numbers_pt_br import AmbiguousNumber, cardinal, spell_numbers
+from .numbers_pt_br import AmbiguousNumber, cardinal, spell_numbers, spell_unit_powers
 
 BP_LETTERS = "abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúüç"
 APOSTROPHE = "'"
@@ -97,7 +97,7 @@ class TextNormalizer:
     def normalize(self, text: str, counts: TextCounts | None = None) -> NormalizedText:
         counts = counts if counts is not None else TextCounts()
         text = unicodedata.normalize("NFC", text).lower()
-        text = _APOSTROPHES.sub(APOSTROPHE, _DASHES.sub(" ", text))
+        text = _APOSTROPHES.sub(APOSTROPHE, text)
         if _DIGIT.search(text):
             if self.digits == "drop":
                 return self._drop("transcript with digits (--digits drop)", counts)
@@ -107,6 +107,7 @@ class TextNormalizer:
                 if self.ambiguous_numbers == "drop":
                     return self._drop(f"ambiguous number {err}", counts)
                 text = _DIGIT_RUN.sub(lambda m: f" {cardinal(int(m.group()))} ", text)
+        text = _DASHES.sub(" ", spell_unit_powers(text))  # after the numbers: a minus before a digit is "menos"
         kept = []
         for char in text:
             if char in self.alphabet or char.isspace():

@@ -26,7 +26,11 @@ def prepare_ctc_utterances(
         text = normalised.text
         if text is None:
             reason = normalised.drop_reason  # counted by kind; the number itself goes to the log
-            skips.skip("ambiguous number" if reason.startswith("ambiguous") else reason, utterance.name, reason)
+            skips.skip(
+                "ambiguous number" if reason.startswith("ambiguous") else reason,
+                utterance.name,
+                reason.removeprefix("ambiguous number "),
+            )
             continue
         if not text:
             skips.skip("transcript empty after normalisation", utterance.name, repr(utterance.text))
