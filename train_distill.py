@@ -47,6 +47,7 @@ from modeling_distilxlsr.training.loop import (
     nonfinite_summary,
     open_output_dir,
     resumable_batches,
+    session_summary,
     setup_logging,
     start_run,
     user_errors_as_messages,
@@ -358,6 +359,7 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
         logger.info("initial held-out: %s", state.history[-1])
 
     student.train()  # from_pretrained returns eval mode: a resumed run (no initial eval) trained without dropout
+    session_start = (state.step, state.audio_seconds)  # what this start does, for the closing line
     progress = tqdm(total=run.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="distil")
     seconds_since_log = torch.zeros((), device=accelerator.device)
     started = time.time()
@@ -396,13 +398,17 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
         if saving:
             save_checkpoint(accelerator, checkpoint_dir, state, skips, run.save_total_limit, run_settings(*groups))
     progress.close()
-    finish_distillation(accelerator, student, groups, state, skips, time.time() - started, teacher_params)
+    finish_distillation(
+        accelerator, student, groups, state, skips, (session_start, time.time() - started), teacher_params
+    )
     finish_run(accelerator, lock)
 
 
-def finish_distillation(accelerator, student, groups, state: TrainingState, skips, elapsed: float, teacher_params):
-    """After the last step: one skip summary for all ranks, the hub-ready folder, distill_results.json, the upload."""
+def finish_distillation(accelerator, student, groups, state: TrainingState, skips, timing: tuple, teacher_params):
+    """After the last step: one skip summary for all ranks, the hub-ready folder, distill_results.json, the upload.
+    `timing`: ((step, audio seconds) when this start's loop began, its seconds)."""
     run, _, distill = groups
+    session_start, elapsed = timing
     skips.merge_ranks(sum_totals=distill.streaming)  # skips happen in each rank's workers
     state_dict = accelerator.get_state_dict(student)  # on every rank: gathers sharded (FSDP/ZeRO-3) weights
     accelerator.wait_for_everyone()
@@ -423,14 +429,7 @@ def finish_distillation(accelerator, student, groups, state: TrainingState, skip
         "train_seconds": elapsed,
     }
     write_json(os.path.join(run.output_dir, "distill_results.json"), results)
-    logger.info(
-        "done: %d steps, %.2f h of audio in %.0f s (%.1f audio s/s) -> %s",
-        state.step,
-        state.audio_seconds / 3600,
-        elapsed,
-        state.audio_seconds / max(elapsed, 1e-9),
-        run.output_dir,
-    )
+    logger.info("done: %s -> %s", session_summary(state, session_start, elapsed), run.output_dir)
     if run.push_to_hub:
         logger.info("pushed to %s", push_folder(run.output_dir, run.hub_model_id, f"DistilXLSR, {state.step} steps"))
 

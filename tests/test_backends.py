@@ -269,3 +269,12 @@ def test_the_transcription_loop_gives_each_file_its_own_result_whatever_the_batc
         p: texts[p]
         for p in (paths[1], paths[3])  # shorter than a chunk: the same text batched or alone
     }
+
+
+def test_the_throughput_line_makes_up_no_speed_when_nothing_was_transcribed():
+    from modeling_distilxlsr.inference.batching import Throughput
+
+    assert Throughput().summary().startswith("throughput: no file transcribed")
+    done = Throughput()
+    done.add(16000)
+    assert "1 files, 0.0003 audio-hours" in done.summary() and "RTF" in done.summary()

@@ -211,3 +211,35 @@ def test_a_folder_whose_tokenizer_has_no_pad_token_is_refused_at_load_naming_it(
         and "Traceback" not in result.stderr
         and "'<pad>' is not in its vocabulary" in result.stderr
     )
+
+
+def test_a_manifest_with_a_column_named_twice_is_refused_naming_it(tmp_path):
+    from modeling_distilxlsr.audio.sources import ManifestError, SkipCounter, find_utterances
+
+    write(str(tmp_path / "a.wav"), noise(1.0, 1))
+    (tmp_path / "m.csv").write_text("path,sentence,sentence\na.wav,olá,\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"column\(s\) \['sentence'\] appear more than once"):
+        find_utterances(str(tmp_path / "m.csv"), SkipCounter(), need_text=True)
+
+
+def test_a_header_row_repeated_mid_manifest_is_left_out_and_said_not_counted_as_a_missing_file(tmp_path, caplog):
+    from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
+
+    for name in ("a.wav", "b.wav"):
+        write(str(tmp_path / name), noise(1.0, 1))
+    (tmp_path / "m.csv").write_text("path,sentence\na.wav,olá\npath,sentence\nb.wav,tchau\n", encoding="utf-8")
+    skips = SkipCounter()
+    with caplog.at_level("WARNING"):
+        utterances = find_utterances(str(tmp_path / "m.csv"), skips, need_text=True)
+    assert [u.text for u in utterances] == ["olá", "tchau"] and skips.summary() == "skipped 0 of 2 files"
+    assert "the header row is repeated at line(s) 3" in caplog.text
+
+
+def test_class_labels_that_differ_only_in_case_or_spacing_are_refused_naming_them():
+    from modeling_distilxlsr.audio.sources import Utterance
+    from modeling_distilxlsr.training.classification_data import class_names
+
+    train = [Utterance("a.wav", 16000, label) for label in ("Sim", "sim", "não", "não ")]
+    with pytest.raises(ValueError, match=r"differ only in case or spacing: \[\['Sim', 'sim'\], \['não', 'não '\]\]"):
+        class_names(train, {})
+    assert class_names([Utterance("a.wav", 16000, label) for label in ("sim", "não")], {}) == ["não", "sim"]

@@ -328,3 +328,11 @@ def test_a_full_disk_during_a_checkpoint_save_names_the_folder_and_keeps_the_old
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr and "Could not write" in result.stderr
     assert list_checkpoints(str(out / "checkpoints"))[: len(kept)] == kept
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_says_it_had_nothing_left_to_do(tiny_teacher_dir, small_corpus, finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path)
+    result = distill(tiny_teacher_dir, small_corpus / "train", out, *COMMON, "--resume_from_checkpoint", "latest")
+    assert "nothing left to train (step 4 was reached before this start)" in result.stderr
+    assert "audio s/s" not in result.stderr

@@ -138,7 +138,36 @@ def read_manifest_rows(path: str) -> list[dict]:
         return rows
     delimiter = "\t" if path.endswith(".tsv") else ","
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # Common Voice TSVs contain bare quotes
-    return list(csv.DictReader(lines, delimiter=delimiter, quoting=quoting))
+    records = list(csv.reader(lines, delimiter=delimiter, quoting=quoting))
+    if not records:
+        return []
+    header = records[0]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # csv.DictReader would keep the last of them, silently
+        raise ManifestError(f"{path}: column(s) {repeated} appear more than once in the header {header}: rename them.")
+    # A header row again further down (files concatenated with `cat`): not a file to look for, and said so.
+    headers_again = [number for number, record in enumerate(records[1:], start=2) if record == header]
+    if headers_again:
+        logger.warning(
+            "%s: the header row is repeated at line(s) %s (concatenated files?): left out",
+            path,
+            ", ".join(map(str, headers_again[:10])) + (" ..." if len(headers_again) > 10 else ""),
+        )
+    return [
+        dict(zip(header, record, strict=False)) | _extra(record, header)
+        for record in records[1:]
+        if record and record != header
+    ]
+
+
+def _extra(record: list[str], header: list[str]) -> dict:
+    """What csv.DictReader gives a row longer or shorter than the header: missing fields None, extra ones under
+    None (kept, so that a row with a stray delimiter is noticed where its columns are used)."""
+    if len(record) == len(header):
+        return {}
+    if len(record) < len(header):
+        return dict.fromkeys(header[len(record) :])
+    return {None: record[len(header) :]}
 
 
 def pick_column(row: dict, names, path: str, what: str, required: bool):

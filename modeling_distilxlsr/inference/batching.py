@@ -104,6 +104,8 @@ class Throughput:
 
     def summary(self) -> str:
         wall = max(time.perf_counter() - self.started, 1e-9)
+        if not self.files:  # every file failed (or there was none): no speed to report, and none made up
+            return f"throughput: no file transcribed ({wall:.1f} s)"
         return (
             f"throughput: {self.files} files, {self.audio_seconds / 3600:.4f} audio-hours in {wall:.1f} s: "
             f"{self.audio_seconds / wall:.1f} audio-hours per hour (RTF {wall / max(self.audio_seconds, 1e-9):.3f}, "

@@ -81,6 +81,16 @@ def class_names(train: list[Utterance], eval_sets: dict[str, list[Utterance]], w
     """The classes, sorted (or `wanted`, in its order), checked: every class has training examples, every eval
     label is a class."""
     counts = Counter(u.text for u in train)
+    every_label = set(counts) | {u.text for clips in eval_sets.values() for u in clips} | set(wanted or [])
+    by_folded = {}
+    for label in sorted(every_label):
+        by_folded.setdefault(" ".join(label.split()).casefold(), []).append(label)
+    clashes = [variants for variants in by_folded.values() if len(variants) > 1]
+    if clashes:  # "Sim" and "sim" as two classes: a model taught to tell apart what no one meant to separate
+        raise ValueError(
+            f"Labels that differ only in case or spacing: {clashes}. Write each class one way in the data (or "
+            "name the classes with --labels after making them agree)."
+        )
     names = list(wanted) if wanted else sorted(counts)
     if len(names) < 2:
         raise ValueError(f"Classification needs at least 2 classes; the training data has {sorted(counts)}.")

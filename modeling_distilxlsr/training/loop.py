@@ -262,6 +262,18 @@ def count_nonfinite_step(state: TrainingState, stepped: bool, limit: int) -> Non
         )
 
 
+def session_summary(state: TrainingState, start: tuple[int, float], elapsed: float) -> str:
+    """The closing line's figures: steps and audio in all, and what *this* start did (from `start` = (step, audio
+    seconds) when its loop began) in `elapsed` seconds. A finished run resumed again did nothing, and says so,
+    instead of dividing the whole run's audio by a second."""
+    steps, audio = state.step - start[0], state.audio_seconds - start[1]
+    total = f"{state.step} steps, {state.audio_seconds / 3600:.2f} h of audio in all"
+    if steps <= 0:
+        return f"{total}; nothing left to train (step {state.step} was reached before this start)"
+    speed = audio / max(elapsed, 1e-9)
+    return f"{total}; this start: {steps} steps, {audio / 3600:.2f} h in {elapsed:.0f} s ({speed:.1f} audio s/s)"
+
+
 def nonfinite_summary(state: TrainingState) -> str:
     """One line on the updates skipped for NaN/Inf, for the closing log and the results file."""
     steps = state.nonfinite_steps
