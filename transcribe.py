@@ -299,6 +299,8 @@ def main(argv=None) -> int:
     state = PartialState(
         cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=timedelta(hours=COLLECTIVE_TIMEOUT_HOURS)
     )
+    if state.is_main_process:  # `accelerate launch --num_processes 2` alone gives one process on a CPU: said here
+        print(f"transcribe: {state.num_processes} process(es), {state.distributed_type}", file=sys.stderr)
     if state.num_processes > 1 and not args.output:
         build_parser().error("several processes need --output: each writes its own shard, merged into it at the end.")
     done = {}

@@ -87,3 +87,17 @@ def test_onnx_chunked_logits_match_the_whole_utterance(tiny_ctc_dir, tmp_path):
     cosine = (whole.ravel() @ chunked.ravel()) / np.linalg.norm(whole) / np.linalg.norm(chunked)
     assert cosine > 0.999 and (whole.argmax(-1) == chunked.argmax(-1)).mean() > 0.95  # measured: 0.9998, 0.976
     assert not np.allclose(whole, chunked)  # the chunks did run apart
+
+
+def test_dynamic_quantisation_makes_no_corpus(tiny_ctc_dir, tmp_path):
+    """Dynamic int8 needs no data: with an empty cache, `distilxlsr-onnx --quantize dynamic` exports, reports its
+    drift on seeded test signals, and builds no corpus (about 100 MB and a minute of CPU)."""
+    model_dir, _ = tiny_ctc_dir
+    cache = tmp_path / "cache"
+    result = run_script(
+        [sys.executable, "-m", "modeling_distilxlsr.export.onnx_export", str(model_dir), str(tmp_path / "onnx")]
+        + ["--quantize", "dynamic"],
+        env_extra={"DISTILXLSR_CACHE": str(cache)},
+    )
+    assert "model_int8.onnx: cosine to fp32 torch" in result.stdout and "on seeded test signals" in result.stdout
+    assert not cache.exists() or not any(cache.iterdir())
