@@ -7,17 +7,14 @@ import pytest
 import soundfile as sf
 from conftest import run_fresh_python, run_script
 
-from modeling_distilxlsr.corpus.synthesis import NUM_TEST_VOICES, VOICES, load_sentences, plan_corpus
+from modeling_distilxlsr.corpus.synthesis import NUM_TEST_VOICES, VOICES, add_phonemes, load_sentences, plan_corpus
+from modeling_distilxlsr.text.normalizer import TextNormalizer
+from modeling_distilxlsr.text.phonemes import PT_BR_PHONES, PhonemeTargets, Phonemizer
 
 BP_DIACRITICS = "áàâãéêíóôõúüç"
+
+
 # espeak-ng's pt-br phones (IPA, stress dropped) in the full corpus' phonemes column, made in a fresh process
-PT_BR_PHONES = set(
-    "a aɪ aʊ aː b d dʒ e eɪ eʊ f i iʊ j k l m n o oɪ õ p r s t tʃ u uɪ ũ v w x y z æ ŋ ɐ̃ ɐ̃ʊ̃ ɔ ɔɪ ə ɛ ɛɪ ɛʊ ɡ ɲ ɾ ʃ "
-    "ʊ ʒ".split()
-)
-PT_BR_PHONES = {unicodedata.normalize("NFC", phone) for phone in PT_BR_PHONES}
-
-
 def read_split(corpus, split):
     with open(corpus / split / "metadata.csv", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -140,3 +137,28 @@ def test_wide_and_mixed_voices_give_every_espeak_variant_a_speaker_and_keep_test
     assert {voice.variant for split, _, voice in mixed if split == "test"} == variants["test"]
     with pytest.raises(ValueError, match="voices must be"):
         plan_corpus(voices="many")
+
+
+def test_phonemes_outside_the_pt_br_phone_set_are_never_written_but_counted(caplog):
+    """An answer with phones outside the set (here: English rules, asked to give pt-BR phones) is asked for again,
+    then refused: the row keeps its audio and text, its phonemes stay empty, and the corpus says how many."""
+    before = Phonemizer()("o gato")
+    rows = [{"file_name": "a.flac", "transcription": "the thin thorn"}, {"file_name": "b.flac", "transcription": "sim"}]
+    english = PhonemeTargets(TextNormalizer(), Phonemizer("en-us", PT_BR_PHONES))
+    with caplog.at_level("WARNING"):
+        written = add_phonemes(rows, english)
+    assert written[0]["phonemes"] == "" and written[0]["transcription"] == "the thin thorn"
+    assert (
+        written[1]["phonemes"]
+        and {unicodedata.normalize("NFC", p) for p in written[1]["phonemes"].split()} <= PT_BR_PHONES
+    )
+    assert "reloading the voice, asking again" in caplog.text and "'θ'" in caplog.text
+    assert "1 of 2 rows left without phonemes: phonemes outside the pt-BR phone set" in caplog.text
+    assert Phonemizer()("o gato") == before == "ʊ ɡ a t ʊ"  # the shared espeak-ng is pt-BR again for the next caller
+
+
+def test_every_sentence_of_the_corpus_phonemises_inside_the_phone_set():
+    to_phones = PhonemeTargets(TextNormalizer())
+    phonemised = [to_phones(sentence) for sentence in load_sentences()]
+    assert all(phonemised)
+    assert {unicodedata.normalize("NFC", phone) for phone in " ".join(phonemised).split()} <= PT_BR_PHONES

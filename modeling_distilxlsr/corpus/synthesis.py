@@ -15,6 +15,7 @@ in minutes, and so that the mini-lab can show distillation transferring what a t
 """
 
 import csv
+import logging
 import os
 import shutil
 import tempfile
@@ -27,8 +28,10 @@ from tqdm.auto import tqdm
 from ..cache import cache_dir
 from ..models.audio_format import SAMPLING_RATE
 from ..text.espeak import Espeak, Voice, espeak_variants
-from ..text.normalizer import TextNormalizer
-from ..text.phonemes import PhonemeTargets
+from ..text.normalizer import TextCounts, TextNormalizer
+from ..text.phonemes import OUTSIDE_PHONE_SET, PhonemeTargets
+
+logger = logging.getLogger(__name__)
 
 SENTENCES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sentences_pt_br.txt")
 CORPUS_VERSION = "v2"  # v2: every utterance varies its voice's rate, pitch and pitch range
@@ -160,13 +163,18 @@ def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options
     return out_dir
 
 
-def add_phonemes(rows: list[dict]) -> list[dict]:
+def add_phonemes(rows: list[dict], to_phones: PhonemeTargets | None = None) -> list[dict]:
     """Each row with `phonemes`: the phones of its transcription as `finetune_ctc.py --target phonemes` makes them
     (default `TextNormalizer`, then `Phonemizer`). Run after all synthesis, so the audio stays byte-identical to a
     corpus made before the column existed."""
 
-    to_phones = PhonemeTargets(TextNormalizer())
-    return [{**row, "phonemes": to_phones(row["transcription"]) or ""} for row in rows]
+    to_phones, counts = to_phones or PhonemeTargets(TextNormalizer()), TextCounts()
+    rows = [{**row, "phonemes": to_phones(row["transcription"], counts) or ""} for row in rows]
+    refused = counts.dropped[OUTSIDE_PHONE_SET]
+    if refused:  # never a wrong label: the row keeps its audio and transcript, its phonemes stay empty
+        logger.warning("%d of %d rows left without phonemes: %s (see the warnings above)", refused, len(rows),
+                       OUTSIDE_PHONE_SET)  # fmt: skip
+    return rows
 
 
 def write_metadata(path: str, rows: list[dict]) -> None:

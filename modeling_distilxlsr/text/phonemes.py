@@ -9,7 +9,9 @@ multi-character phones ("tʃ", "ɐ̃ʊ̃") stay one symbol. The phone error rate
 
 import ctypes
 import json
+import logging
 import os
+import unicodedata
 
 import jiwer
 from transformers import Wav2Vec2PhonemeCTCTokenizer, Wav2Vec2Processor
@@ -18,7 +20,25 @@ from ..models.audio_format import default_feature_extractor
 from .espeak import Espeak
 from .normalizer import NormalizedText
 
+logger = logging.getLogger(__name__)
+OUTSIDE_PHONE_SET = "phonemes outside the pt-BR phone set"
+
+
+class PhonemeError(RuntimeError):
+    """espeak-ng gave phones that are not pt-BR phones (twice, the voice reloaded in between)."""
+
+
 STRESS_MARKS = "ˈˌ"
+# Every phone espeak-ng 1.52's pt-br rules give: the phones of the corpus' 757 sentences and of all 59,319 three-letter
+# strings of the BP alphabet. A string with any other phone is not a pt-BR phonemisation (espeak-ng once returned
+# another phoneme table's symbols, "(base)" markers included) and is never stored as a label.
+PT_BR_PHONES = frozenset(
+    unicodedata.normalize("NFC", phone)
+    for phone in (
+        "a aɪ aʊ aː b d dʒ e eɪ eʊ f i iʊ j k l m n o oɪ õ p r s t ts tʃ u uɪ ũ v w x y z æ ŋ ɐ̃ ɐ̃ʊ̃ ɔ ɔɪ ə ɛ ɛɪ ɛʊ ɡ ɪ "
+        "ɲ ɾ ʃ ʊ ʎ ʒ"
+    ).split()
+)
 PHONE_SEPARATOR = "_"
 IPA = 0x02  # espeak_TextToPhonemes phonememode bit 1: IPA as UTF-8
 
@@ -26,15 +46,37 @@ IPA = 0x02  # espeak_TextToPhonemes phonememode bit 1: IPA as UTF-8
 class Phonemizer:
     """Text -> "p h o n e s" with espeak-ng's rules for `voice` (pt-br by default)."""
 
-    def __init__(self, voice: str = "pt-br"):
+    def __init__(self, voice: str = "pt-br", phones: frozenset | None = PT_BR_PHONES):
 
         self.espeak, self.voice = Espeak.shared(), voice  # shared with synthesis: espeak-ng is one state a process
+        self.phones = phones  # the phone set every answer is checked against (None: unchecked)
         self.lib = self.espeak.lib
         self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
         self.espeak.set_voice(voice)
 
     def __call__(self, text: str) -> str:
+        """The phones of `text`; `PhonemeError` when espeak-ng's answer holds a phone outside the phone set twice
+        (after the first, the voice is loaded again): an answer is checked, never trusted."""
+        phones = self._phonemize(text)
+        outside = self._outside(phones)
+        if outside:
+            logger.warning(
+                "espeak-ng gave phones %s outside the set for %r: reloading the voice, asking again", outside, text
+            )
+            self.espeak.set_voice(self.voice)
+            phones = self._phonemize(text)
+            outside = self._outside(phones)
+            if outside:
+                raise PhonemeError(f"{OUTSIDE_PHONE_SET}: {outside} for {text!r}")
+        return phones
+
+    def _outside(self, phones: str) -> list[str]:
+        if self.phones is None:
+            return []
+        return sorted({p for p in phones.split() if unicodedata.normalize("NFC", p) not in self.phones})
+
+    def _phonemize(self, text: str) -> str:
         self.espeak.set_voice(self.voice)  # synthesis in between may have switched it to another variant
         buffer = ctypes.create_string_buffer(text.encode("utf-8"))
         pointer = ctypes.c_void_p(ctypes.addressof(buffer))
@@ -54,8 +96,8 @@ class PhonemeTargets:
     """A `TextNormalizer` followed by the phonemizer: what finetune_ctc.py applies to transcripts with
     `--target phonemes` (numbers spelled out first, so "2" becomes the phones of "dois")."""
 
-    def __init__(self, normalizer):
-        self.normalizer, self.phonemize = normalizer, Phonemizer()
+    def __init__(self, normalizer, phonemizer: Phonemizer | None = None):
+        self.normalizer, self.phonemize = normalizer, phonemizer or Phonemizer()
 
     def __call__(self, text: str, counts=None) -> str | None:
         return self.normalize(text, counts).text
@@ -63,7 +105,15 @@ class PhonemeTargets:
     def normalize(self, text: str, counts=None) -> NormalizedText:
         """The phones of the normalised text, or the normaliser's drop (counted in `counts`, a `TextCounts`)."""
         normalised = self.normalizer.normalize(text, counts)
-        return NormalizedText(self.phonemize(normalised.text)) if normalised.text else normalised
+        if not normalised.text:
+            return normalised
+        try:
+            return NormalizedText(self.phonemize(normalised.text))
+        except PhonemeError as err:  # dropped and counted, as an ambiguous number is: a wrong label is data loss
+            logger.warning("%s", err)
+            if counts is not None:
+                counts.dropped[OUTSIDE_PHONE_SET] += 1
+            return NormalizedText(None, OUTSIDE_PHONE_SET)
 
     def settings(self) -> dict:
         return self.normalizer.settings()
