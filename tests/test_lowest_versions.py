@@ -3,6 +3,7 @@ and not a guess (the code that travels to the Hub runs under whatever transforme
 
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -40,6 +41,17 @@ def test_model_tests_pass_on_the_lowest_allowed_transformers(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    # `--system-site-packages` sees the *base* interpreter's packages; when this suite runs inside a virtualenv
+    # (as the README allows), torch and the rest live in that virtualenv: a .pth file adds its site-packages after
+    # the new venv's own, so the one package installed there (transformers) shadows the active environment's.
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    )
+    active = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    # `site.addsitedir`, not bare paths: the active environment's own .pth files (this package's editable install)
+    # are processed too
+    lines = [f"import site; site.addsitedir({path!r})" for path in active]
+    (Path(site.stdout.strip()) / "_active_environment.pth").write_text("\n".join(lines) + "\n")
     install = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"transformers=={version}"],
         capture_output=True,

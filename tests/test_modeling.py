@@ -3,6 +3,7 @@ import logging
 
 import pytest
 import torch
+import transformers
 from conftest import run_fresh_python, tiny_student_config, tiny_teacher_config
 from safetensors.torch import load_file, save_file
 from transformers import HubertConfig, Wav2Vec2Config
@@ -187,9 +188,12 @@ def test_checkpoint_with_missing_backbone_keys_warns(tmp_path, caplog):
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     transformers_logger = logging.getLogger("transformers")
     transformers_logger.addHandler(caplog.handler)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()  # what this test relies on, whatever TRANSFORMERS_VERBOSITY says
     try:
         _, info = DistilXLSRForCTC.from_pretrained(tmp_path, output_loading_info=True)
     finally:
+        transformers.logging.set_verbosity(verbosity)
         transformers_logger.removeHandler(caplog.handler)
     assert info["missing_keys"] == {dropped}
     assert dropped in caplog.text and "MISSING" in caplog.text
@@ -294,7 +298,12 @@ def test_real_xlsr53_architecture_initialises_the_default_student_exactly():
         student_states = student(wave, output_hidden_states=True).hidden_states
     assert len(teacher_states) == 25
     for i in range(3):
-        torch.testing.assert_close(student_states[i], teacher_states[i], atol=1e-5, rtol=0)
+        # The same weights and the same maths, summed in another order (the time-major CNN's matmuls against
+        # Conv1d): float32 rounding, which differs between CPUs' kernels (1.1e-5 on one of 50,176 elements on an
+        # AVX2 EPYC). A relative bound of 1e-5 of the layer's own scale holds on every CPU; a wrong weight moves
+        # whole rows by far more.
+        scale = teacher_states[i].abs().max().item()
+        torch.testing.assert_close(student_states[i], teacher_states[i], atol=1e-5 * max(scale, 1.0), rtol=1e-5)
 
 
 @pytest.mark.slow
