@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForAudioClassification
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForSequenceClassification
-from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation, make_augmenter
-from modeling_distilxlsr.audio.dataset import AudioDataset, make_loader
+from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation
 from modeling_distilxlsr.audio.sources import SkipCounter
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE, default_feature_extractor
 from modeling_distilxlsr.models.folder import load_config, save_for_hub
@@ -45,17 +44,16 @@ from modeling_distilxlsr.training.loop import (
     batch_or_stand_in,
     collective_timeout,
     count_nonfinite_step,
-    decay_parameter_groups,
     finish_run,
     keep_if_best,
     nonfinite_summary,
     open_output_dir,
+    prepare_supervised_training,
     resumable_batches,
     setup_logging,
     start_run,
     train_mode,
     user_errors_as_messages,
-    warmup_linear_schedule,
 )
 from modeling_distilxlsr.training.model_card import (
     card_metadata,
@@ -215,7 +213,7 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
     skips = SkipCounter()
     model, names, train, eval_sets, weights = load_data_and_model(run, task, skips)
     collator = ClassificationCollator(model.config.label2id)
-    model, optimizer, scheduler, train_loader, eval_loaders = prepare_training(
+    model, optimizer, scheduler, train_loader, eval_loaders = prepare_supervised_training(
         run, augment, model, collator, train, eval_sets, accelerator
     )
     state = TrainingState()
@@ -274,23 +272,6 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
     progress.close()
     finish_classification(accelerator, model, groups, state, skips, time.time() - started, names)
     finish_run(accelerator, lock)
-
-
-def prepare_training(run: RunArguments, augment, model, collator, train: list, eval_sets: dict, accelerator):
-    """Loaders (training clips corrupted on the fly with --augment), AdamW and the LR schedule, prepared by
-    accelerate. Returns (model, optimizer, scheduler, train loader, eval loaders)."""
-    loader_options = dict(batch_size=run.per_device_batch_size, collator=collator, num_workers=run.num_workers)
-    augmenter = make_augmenter(augment, run.seed, train, distilling=False)
-    train_loader = make_loader(
-        AudioDataset(train, augmenter=augmenter, seed=run.seed), shuffle_seed=run.seed, **loader_options
-    )
-    eval_loaders = [make_loader(AudioDataset(clips), **loader_options) for clips in eval_sets.values()]
-    optimizer = torch.optim.AdamW(decay_parameter_groups(model, run.weight_decay), **run.adam_options())
-    scheduler = warmup_linear_schedule(optimizer, run.warmup_fraction, run.max_steps, accelerator.num_processes)
-    model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
-        model, optimizer, train_loader, scheduler, *eval_loaders
-    )
-    return model, optimizer, scheduler, train_loader, eval_loaders
 
 
 def finish_classification(accelerator, model, groups, state, skips, elapsed: float, names: list[str]) -> None:

@@ -29,8 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
-from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation, make_augmenter
-from modeling_distilxlsr.audio.dataset import AudioDataset, make_loader
+from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation
 from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.corpus.synthesis import default_corpus_split
 from modeling_distilxlsr.lm.build import attach_lm, build_lm
@@ -51,17 +50,16 @@ from modeling_distilxlsr.training.loop import (
     batch_or_stand_in,
     collective_timeout,
     count_nonfinite_step,
-    decay_parameter_groups,
     finish_run,
     keep_if_best,
     nonfinite_summary,
     open_output_dir,
+    prepare_supervised_training,
     resumable_batches,
     setup_logging,
     start_run,
     train_mode,
     user_errors_as_messages,
-    warmup_linear_schedule,
 )
 from modeling_distilxlsr.training.model_card import (
     card_metadata,
@@ -331,7 +329,7 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
     skips = SkipCounter()
     model, processor, normalizer, train_utterances, eval_sets = prepare_data(run, finetune, accelerator, skips)
     collator = CTCCollator(processor)
-    model, optimizer, scheduler, train_loader, eval_loaders = prepare_training(
+    model, optimizer, scheduler, train_loader, eval_loaders = prepare_supervised_training(
         run, augment, model, collator, train_utterances, eval_sets, accelerator
     )
     state = TrainingState()
@@ -397,23 +395,6 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
         accelerator, accelerator.unwrap_model(model), processor, normalizer, groups, state, skips, started
     )
     finish_run(accelerator, lock)
-
-
-def prepare_training(run: RunArguments, augment, model, collator, train_utterances, eval_sets: dict, accelerator):
-    """Loaders (training clips corrupted on the fly with --augment), AdamW and the LR schedule, prepared by
-    accelerate. Returns (model, optimizer, scheduler, train loader, eval loaders)."""
-    loader_options = dict(batch_size=run.per_device_batch_size, collator=collator, num_workers=run.num_workers)
-    augmenter = make_augmenter(augment, run.seed, train_utterances, distilling=False)
-    train_loader = make_loader(
-        AudioDataset(train_utterances, augmenter=augmenter, seed=run.seed), shuffle_seed=run.seed, **loader_options
-    )
-    eval_loaders = [make_loader(AudioDataset(v), **loader_options) for v in eval_sets.values()]
-    optimizer = torch.optim.AdamW(decay_parameter_groups(model, run.weight_decay), **run.adam_options())
-    scheduler = warmup_linear_schedule(optimizer, run.warmup_fraction, run.max_steps, accelerator.num_processes)
-    model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
-        model, optimizer, train_loader, scheduler, *eval_loaders
-    )
-    return model, optimizer, scheduler, train_loader, eval_loaders
 
 
 def finish_finetuning(accelerator, model, processor, normalizer, groups, state, skips, started: float) -> None:

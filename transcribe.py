@@ -57,6 +57,7 @@ from modeling_distilxlsr.inference.transcript_files import (
     write_output,
 )
 from modeling_distilxlsr.inference.transcription import transcribe
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.models.configuration_distilxlsr import cnn_receptive_field
 from modeling_distilxlsr.models.folder import ONNX_FILES, load_config
 
@@ -161,7 +162,7 @@ def timing_waves(files: list[str], min_samples: int):
     waves = []
     for path in files:
         try:
-            waves.append(read_for_transcription(path, min_samples)[: int(TIMING_SECONDS * 16_000)])
+            waves.append(read_for_transcription(path, min_samples)[: int(TIMING_SECONDS * SAMPLING_RATE)])
         except AudioDecodeError:
             continue
         if len(waves) == TIMING_FILES:

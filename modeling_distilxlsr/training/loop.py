@@ -15,7 +15,8 @@ from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, send
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from ..audio.augment import AugmentationError
+from ..audio.augment import AugmentationError, make_augmenter
+from ..audio.dataset import AudioDataset, make_loader
 from ..audio.sources import ManifestError, NoUsableAudioError
 from ..audio.streaming import StreamingAudioDataset
 from ..models.folder import ModelSaveError
@@ -214,6 +215,24 @@ def batch_or_stand_in(accelerator, batch: dict, collator, skips) -> tuple[dict, 
     if "input_values" in batch:
         return batch, False
     return send_to_device(collator.stand_in(), accelerator.device), True
+
+
+def prepare_supervised_training(run, augment, model, collator, train: list, eval_sets: dict, accelerator):
+    """What both fine-tuning recipes build before their loop: loaders (training clips corrupted on the fly with
+    --augment; `collator` makes the task's batches), AdamW and the LR schedule, all prepared by accelerate. Returns
+    (model, optimizer, scheduler, train loader, eval loaders, one per eval set)."""
+    loader_options = dict(batch_size=run.per_device_batch_size, collator=collator, num_workers=run.num_workers)
+    augmenter = make_augmenter(augment, run.seed, train, distilling=False)
+    train_loader = make_loader(
+        AudioDataset(train, augmenter=augmenter, seed=run.seed), shuffle_seed=run.seed, **loader_options
+    )
+    eval_loaders = [make_loader(AudioDataset(clips), **loader_options) for clips in eval_sets.values()]
+    optimizer = torch.optim.AdamW(decay_parameter_groups(model, run.weight_decay), **run.adam_options())
+    scheduler = warmup_linear_schedule(optimizer, run.warmup_fraction, run.max_steps, accelerator.num_processes)
+    model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
+        model, optimizer, train_loader, scheduler, *eval_loaders
+    )
+    return model, optimizer, scheduler, train_loader, eval_loaders
 
 
 def backward_and_step_optimizer_and_scheduler(
