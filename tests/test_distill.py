@@ -177,8 +177,20 @@ def test_yaml_config_and_bad_setups_fail_before_training(tiny_teacher_dir, small
     empty.mkdir()
     result = distill(tiny_teacher_dir, empty, tmp_path / "o", check=False)
     assert result.returncode != 0 and "No usable audio" in result.stderr
+    assert "error: No usable audio" in result.stderr and "Traceback" not in result.stderr  # one line, no traceback
     result = distill(str(tmp_path / "no-such-teacher"), small_corpus / "train", tmp_path / "o", check=False)
     assert result.returncode != 0 and "Could not load the model" in result.stderr
+    # impossible augmentation settings and a manifest with a column named twice: one line each
+    result = distill(
+        tiny_teacher_dir, small_corpus / "train", tmp_path / "o", "--augment", "--noise_kinds", "x", check=False
+    )
+    assert result.returncode != 0 and "error: --noise_kinds: unknown ['x']" in result.stderr
+    assert "Traceback" not in result.stderr
+    manifest = tmp_path / "twice.csv"
+    manifest.write_text("path,path\na.wav,b.wav\n", encoding="utf-8")
+    result = distill(tiny_teacher_dir, manifest, tmp_path / "o", check=False)
+    assert result.returncode != 0 and "error: " in result.stderr and "appear more than once" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "checkpoints").exists()
 
 

@@ -123,6 +123,7 @@ def test_resume_refuses_changed_settings_naming_each(
         check=False,
     )
     assert result.returncode != 0 and "other settings than it was trained with" in result.stderr
+    assert "error: Cannot resume from" in result.stderr and "Traceback" not in result.stderr  # one clear line
     for field in fields:
         assert field in result.stderr
     assert (out / "training_args.json").read_text() == args_before  # nothing recorded for a run that did not happen
