@@ -1,6 +1,6 @@
 """Transcribe audio files or folders with a fine-tuned CTC model.
 
-    python transcribe.py MODEL_DIR_OR_HUB_ID audio/ more.wav [--format text|jsonl|csv] [--output FILE]
+    python transcribe.py MODEL_DIR_OR_HUB_ID audio/ more.wav [--format text|jsonl|csv|srt|vtt] [--output FILE]
                          [--batch_size 8] [--chunk_length_s 20] [--return_timestamps word]
                          [--beam_width 32] [--hotwords W...] [--no_lm] [--lm lm.arpa]
                          [--backend auto|torch|onnx] [--dtype fp32|bf16|int8]
@@ -43,6 +43,7 @@ from modeling_distilxlsr.inference.decoding import (
     has_lm,
     load_lm_decoder,
 )
+from modeling_distilxlsr.inference.subtitles import subtitle_paths, subtitle_text
 from modeling_distilxlsr.inference.transcript_files import (
     RowWriter,
     check_settings,
@@ -62,6 +63,7 @@ from modeling_distilxlsr.models.configuration_distilxlsr import cnn_receptive_fi
 from modeling_distilxlsr.models.folder import ONNX_FILES, load_config
 
 COLLECTIVE_TIMEOUT_HOURS = 6
+SUBTITLE_FORMATS = ("srt", "vtt")
 TIMING_FILES, TIMING_SECONDS = 4, 10.0
 
 
@@ -69,9 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="Fine-tuned model folder or Hub id.")
     parser.add_argument("inputs", nargs="+", help="Audio files and/or folders (searched recursively).")
-    parser.add_argument("--format", choices=["text", "jsonl", "csv"], default="text")
     parser.add_argument(
-        "--output", help="Write here instead of stdout (needed with several processes: `accelerate launch`)."
+        "--format",
+        choices=["text", "jsonl", "csv", "srt", "vtt"],
+        default="text",
+        help="srt/vtt: subtitles from the word times, one file per input (cues cut at pauses and at 42 characters).",
+    )
+    parser.add_argument(
+        "--output",
+        help="Write here instead of stdout (needed with several processes: `accelerate launch`). With --format "
+        "srt|vtt: the folder the subtitle files go to (needed for several files).",
     )
     parser.add_argument(
         "--resume",
@@ -154,6 +163,19 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         args.files = list_audio_files(args.inputs)
     except FileNotFoundError as err:
         parser.error(str(err))
+    if args.format in SUBTITLE_FORMATS:
+        if args.return_timestamps == "char":
+            parser.error(f"--format {args.format} cues are words: leave out --return_timestamps char.")
+        if args.resume:
+            parser.error(f"--format {args.format} writes one file per input: --resume is for text/jsonl/csv output.")
+        if len(args.files) > 1 and not args.output:
+            parser.error(f"--format {args.format} with several files needs --output DIR (one subtitle file each).")
+        args.return_timestamps = "word"
+        if args.output:
+            try:
+                args.subtitle_paths = subtitle_paths(args.files, args.output, args.format)
+            except ValueError as err:
+                parser.error(str(err))
     return args
 
 
@@ -273,6 +295,27 @@ def write_rows(results, out, fmt: str) -> SkipCounter:
     return skips
 
 
+def write_subtitles(results, args) -> SkipCounter:
+    """One .srt/.vtt per transcribed file into --output (stdout for a single file without it); failures as for the
+    other formats: on stderr and in the summary."""
+    skips = SkipCounter()
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+    for path, result, error in results:
+        skips.total += 1
+        if error:
+            skips.skip(error.split(":")[0], path)
+            print(f"could not transcribe {path}: {error}", file=sys.stderr)
+            continue
+        text = subtitle_text(result, args.format)
+        if not args.output:
+            sys.stdout.write(text)
+            continue
+        with open(args.subtitle_paths[path], "w", encoding="utf-8") as f:
+            f.write(text)
+    return skips
+
+
 def merge_shards(args, files: list[str], kept: int, todo: int, num_processes: int) -> int:
     """The main process folds every process' shard into --output (a fresh run: this run's files in input order; a
     resume: `resumed_order`, which keeps every earlier row); the exit status of the run."""
@@ -302,11 +345,13 @@ def main(argv=None) -> int:
     )
     if state.is_main_process:  # `accelerate launch --num_processes 2` alone gives one process on a CPU: said here
         print(f"transcribe: {state.num_processes} process(es), {state.distributed_type}", file=sys.stderr)
+    if args.format in SUBTITLE_FORMATS and state.num_processes > 1:
+        build_parser().error(f"--format {args.format} runs in one process (use jsonl/csv to shard an archive).")
     if state.num_processes > 1 and not args.output:
         build_parser().error("several processes need --output: each writes its own shard, merged into it at the end.")
     done = {}
     with state.main_process_first():  # the main process folds a killed run's shards into --output first
-        if args.output:
+        if args.output and args.format not in SUBTITLE_FORMATS:
             done = previous_rows(args, files, state.is_main_process)
     todo = [path for path in files if path not in done]
     choice = [pick_backend(args, todo or files) if state.is_main_process else None]
@@ -325,6 +370,10 @@ def main(argv=None) -> int:
         print(f"decoding: {'beam search with an n-gram LM' if decoder.lm else 'greedy CTC'}", file=sys.stderr)
     throughput = Throughput()  # from here: model loading is not transcription
     results = transcribe(backend, mine, decoder, args.batch_size, args.chunk_length_s or None, throughput)
+    if args.format in SUBTITLE_FORMATS:
+        skips = write_subtitles(results, args)
+        print(f"{skips.summary()}\n{throughput.summary()}", file=sys.stderr)
+        return 1 if skips.reasons and skips.total == sum(skips.reasons.values()) else 0
     shard = shard_path(args.output, state.process_index, state.num_processes) if args.output else None
     out = open(shard, "w", encoding="utf-8") if shard else sys.stdout
     rank = f"process {state.process_index}: " if state.num_processes > 1 else ""

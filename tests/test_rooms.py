@@ -33,10 +33,15 @@ ROOM_RANKS = {
     "inference": 4,
     "export": 5,
     "lm": 5,
+    "serve": 5,
     "training": 6,
 }
 # Rooms that a room must never import, whatever the ranks say (the rule, kept explicit).
-FORBIDDEN = {"inference": {"training", "distill", "corpus", "lm"}, "models": set(ROOM_RANKS) - {"models"}}
+FORBIDDEN = {
+    "inference": {"training", "distill", "corpus", "lm"},
+    "serve": {"training", "distill", "corpus"},
+    "models": set(ROOM_RANKS) - {"models"},
+}
 HUB_FILES = tuple(name.removesuffix(".py") for name in HUB_CODE_FILES)
 HUB_ALLOWED_TOP_LEVEL = {"torch", "transformers", "huggingface_hub", "contextlib", "dataclasses", "math"}
 # Optional dependencies (extras) that may be imported lazily, inside a function, with a comment on the line.

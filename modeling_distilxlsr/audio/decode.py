@@ -21,7 +21,7 @@ from ..models.audio_format import SAMPLING_RATE
 class AudioDecodeError(ValueError):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+        self.reason, self.detail = reason, detail
 
 
 def ffmpeg_decode(source) -> np.ndarray:
@@ -56,7 +56,7 @@ def load_audio(source) -> np.ndarray:
         try:
             audio, sample_rate = ffmpeg_decode(source), SAMPLING_RATE
         except AudioDecodeError as ffmpeg_error:
-            raise AudioDecodeError("unreadable", f"{err}; {ffmpeg_error}") from err
+            raise AudioDecodeError("unreadable", f"{err}; {ffmpeg_error.detail}") from err
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
     if not np.isfinite(audio).all():

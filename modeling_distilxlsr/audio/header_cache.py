@@ -46,7 +46,7 @@ def read_header(source) -> tuple[int, str | None]:
         try:
             return len(ffmpeg_decode(source)), None
         except AudioDecodeError as ffmpeg_error:
-            return 0, f"{err}; {ffmpeg_error}"
+            return 0, f"{err}; {ffmpeg_error.detail}"
     if info.frames <= 0:
         return 0, "no audio frames"
     return int(info.frames * SAMPLING_RATE / info.samplerate), None

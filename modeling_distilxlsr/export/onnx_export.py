@@ -25,6 +25,7 @@ import torch
 
 from ..audio.decode import load_audio, normalize
 from ..audio.sources import SkipCounter, find_utterances
+from ..audio.stand_in import stand_in_signals
 from ..corpus.synthesis import default_corpus_split
 from ..inference.decoding import LM_INFO_FILE, has_lm
 from ..inference.onnx_runtime import onnx_session, run_onnx
@@ -60,20 +61,6 @@ def calibration_waves(data: str | None, count: int = 8, max_seconds: float = 8.0
         data = default_corpus_split("dev")
     utterances = find_utterances(data, SkipCounter())[:count]
     return [normalize(load_audio(u.source)[: int(max_seconds * SAMPLING_RATE)]) for u in utterances]
-
-
-def stand_in_signals(count: int = 3, seconds: float = 4.0) -> list[np.ndarray]:
-    """Seeded, speech-like stand-ins for a drift check with no data at hand: harmonic sweeps with a syllable-rate
-    envelope, plus noise. Not speech, so the figure is a sanity check; --calibration_data gives the real one."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * SAMPLING_RATE)) / SAMPLING_RATE
-    waves = []
-    for _ in range(count):
-        pitch = rng.uniform(90, 250) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t))
-        phase = 2 * np.pi * np.cumsum(pitch) / SAMPLING_RATE
-        voiced = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2)
-        waves.append(normalize((voiced + 0.05 * rng.standard_normal(t.size)).astype(np.float32)))
-    return waves
 
 
 def export_graph(model: torch.nn.Module, path: str, output_name: str) -> str:

@@ -121,20 +121,26 @@ def load_lm_decoder(tokenizer=None, lm_path: str | None = None, model_dir: str |
     return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
 class CTCDecoder:
     """Logits of one utterance (frames x vocabulary) -> `{"text"}`, plus `{"chunks": [{"text", "timestamp": (start,
     end)}]}` with `timestamps` "word" or "char" (seconds, rounded to 10 ms as the pipeline rounds them). Greedy: the
     tokenizer's CTC decode (repeats merged, blanks dropped) and its offsets. With `lm` (pyctcdecode): the best beam
-    of `decode_beams(**beam_options)` and its word frames."""
+    of `decode_beams(**beam_options)` and its word frames. `confidence`: each greedy word chunk also gets the mean
+    probability of its frames' labels (LM decoding gives none: its beam scores are not per-word probabilities)."""
 
     def __init__(self, tokenizer, lm=None, beam_options: dict | None = None, timestamps: str | None = None,
-                 frame_seconds: float = 0.02):  # fmt: skip
+                 frame_seconds: float = 0.02, confidence: bool = False):  # fmt: skip
         if timestamps not in (None, "word", "char"):
             raise ValueError(f"timestamps must be None, 'word' or 'char', got {timestamps!r}")
         if lm is not None and timestamps == "char":
             raise ValueError("character timestamps need greedy decoding (--no_lm); the LM decoder gives words")
         self.tokenizer, self.lm, self.beam_options = tokenizer, lm, beam_options or {}
-        self.timestamps, self.frame_seconds = timestamps, frame_seconds
+        self.timestamps, self.frame_seconds, self.confidence = timestamps, frame_seconds, confidence
 
     def _seconds(self, frame: int) -> float:
         return round(frame * self.frame_seconds, 2)
@@ -160,4 +166,9 @@ class CTCDecoder:
             {"text": item[key], "timestamp": (self._seconds(item["start_offset"]), self._seconds(item["end_offset"]))}
             for item in offsets
         ]
+        if self.confidence:  # the mean, over the word's frames, of the probability of the label greedy decoding chose
+            best = _softmax(logits).max(-1)
+            for chunk, item in zip(chunks, offsets, strict=True):
+                frames = best[item["start_offset"] : max(item["end_offset"], item["start_offset"] + 1)]
+                chunk["confidence"] = round(float(frames.mean()), 4)
         return {"text": decoded["text"], "chunks": chunks}

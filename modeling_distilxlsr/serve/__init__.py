@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP transcription server (`distilxlsr-serve`): FastAPI app, dynamic batcher, CLI."""

@@ -1,0 +1,253 @@
+"""The HTTP server: OpenAI's audio transcription API over a CTC model folder, so that the `openai` client, curl and
+tools written for faster-whisper behind speaches / faster-whisper-server work unchanged.
+
+    POST /v1/audio/transcriptions   form: file, model, language, response_format (json | text | srt | vtt |
+                                    verbose_json), timestamp_granularities[] (word | segment), prompt, temperature
+    GET  /v1/models                 the one model served
+    GET  /health                    {"status": "ok", queue and batch figures}
+
+FastAPI + uvicorn: the stack speaches itself uses, with multipart uploads (python-multipart) and an asyncio loop the
+dynamic batcher (`batcher.py`) shares. Audio is decoded exactly as `transcribe.py` decodes it (soundfile, else
+ffmpeg: any format, rate and channel count), long files in the same overlapping chunks, decoded with the same
+`CTCDecoder` (the folder's LM when it ships one). Errors use OpenAI's shape, `{"error": {"message", "type",
+"code"}}`: 400 unreadable audio (naming the cause) or a bad field, 413 an upload or a duration over the limits, 503
+with Retry-After when the queue is full, 504 past the request timeout.
+"""
+
+import asyncio
+import os
+import tempfile
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from ..audio.decode import AudioDecodeError, read_for_transcription
+from ..inference.subtitles import segments_from_words, to_srt, to_vtt, words_from_chunks
+from ..models.audio_format import SAMPLING_RATE
+from .batcher import DynamicBatcher, QueueFull
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("word", "segment")
+LANGUAGES = ("pt", "portuguese", "pt-br", "pt_br")
+
+
+@dataclass
+class ServerLimits:
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_audio_seconds: float = 3600.0
+    request_timeout_seconds: float = 300.0
+    max_batch: int = 8
+    batch_window_ms: float = 20.0
+    max_queue: int = 16
+    chunk_length_s: float = 20.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers = status, message, code, headers
+
+
+def error_response(status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status, headers=headers)
+
+
+class UploadLimit:
+    """ASGI middleware: a request body over `max_bytes` is refused with 413 before it is read into memory or onto
+    disk: at once from its Content-Length, or as soon as a chunked upload passes the limit."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(int(length), send)
+        seen, refused = 0, False
+
+        async def counting_receive():
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    refused = True
+                    raise ApiError(413, self._message(seen), "upload_too_large")
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except ApiError as err:
+            if not refused:
+                raise
+            await error_response(err.status, err.message, err.code)(scope, receive, send)
+
+    def _message(self, size: int) -> str:
+        return f"The upload is {size / 1e6:.1f} MB or more; this server takes at most {self.max_bytes / 1e6:.1f} MB."
+
+    async def _refuse(self, size: int, send):
+        response = error_response(413, self._message(size), "upload_too_large")
+        await response({"type": "http"}, None, send)
+
+
+def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = None) -> FastAPI:
+    """The app for one loaded backend (`inference.backends`) and its `CTCDecoder` (word timestamps on)."""
+    limits = limits or ServerLimits()
+    chunk_samples = int(limits.chunk_length_s * SAMPLING_RATE) if limits.chunk_length_s else None
+    batcher = DynamicBatcher(
+        backend, chunk_samples, limits.max_batch, limits.batch_window_ms, limits.max_queue, SAMPLING_RATE
+    )
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="DistilXLSR transcription server", lifespan=lifespan)
+    app.state.batcher = batcher
+    app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, err: ApiError):
+        return error_response(err.status, err.message, err.code, err.headers)
+
+    @app.get("/health")
+    async def health():
+        stats = batcher.stats
+        return {
+            "status": "ok",
+            "model": model_name,
+            "backend": backend.name,
+            "queue": batcher.waiting,
+            "max_queue": limits.max_queue,
+            "batches": stats.batches,
+            "clips": stats.clips,
+            "largest_batch": stats.largest_batch,
+        }
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "distilxlsr"}]}
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        model: Annotated[str | None, Form()] = None,
+        language: Annotated[str | None, Form()] = None,
+        response_format: Annotated[str, Form()] = "json",
+        granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
+        prompt: Annotated[str | None, Form()] = None,  # accepted for compatibility; a CTC model takes no prompt
+        temperature: Annotated[float | None, Form()] = None,  # likewise: CTC decoding has no sampling
+    ):
+        check_fields(model, model_name, language, response_format, granularities or [])
+        audio = await decode_upload(file, backend.min_samples, limits.max_audio_seconds)
+        try:
+            future = batcher.submit(audio)
+        except QueueFull as err:
+            message = f"The server is busy ({err}); retry shortly."
+            raise ApiError(503, message, "queue_full", {"Retry-After": "1"}) from None
+        logits = await wait_or_leave(request, future, limits.request_timeout_seconds)
+        result = await run_in_threadpool(decoder, logits)
+        return format_result(result, response_format, granularities or ["segment"], len(audio) / SAMPLING_RATE)
+
+    return app
+
+
+def check_fields(model, model_name: str, language, response_format: str, granularities: list[str]) -> None:
+    if response_format not in RESPONSE_FORMATS:
+        raise ApiError(
+            400, f"response_format {response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}.", "bad_field"
+        )
+    unknown = [g for g in granularities if g not in GRANULARITIES]
+    if unknown:
+        raise ApiError(400, f"timestamp_granularities[] {unknown}: use word and/or segment.", "bad_field")
+    if language and language.lower() not in LANGUAGES:
+        raise ApiError(400, f"language {language!r}: this model transcribes Portuguese (pt).", "unsupported_language")
+    if model and model not in (model_name, "whisper-1"):  # whisper-1: what OpenAI examples send
+        raise ApiError(400, f"model {model!r}: this server serves {model_name!r} (GET /v1/models).", "model_not_found")
+
+
+async def decode_upload(file: UploadFile, min_samples: int, max_seconds: float):
+    """The upload as 16 kHz mono float audio, decoded as transcribe.py decodes files (a temporary file: ffmpeg
+    needs to seek in MP4/M4A); 400 naming why it cannot be, 413 over the duration limit."""
+    suffix = os.path.splitext(file.filename or "")[1][:16]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        while block := await file.read(1 << 20):
+            tmp.write(block)
+        tmp.flush()
+        if tmp.tell() == 0:
+            raise ApiError(400, "The uploaded file is empty.", "empty_file")
+        try:
+            audio = await run_in_threadpool(read_for_transcription, tmp.name, min_samples)
+        except AudioDecodeError as err:
+            reason = str(err).replace(tmp.name, file.filename or "the upload")  # the client's name, not our temp file
+            raise ApiError(400, f"Cannot transcribe {file.filename!r}: {reason}", "unreadable_audio") from err
+    seconds = len(audio) / SAMPLING_RATE
+    if seconds > max_seconds:
+        raise ApiError(
+            413, f"The audio is {seconds:.0f} s long; this server takes at most {max_seconds:.0f} s.", "audio_too_long"
+        )
+    return audio
+
+
+async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float):
+    """The clip's logits; the future is cancelled (its work dropped if not started) when the client disconnects or
+    the timeout passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), 0.25)
+        except TimeoutError:
+            if await request.is_disconnected():
+                future.cancel()
+                raise ApiError(499, "The client disconnected.", "client_closed") from None
+            if loop.time() > deadline:
+                future.cancel()
+                raise ApiError(504, f"Not transcribed within {timeout:.0f} s.", "timeout") from None
+        except RuntimeError as err:  # the batch's error for this clip
+            raise ApiError(500, str(err), "inference_failed") from err
+
+
+def format_result(result: dict, response_format: str, granularities: list[str], duration: float):
+    text = result["text"]
+    if response_format == "json":
+        return {"text": text}
+    if response_format == "text":
+        return PlainTextResponse(text + "\n")
+    words = words_from_chunks(result.get("chunks", []))
+    segments = segments_from_words(words)
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(segments), media_type="application/x-subrip")
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(segments), media_type="text/vtt")
+    body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text}
+    if "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": i,
+                "seek": 0,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "confidence": _mean([w.confidence for w in s.words]),
+            }
+            for i, s in enumerate(segments)
+        ]
+    if "word" in granularities:
+        body["words"] = [{"word": w.text, "start": w.start, "end": w.end, "confidence": w.confidence} for w in words]
+    return body
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 4) if values else None

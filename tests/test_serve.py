@@ -1,0 +1,177 @@
+"""`distilxlsr-serve`: the real server in a subprocess on a free loopback port, talked to by httpx and the `openai`
+client: every response format, the same transcript as transcribe.py, bad uploads answered with clear HTTP errors,
+a burst against a small queue answered with results or 503 + Retry-After while /health stays up."""
+
+import asyncio
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import REPO_ROOT, run_script
+
+pytestmark = pytest.mark.slow  # a real server per test module
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model_dir, *extra):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "modeling_distilxlsr.serve", str(model_dir), "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--backend", "torch", *map(str, extra)],
+            cwd=REPO_ROOT,
+            env=dict(os.environ, HF_HUB_OFFLINE="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited:\n{self.process.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise AssertionError("the server did not answer /health within 120 s")
+
+    def stop(self) -> str:
+        self.process.terminate()
+        try:
+            out, _ = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        return out
+
+
+def _wav(seconds: float, seed: int, rate: int = 16000, channels: int = 1) -> bytes:
+    rng = np.random.default_rng(seed)
+    audio = (rng.standard_normal((int(seconds * rate), channels)) * 0.1).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, audio.squeeze(), rate, format="WAV")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ctc_dir):
+    model_dir, _ = tiny_ctc_dir
+    running = Server(model_dir, "--max_upload_mb", 1, "--max_audio_s", 20, "--max_queue", 4, "--max_batch", 4)
+    yield running
+    running.stop()
+
+
+def _post(server, data: bytes, name="clip.wav", **fields):
+    files = {"file": (name, data, "application/octet-stream")}
+    return httpx.post(f"{server.url}/v1/audio/transcriptions", files=files, data=fields, timeout=120)
+
+
+def test_health_models_and_every_response_format(server, tiny_ctc_dir, tmp_path):
+    model_dir, _ = tiny_ctc_dir
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    models = httpx.get(f"{server.url}/v1/models").json()
+    assert models["data"][0]["id"] == os.path.basename(str(model_dir))
+    clip = _wav(2.0, 1, rate=44100, channels=2)  # any rate and channel count
+    (tmp_path / "clip.wav").write_bytes(clip)
+    reference = run_script(
+        [sys.executable, "transcribe.py", str(model_dir), str(tmp_path / "clip.wav"), "--format", "jsonl"]
+        + ["--backend", "torch", "--return_timestamps", "word"]
+    )
+    expected = json.loads(reference.stdout.splitlines()[-1])
+    as_json = _post(server, clip).json()
+    assert as_json == {"text": expected["text"]}  # one code path: the same transcript as transcribe.py
+    assert _post(server, clip, response_format="text").text == expected["text"] + "\n"
+    verbose = _post(server, clip, response_format="verbose_json", **{"timestamp_granularities[]": ["word", "segment"]})
+    body = verbose.json()
+    assert body["text"] == expected["text"] and body["duration"] == pytest.approx(2.0, abs=0.01)
+    assert [w["word"] for w in body["words"]] == [c["text"] for c in expected["chunks"]]
+    assert [[w["start"], w["end"]] for w in body["words"]] == [c["timestamp"] for c in expected["chunks"]]
+    assert all(0 < w["confidence"] <= 1 for w in body["words"]) and body["segments"]
+    srt = _post(server, clip, response_format="srt").text
+    assert srt.startswith("1\n00:00:0") and " --> " in srt
+    vtt = _post(server, clip, response_format="vtt")
+    assert vtt.text.startswith("WEBVTT\n\n") and vtt.headers["content-type"].startswith("text/vtt")
+
+
+def test_the_openai_client_works_unchanged(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="not-needed")
+    clip = _wav(1.5, 2)
+    plain = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", clip))
+    assert isinstance(plain.text, str)
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", clip), response_format="verbose_json", timestamp_granularities=["word"]
+    )
+    assert verbose.text == plain.text and [w.word for w in verbose.words] == plain.text.split()
+
+
+def test_an_ffmpeg_format_is_transcribed(server, tmp_path):
+    (tmp_path / "a.wav").write_bytes(_wav(1.5, 3))
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "a.wav"), str(tmp_path / "a.m4a")], check=True)
+    response = _post(server, (tmp_path / "a.m4a").read_bytes(), name="a.m4a")
+    assert response.status_code == 200 and isinstance(response.json()["text"], str)
+
+
+BAD_UPLOADS = [
+    ("empty upload", b"", {}, 400, "The uploaded file is empty"),
+    ("text named .wav", b"just some text, not audio\n" * 20, {}, 400, "Cannot transcribe 'clip.wav': unreadable"),
+    ("0-frame WAV", None, {}, 400, "empty (no audio frames)"),
+    ("unknown response format", "ok", {"response_format": "mp3"}, 400, "response_format 'mp3'"),
+    ("another language", "ok", {"language": "en"}, 400, "transcribes Portuguese"),
+    ("another model", "ok", {"model": "large-v3"}, 400, "this server serves"),
+    ("over the upload limit", "2MB", {}, 413, "at most 1.0 MB"),
+    ("over the duration limit", "25s", {}, 413, "this server takes at most 20 s"),
+]
+
+
+@pytest.mark.parametrize("name, data, fields, status, message", BAD_UPLOADS, ids=[case[0] for case in BAD_UPLOADS])
+def test_bad_uploads_get_clear_http_errors_and_the_server_stays_up(server, name, data, fields, status, message):
+    if data is None:
+        buffer = io.BytesIO()
+        sf.write(buffer, np.zeros(0, np.float32), 16000, format="WAV")
+        data = buffer.getvalue()
+    elif data == "ok":
+        data = _wav(1.0, 4)
+    elif data == "2MB":
+        data = _wav(70.0, 5)  # 2.2 MB of 16-bit WAV
+    elif data == "25s":
+        data = _wav(25.0, 6, rate=8000)  # 0.4 MB: under the upload limit, over the duration limit
+    response = _post(server, data, **fields)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+def test_a_burst_against_a_small_queue_gets_results_or_503_and_batches_dynamically(server):
+    clip = _wav(3.0, 7)
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as client:
+            files = {"file": ("c.wav", clip, "audio/wav")}
+            requests = [client.post(f"{server.url}/v1/audio/transcriptions", files=files) for _ in range(24)]
+            return await asyncio.gather(*requests)
+
+    responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 4 and 503 in statuses
+    assert all(r.headers.get("retry-after") == "1" for r in responses if r.status_code == 503)
+    texts = {r.json()["text"] for r in responses if r.status_code == 200}
+    assert len(texts) == 1  # batched with others or not, the same clip gets the same transcript
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["largest_batch"] > 1 and health["queue"] == 0
