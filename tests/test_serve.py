@@ -71,7 +71,9 @@ def _wav(seconds: float, seed: int, rate: int = 16000, channels: int = 1) -> byt
 @pytest.fixture(scope="module")
 def server(tiny_ctc_dir):
     model_dir, _ = tiny_ctc_dir
-    running = Server(model_dir, "--max_upload_mb", 1, "--max_audio_s", 20, "--max_queue", 4, "--max_batch", 4)
+    running = Server(
+        model_dir, "--max_upload_mb", 1, "--max_audio_s", 20, "--max_queue", 4, "--max_batch", 4, "--stream_idle_s", 3
+    )
     yield running
     running.stop()
 
@@ -175,3 +177,90 @@ def test_a_burst_against_a_small_queue_gets_results_or_503_and_batches_dynamical
     assert len(texts) == 1  # batched with others or not, the same clip gets the same transcript
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["largest_batch"] > 1 and health["queue"] == 0
+
+
+def _speech_like(seconds: float, seed: int) -> np.ndarray:
+    """Noise bursts at a syllable rate: what webrtcvad calls speech."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (rng.standard_normal(t.size) * 0.2 * (0.3 + 0.7 * np.sin(2 * np.pi * 3 * t) ** 2)).astype(np.float32)
+
+
+def _pcm(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def _stream(url: str, audio: np.ndarray, chunk_seconds: float = 0.25, config=None):
+    import websockets
+
+    messages = []
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"config": config or {"sample_rate": 16000}}))
+        step = int(chunk_seconds * 16000)
+        for start in range(0, len(audio), step):
+            await ws.send(_pcm(audio[start : start + step]))
+            messages.append(json.loads(await ws.recv()))
+        await ws.send(json.dumps({"eof": 1}))
+        messages.append(json.loads(await ws.recv()))
+    return messages
+
+
+def test_live_stream_gives_partials_and_a_result_at_each_pause(server):
+    silence = np.zeros(int(0.8 * 16000), np.float32)
+    audio = np.concatenate([silence, _speech_like(1.5, 1), silence, silence, _speech_like(1.2, 2), silence])
+    url = server.url.replace("http", "ws") + "/v1/audio/stream"
+    messages = asyncio.run(_stream(url, audio))
+    finals = [m for m in messages if "result" in m]
+    partials = [m["partial"] for m in messages if "partial" in m]
+    assert len(finals) >= 2 and any(partials)  # two utterances, each ended by its pause (or the eof)
+    first = finals[0]["result"]
+    # stream time: after the leading silence, before the second burst (the utterance keeps its 0.6 s of trailing silence)
+    assert first and first[0]["start"] >= 0.7 and first[-1]["end"] <= 3.1
+    assert all(0 < w["conf"] <= 1 for final in finals for w in final["result"])
+    second = [w for final in finals[1:] for w in final["result"]]
+    assert second and second[0]["start"] >= 3.8
+    # 8 kHz PCM is resampled: the same utterance boundaries
+    import librosa
+
+    at_8k = librosa.resample(audio, orig_sr=16000, target_sr=8000)
+    finals_8k = [m for m in asyncio.run(_stream(url, at_8k, config={"sample_rate": 8000})) if "result" in m]
+    assert len(finals_8k) == len(finals)
+
+
+def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_up(server):
+    import websockets
+
+    url = server.url.replace("http", "ws") + "/v1/audio/stream"
+
+    async def garbage():
+        async with websockets.connect(url) as ws:
+            await ws.send("{not json")
+            reply = json.loads(await ws.recv())
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return reply, closed.value.rcvd.code
+
+    reply, code = asyncio.run(garbage())
+    assert "not JSON" in reply["error"] and code == 1003
+
+    async def silent():
+        async with websockets.connect(url) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 20))
+
+    assert "Nothing received for 3 s" in asyncio.run(silent())["error"]
+
+    async def vanish():
+        ws = await websockets.connect(url)
+        await ws.send(_pcm(_speech_like(1.0, 3)))
+        await ws.recv()
+        await ws.close()  # mid-utterance
+
+    asyncio.run(vanish())
+
+    async def odd_bytes():
+        async with websockets.connect(url) as ws:
+            await ws.send(b"\x00\x01\x02")
+            return json.loads(await ws.recv())
+
+    assert "16-bit PCM (an even number of bytes)" in asyncio.run(odd_bytes())["error"]
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"

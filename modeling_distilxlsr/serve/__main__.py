@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_audio_s", type=float, default=3600.0)
     parser.add_argument("--timeout_s", type=float, default=300.0)
     parser.add_argument("--chunk_length_s", type=float, default=20.0)
+    parser.add_argument("--stream_idle_s", type=float, default=30.0, help="A WebSocket silent this long is closed.")
+    parser.add_argument("--endpoint_silence_s", type=float, default=0.6, help="Trailing silence that ends a result.")
     parser.add_argument("--log_level", default="info")
     return parser
 
@@ -93,6 +95,8 @@ def main(argv=None) -> None:
         batch_window_ms=args.batch_window_ms,
         max_queue=args.max_queue,
         chunk_length_s=args.chunk_length_s,
+        stream_idle_seconds=args.stream_idle_s,
+        endpoint_silence_seconds=args.endpoint_silence_s,
     )
     model_name = args.model_name or os.path.basename(os.path.normpath(args.model))
     logger.info("serving %s (%s, %s) on http://%s:%d", model_name, backend.name, "LM" if lm else "greedy",

@@ -5,6 +5,7 @@ tools written for faster-whisper behind speaches / faster-whisper-server work un
                                     verbose_json), timestamp_granularities[] (word | segment), prompt, temperature
     GET  /v1/models                 the one model served
     GET  /health                    {"status": "ok", queue and batch figures}
+    WS   /v1/audio/stream               live transcription, Vosk-server's protocol (`streaming.py`)
 
 FastAPI + uvicorn: the stack speaches itself uses, with multipart uploads (python-multipart) and an asyncio loop the
 dynamic batcher (`batcher.py`) shares. Audio is decoded exactly as `transcribe.py` decodes it (soundfile, else
@@ -15,13 +16,14 @@ with Retry-After when the queue is full, 504 past the request timeout.
 """
 
 import asyncio
+import json
 import os
 import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -29,6 +31,7 @@ from ..audio.decode import AudioDecodeError, read_for_transcription
 from ..inference.subtitles import segments_from_words, to_srt, to_vtt, words_from_chunks
 from ..models.audio_format import SAMPLING_RATE
 from .batcher import DynamicBatcher, QueueFull
+from .streaming import StreamProtocolError, StreamSession
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
@@ -44,6 +47,8 @@ class ServerLimits:
     batch_window_ms: float = 20.0
     max_queue: int = 16
     chunk_length_s: float = 20.0
+    stream_idle_seconds: float = 30.0  # a WebSocket that sends nothing for this long is closed
+    endpoint_silence_seconds: float = 0.6
 
 
 class ApiError(Exception):
@@ -159,7 +164,61 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         result = await run_in_threadpool(decoder, logits)
         return format_result(result, response_format, granularities or ["segment"], len(audio) / SAMPLING_RATE)
 
+    @app.websocket("/v1/audio/stream")
+    async def stream(websocket: WebSocket):
+        """Vosk-server's protocol (`streaming.py`): partials while speaking, a result at each endpoint."""
+        await websocket.accept()
+        session = StreamSession(decoder, endpoint_silence_s=limits.endpoint_silence_seconds)
+        last_partial = {"partial": ""}
+
+        async def logits_of(audio):
+            if audio is None or len(audio) < backend.min_samples:
+                return None
+            return await batcher.submit(audio)  # QueueFull: answered below
+
+        try:
+            while True:
+                message = await asyncio.wait_for(websocket.receive(), limits.stream_idle_seconds)
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is not None:
+                    kind, audio = session.feed(message["bytes"])
+                    if kind == "final":
+                        await websocket.send_json(session.result(await logits_of(audio)))
+                        last_partial = {"partial": ""}
+                        continue
+                    if kind == "partial":
+                        last_partial = session.partial(await logits_of(audio))
+                    await websocket.send_json(last_partial)
+                    continue
+                text = message.get("text") or ""
+                if _is_eof(text):
+                    audio = session.finish()
+                    await websocket.send_json(session.result(await logits_of(audio)))
+                    await websocket.close()
+                    return
+                session.configure(text)
+        except StreamProtocolError as err:
+            await websocket.send_json({"error": str(err)})
+            await websocket.close(code=1003)
+        except QueueFull as err:
+            await websocket.send_json({"error": f"The server is busy ({err}); reconnect shortly."})
+            await websocket.close(code=1013)
+        except TimeoutError:
+            await websocket.send_json({"error": f"Nothing received for {limits.stream_idle_seconds:.0f} s."})
+            await websocket.close(code=1000)
+        except WebSocketDisconnect:  # the client went away mid-utterance: its audio is simply dropped
+            return
+
     return app
+
+
+def _is_eof(text: str) -> bool:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and bool(data.get("eof"))
 
 
 def check_fields(model, model_name: str, language, response_format: str, granularities: list[str]) -> None:

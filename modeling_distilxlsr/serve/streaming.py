@@ -1,0 +1,123 @@
+"""Live transcription over a WebSocket, in Vosk-server's protocol (the one live-captioning clients speak):
+
+    client: {"config": {"sample_rate": 16000}}      (optional; 16000 by default)
+    client: binary frames of 16-bit little-endian mono PCM, any size
+    server: {"partial": "o gato"}                    while an utterance goes on (one answer per client message)
+    server: {"text": "o gato bebe", "result": [{"word", "start", "end", "conf"}]}   at each endpoint
+    client: {"eof": 1}  ->  server: the last utterance's result, then closes
+
+An utterance runs from the first speech to a trailing silence of `endpoint_silence_s` (webrtcvad, the maintained
+WebRTC voice-activity detector, on 30 ms frames), or to `max_utterance_s`. Every `partial_every_s` of new audio, the
+utterance so far goes through the server's dynamic batcher (so live streams share forward passes with uploads) and
+is decoded greedily: a CTC model needs no decoder state, and an utterance of a few seconds costs a few milliseconds.
+Word times are seconds from the start of the stream.
+"""
+
+import json
+
+import librosa
+import numpy as np
+import webrtcvad
+
+from ..models.audio_format import SAMPLING_RATE
+
+VAD_FRAME = 480  # 30 ms at 16 kHz
+
+
+class StreamProtocolError(ValueError):
+    """A client message that is not the protocol's (bad JSON, a bad sample rate): answered with an error, closed."""
+
+
+class StreamSession:
+    """One client's stream: `feed(pcm)` and `finish()` return what to transcribe; `result(...)`/`partial(...)` turn
+    the logits into the protocol's messages. Holds no model: the server runs the audio through its batcher."""
+
+    def __init__(self, decoder, endpoint_silence_s: float = 0.6, partial_every_s: float = 0.5,
+                 max_utterance_s: float = 20.0, vad_aggressiveness: int = 2):  # fmt: skip
+        self.decoder, self.rate = decoder, SAMPLING_RATE
+        self.endpoint_frames = max(1, int(endpoint_silence_s * SAMPLING_RATE / VAD_FRAME))
+        self.partial_samples = int(partial_every_s * SAMPLING_RATE)
+        self.max_samples = int(max_utterance_s * SAMPLING_RATE)
+        self.vad = webrtcvad.Vad(vad_aggressiveness)
+        self.client_rate = SAMPLING_RATE
+        self.pending = np.zeros(0, np.float32)  # audio not yet through the VAD (less than a frame)
+        self.utterance = np.zeros(0, np.float32)  # the current utterance, from its first speech frame
+        self.utterance_start = 0.0  # seconds from the stream's start
+        self.stream_samples = 0  # samples of the stream seen by the VAD
+        self.silent_frames = 0
+        self.decoded_at = 0  # utterance length at the last partial
+
+    def configure(self, message: str) -> None:
+        try:
+            data = json.loads(message)
+        except ValueError as err:
+            raise StreamProtocolError(f"not JSON: {message[:80]!r}") from err
+        if not isinstance(data, dict):
+            raise StreamProtocolError(f"expected an object, got {message[:80]!r}")
+        config = data.get("config", {})
+        rate = config.get("sample_rate", self.client_rate) if isinstance(config, dict) else None
+        if not isinstance(rate, (int, float)) or not 8000 <= rate <= 192000:
+            raise StreamProtocolError(f"config.sample_rate {rate!r}: give the PCM's rate in Hz (8000-192000)")
+        self.client_rate = int(rate)
+
+    def feed(self, pcm: bytes) -> tuple[str, np.ndarray | None]:
+        """("final", utterance audio) at an endpoint, ("partial", utterance so far) when due, else ("none", None)."""
+        if len(pcm) % 2:
+            raise StreamProtocolError("binary frames must be 16-bit PCM (an even number of bytes)")
+        audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+        if self.client_rate != SAMPLING_RATE:
+            audio = librosa.resample(audio, orig_sr=self.client_rate, target_sr=SAMPLING_RATE, res_type="soxr_hq")
+        self.pending = np.concatenate([self.pending, audio])
+        endpoint = False
+        while len(self.pending) >= VAD_FRAME:
+            frame, self.pending = self.pending[:VAD_FRAME], self.pending[VAD_FRAME:]
+            self.stream_samples += VAD_FRAME
+            speech = self.vad.is_speech((np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes(), SAMPLING_RATE)
+            if not len(self.utterance):
+                if speech:  # an utterance starts at its first speech frame
+                    self.utterance_start = (self.stream_samples - VAD_FRAME) / SAMPLING_RATE
+                    self.utterance, self.silent_frames, self.decoded_at = frame.copy(), 0, 0
+                continue
+            self.utterance = np.concatenate([self.utterance, frame])
+            self.silent_frames = 0 if speech else self.silent_frames + 1
+            if self.silent_frames >= self.endpoint_frames or len(self.utterance) >= self.max_samples:
+                endpoint = True
+                break
+        if endpoint:
+            return "final", self._take_utterance()
+        if len(self.utterance) - self.decoded_at >= self.partial_samples:
+            self.decoded_at = len(self.utterance)
+            return "partial", self.utterance
+        return "none", None
+
+    def finish(self) -> np.ndarray | None:
+        """The last utterance's audio at end of stream (None when there is none to transcribe)."""
+        if len(self.utterance):
+            self.utterance = np.concatenate([self.utterance, self.pending])
+            return self._take_utterance()
+        return None
+
+    def _take_utterance(self) -> np.ndarray:
+        audio, start = self.utterance, self.utterance_start
+        self.utterance, self.silent_frames, self.decoded_at = np.zeros(0, np.float32), 0, 0
+        self.taken_start = start
+        return audio
+
+    def result(self, logits: np.ndarray | None) -> dict:
+        """The protocol's final message for an utterance (`logits` None: too short to transcribe)."""
+        if logits is None:
+            return {"text": "", "result": []}
+        decoded = self.decoder(logits)
+        words = [
+            {
+                "word": chunk["text"],
+                "start": round(self.taken_start + float(chunk["timestamp"][0]), 2),
+                "end": round(self.taken_start + float(chunk["timestamp"][1]), 2),
+                "conf": chunk.get("confidence"),
+            }
+            for chunk in decoded.get("chunks", [])
+        ]
+        return {"text": decoded["text"], "result": words}
+
+    def partial(self, logits: np.ndarray | None) -> dict:
+        return {"partial": self.decoder(logits)["text"] if logits is not None else ""}
