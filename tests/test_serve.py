@@ -214,7 +214,7 @@ def test_live_stream_gives_partials_and_a_result_at_each_pause(server):
     partials = [m["partial"] for m in messages if "partial" in m]
     assert len(finals) >= 2 and any(partials)  # two utterances, each ended by its pause (or the eof)
     first = finals[0]["result"]
-    # stream time: after the leading silence, before the second burst (the utterance keeps its 0.6 s of trailing silence)
+    # stream time: after the leading silence, before the second burst (the utterance keeps its trailing silence)
     assert first and first[0]["start"] >= 0.7 and first[-1]["end"] <= 3.1
     assert all(0 < w["conf"] <= 1 for final in finals for w in final["result"])
     second = [w for final in finals[1:] for w in final["result"]]
