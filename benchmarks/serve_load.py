@@ -126,9 +126,8 @@ def main():
         f"CPU: {describe_cpu()}; model: {args.model or 'default student, random weights'}; backend {args.backend}; "
         f"{args.seconds:g} s clips; --max_batch {args.max_batch}\n"
     )
-    print(
-        "| clients | requests | wall s | audio-hours per hour | vs 1 client | p50 latency s | p95 latency s | clips per batch |"
-    )
+    columns = ["clients", "requests", "wall s", "audio-hours per hour", "vs 1 client", "p50 latency s", "p95 latency s"]
+    print("| " + " | ".join([*columns, "clips per batch"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     for clients, requests, wall, rate, p50, p95, per_batch in rows:
         print(
