@@ -58,7 +58,7 @@ OPTIONAL_DEPENDENCIES = {
     "matplotlib",
     "sklearn",
 }
-RECIPES = {"train_distill", "finetune_ctc", "finetune_classification", "transcribe", "benchmarks"}
+RECIPES = {"train_distill", "finetune_ctc", "finetune_classification", "transcribe", "align", "benchmarks"}
 MAX_LINES = 400
 
 

@@ -1,0 +1,105 @@
+"""Forced alignment of known transcripts with a CTC model: word and character times with scores.
+
+    python align.py MODEL_DIR AUDIO "o texto dito" [--chars]             one file (or TEXT as @file.txt)
+    python align.py MODEL_DIR --manifest pairs.csv [--output out.jsonl]   path,text rows (a metadata.csv works)
+
+The transcript is normalised as the labels were (numbers spelled out, punctuation dropped: `TextNormalizer`), the
+audio decoded as transcribe.py decodes it (any format, long audio in the same chunks), and each word gets the span
+of the CTC Viterbi path over its characters (`inference/alignment.py`). One JSON line per file: `words` (and with
+--chars, `chars`) as {text, start, end, score}, `unaligned` (words the model cannot spell, with why), `error` when the
+file or transcript cannot be aligned at all. Usable where whisperX wants a Portuguese alignment model.
+"""
+
+import argparse
+import json
+import sys
+
+from modeling_distilxlsr.audio.decode import AudioDecodeError, read_for_transcription
+from modeling_distilxlsr.audio.sources import ManifestError, list_sources
+from modeling_distilxlsr.inference.alignment import align
+from modeling_distilxlsr.inference.backends import load_backend
+from modeling_distilxlsr.inference.transcription import DEFAULT_CHUNK_SECONDS, chunked_logits
+from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
+from modeling_distilxlsr.text.normalizer import TextNormalizer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="A fine-tuned CTC folder (characters: the BP tokenizer of finetune_ctc.py).")
+    parser.add_argument("audio", nargs="?", help="One audio file (with TEXT).")
+    parser.add_argument("text", nargs="?", help="Its transcript, or @file.txt.")
+    parser.add_argument("--manifest", help="CSV/TSV/JSONL (or an audio folder with metadata.csv): path + text rows.")
+    parser.add_argument("--output", help="JSONL file (default: stdout).")
+    parser.add_argument("--chars", action="store_true", help="Character times too.")
+    parser.add_argument("--backend", default="torch-fp32", help="torch-fp32, torch-bf16, onnx-fp32, onnx-int8.")
+    parser.add_argument("--chunk_length_s", type=float, default=DEFAULT_CHUNK_SECONDS)
+    return parser
+
+
+def pairs(args, parser) -> list[tuple[str, str]]:
+    if args.manifest:
+        try:
+            return [(source, text or "") for source, text, _ in list_sources(args.manifest)]
+        except ManifestError as err:
+            parser.error(str(err))
+    if not (args.audio and args.text):
+        parser.error("give AUDIO and TEXT, or --manifest")
+    text = args.text
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as f:
+            text = f.read()
+    return [(args.audio, text)]
+
+
+def align_file(backend, normalizer, path: str, text: str, chunk_samples: int, with_chars: bool) -> dict:
+    row = {"path": path, "text": text}
+    normalised = normalizer.normalize(text)
+    if not normalised.text:
+        return row | {"error": f"nothing to align: {normalised.drop_reason or 'empty after normalisation'}"}
+    try:
+        audio = read_for_transcription(path, backend.min_samples)
+    except AudioDecodeError as err:
+        return row | {"error": str(err)}
+    logits = chunked_logits(backend, audio, chunk_samples)
+    tokenizer = backend.tokenizer
+    vocab = tokenizer.get_vocab()
+    delimiter = vocab.get(getattr(tokenizer, "word_delimiter_token", None) or "|")
+    result = align(logits, normalised.text.split(), vocab, tokenizer.pad_token_id, delimiter, backend.frame_seconds)
+    row["words"] = [vars(w) for w in result.words]
+    if with_chars:
+        row["chars"] = [vars(c) for c in result.chars]
+    row["unaligned"] = result.unaligned
+    if result.error:
+        row["error"] = result.error
+    return row
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    items = pairs(args, parser)
+    try:
+        backend = load_backend(args.model, args.backend)
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(f"error: cannot load {args.model!r} for {args.backend}: {err}") from err
+    normalizer, chunk = TextNormalizer(), int(args.chunk_length_s * SAMPLING_RATE) if args.chunk_length_s else None
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    failed = unaligned = 0
+    for path, text in items:
+        row = align_file(backend, normalizer, path, text, chunk, args.chars)
+        failed += "error" in row
+        unaligned += len(row.get("unaligned", []))
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if args.output:
+        out.close()
+    print(f"aligned {len(items) - failed} of {len(items)} files; {unaligned} word(s) left unaligned", file=sys.stderr)
+    return 1 if items and failed == len(items) else 0
+
+
+def cli() -> None:
+    """`distilxlsr-align` and `python align.py`."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,76 @@
+"""CTC forced alignment: the Viterbi path finds the frames a known transcript occupies, words the model cannot spell
+are reported, a transcript longer than the audio is an error, and `align.py` runs on files and manifests."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import run_script
+
+from modeling_distilxlsr.inference.alignment import align, viterbi_path
+
+VOCAB = {"[PAD]": 0, "|": 1, "a": 2, "b": 3, "c": 4}
+
+
+def _logits(frame_labels: list[int]) -> np.ndarray:
+    """Frames whose most likely label is the given one (5 nats above the others)."""
+    logits = np.zeros((len(frame_labels), len(VOCAB)), np.float32)
+    logits[np.arange(len(frame_labels)), frame_labels] = 5.0
+    return logits
+
+
+def test_the_viterbi_path_gives_each_word_and_character_its_frames():
+    #         0  1  2  3  4  5  6  7  8  9 10 11 12 13 14
+    frames = [0, 0, 0, 2, 2, 3, 3, 0, 1, 3, 3, 3, 2, 0, 0]  # "ab" at 3-6, "|" at 8, "ba" at 9-12
+    result = align(_logits(frames), ["ab", "ba"], VOCAB, blank=0, delimiter=1, frame_seconds=0.02)
+    assert result.error is None and result.unaligned == []
+    assert [(w.text, w.start, w.end) for w in result.words] == [("ab", 0.06, 0.14), ("ba", 0.18, 0.26)]
+    assert [(c.text, c.start, c.end) for c in result.chars][:2] == [("a", 0.06, 0.1), ("b", 0.1, 0.14)]
+    assert all(0.9 < w.score <= 1 for w in result.words)
+
+
+def test_a_repeated_character_needs_a_blank_between_and_gets_two_spans():
+    frames = [0, 2, 2, 0, 2, 0]
+    path = viterbi_path(np.log(np.exp(_logits(frames)) / np.exp(_logits(frames)).sum(-1, keepdims=True)), [2, 2], 0)
+    assert list(path) == [0, 1, 1, 2, 3, 4]  # a, blank, a
+    result = align(_logits(frames), ["aa"], VOCAB, 0, 1, 0.02)
+    assert [(c.start, c.end) for c in result.chars] == [(0.02, 0.06), (0.08, 0.1)]
+
+
+def test_words_the_model_cannot_spell_and_transcripts_longer_than_the_audio_are_reported():
+    frames = [0, 2, 2, 3, 0, 1, 4, 4, 0]
+    result = align(_logits(frames), ["ab", "xyz", "c"], VOCAB, 0, 1, 0.02)
+    assert result.unaligned == ["xyz (characters the model lacks: xyz)"]
+    assert [w.text for w in result.words] == ["ab", "c"] and result.words[1].start == 0.12
+    too_long = align(_logits([0, 2, 0]), ["abcabc"], VOCAB, 0, 1, 0.02)
+    assert too_long.words == [] and "more frames than the audio has" in too_long.error
+    assert too_long.unaligned == ["abcabc"]
+
+
+@pytest.mark.slow
+def test_align_command_on_a_file_and_a_manifest(tiny_ctc_dir, tmp_path):
+    model_dir, _ = tiny_ctc_dir
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "a.wav", (rng.standard_normal(32000) * 0.1).astype(np.float32), 16000)
+    sf.write(tmp_path / "b.wav", (rng.standard_normal(3200) * 0.1).astype(np.float32), 16000)
+    result = run_script(
+        [sys.executable, "align.py", str(model_dir), str(tmp_path / "a.wav"), "O gato, 2 vezes!", "--chars"]
+    )
+    row = json.loads(result.stdout)
+    assert [w["text"] for w in row["words"]] == ["o", "gato", "dois", "vezes"]  # normalised as the labels are
+    starts = [w["start"] for w in row["words"]]
+    assert starts == sorted(starts) and row["words"][-1]["end"] <= 2.0 and len(row["chars"]) == 14
+    (tmp_path / "pairs.csv").write_text(
+        "path,text\na.wav,o gato\nb.wav,uma frase longa demais para um décimo de segundo\nmissing.wav,oi\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out.jsonl"
+    result = run_script(
+        [sys.executable, "align.py", str(model_dir), "--manifest", str(tmp_path / "pairs.csv"), "--output", str(out)]
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [len(r["words"]) if "words" in r else None for r in rows][0] == 2
+    assert "more frames than the audio has" in rows[1]["error"] and "missing" in rows[2]["error"]
+    assert "aligned 1 of 3 files" in result.stderr
