@@ -1,0 +1,209 @@
+"""Speed against what users would pick instead: our students vs faster-whisper's engine (CTranslate2) with whisper
+tiny/base/small shapes, on the same CPU in one run.
+
+    pip install -r benchmarks/requirements-peers.txt
+    python benchmarks/peers.py [--clips 10 60] [--batch 1 4] [--peers tiny base small] [--repeats 3]
+
+A speed table only: every model has random weights (speed does not depend on them; accuracy of random peers means
+nothing and is not reported). Ours: the default and the slim student with the BP vocabulary, on each path
+`--backend auto` may choose here (torch fp32 eager; ONNX fp32 and dynamic int8, exported by `distilxlsr-onnx`),
+greedy CTC decoding included. Peers: whisper configs with the public shapes (tiny 384x4+4, base 512x6+6, small
+768x12+12, 80 mel bins, 51,865 tokens), random weights built with transformers, converted by CTranslate2's own
+converter (int8 and fp32; a byte-level tokenizer saved beside the weights is all it needs offline), timed as
+faster-whisper runs them: its log-mel features of each 30 s window, then `ctranslate2.models.Whisper.generate`
+(greedy) from the transcribe prompt with end-of-text suppressed, for a fixed number of tokens: **4 tokens per second
+of audio** (Brazilian conversational speech runs at about 2.5-3 words a second, and whisper's multilingual BPE
+spends about 1.4 tokens on a Portuguese word), so a random model cannot stop early and every engine does the work a
+real transcript costs. Batched rows: ours, the clips in one padded batch; whisper, the windows of all clips in one
+`generate` (as faster-whisper's BatchedInferencePipeline). Every row names its engine, version, threads and the CPU.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from modeling_distilxlsr.inference.cpu_features import describe_cpu
+
+TOKENS_PER_SECOND = 4
+WHISPER_SHAPES = {  # the public configs' shapes (openai/whisper-*)
+    "tiny": dict(d_model=384, encoder_layers=4, decoder_layers=4, heads=6, ffn=1536),
+    "base": dict(d_model=512, encoder_layers=6, decoder_layers=6, heads=8, ffn=2048),
+    "small": dict(d_model=768, encoder_layers=12, decoder_layers=12, heads=12, ffn=3072),
+}
+# <|startoftranscript|> <|pt|> <|transcribe|> <|notimestamps|>, and <|endoftext|> (suppressed)
+PROMPT, END_OF_TEXT = [50258, 50267, 50359, 50363], 50257
+
+
+def need(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        sys.exit(f"{module} is missing: pip install -r benchmarks/requirements-peers.txt")
+
+
+def student_folder(root: str, slim: bool) -> str:
+    from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
+    from modeling_distilxlsr.export.onnx_export import export_onnx
+    from modeling_distilxlsr.models.audio_format import default_feature_extractor
+    from modeling_distilxlsr.models.folder import save_for_hub
+    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
+
+    torch.manual_seed(0)
+    processor = build_processor(build_vocab(), default_feature_extractor())
+    config = DistilXLSRConfig(vocab_size=len(processor.tokenizer), pad_token_id=0, cnn_width=256 if slim else None)
+    folder = os.path.join(root, "slim" if slim else "default")
+    save_for_hub(DistilXLSRForCTC(config).eval(), folder, processor)
+    export_onnx(folder, folder, quantize="dynamic")
+    return folder
+
+
+def whisper_folder(root: str, size: str, quantization: str) -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2TokenizerFast, WhisperConfig, WhisperForConditionalGeneration
+
+    ctranslate2 = need("ctranslate2")
+    shape = WHISPER_SHAPES[size]
+    source = os.path.join(root, f"whisper-{size}")
+    if not os.path.isdir(source):
+        config = WhisperConfig(
+            vocab_size=51865, num_mel_bins=80, d_model=shape["d_model"], encoder_layers=shape["encoder_layers"],
+            decoder_layers=shape["decoder_layers"], encoder_attention_heads=shape["heads"],
+            decoder_attention_heads=shape["heads"], encoder_ffn_dim=shape["ffn"], decoder_ffn_dim=shape["ffn"],
+            decoder_start_token_id=PROMPT[0], pad_token_id=END_OF_TEXT, bos_token_id=END_OF_TEXT,
+            eos_token_id=END_OF_TEXT,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        WhisperForConditionalGeneration(config).save_pretrained(source)
+        tokenizer = Tokenizer(models.BPE(vocab=whisper_vocabulary(), merges=[]))
+        tokenizer.pre_tokenizer, tokenizer.decoder = (
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+            decoders.ByteLevel(),
+        )
+        GPT2TokenizerFast(tokenizer_object=tokenizer).save_pretrained(source)
+    out = os.path.join(root, f"ct2-{size}-{quantization}")
+    ctranslate2.converters.TransformersConverter(source).convert(out, quantization=quantization, force=True)
+    return out
+
+
+def whisper_vocabulary() -> dict[str, int]:
+    """Byte tokens, fillers up to whisper's special tokens, and those at their multilingual ids (the converter adds
+    the timestamp tokens up to the model's 51,865): what CTranslate2 checks a prompt against."""
+    from tokenizers import pre_tokenizers
+
+    vocab = {c: i for i, c in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    vocab.update({f"<filler_{i}>": i for i in range(len(vocab), END_OF_TEXT)})
+    specials = ["<|endoftext|>", "<|startoftranscript|>"]
+    specials += [f"<|lang{i}|>" if i != 8 else "<|pt|>" for i in range(99)]  # <|pt|> is the 9th language
+    specials += ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>"]
+    specials += ["<|notimestamps|>"]
+    vocab.update({token: END_OF_TEXT + i for i, token in enumerate(specials)})
+    assert vocab["<|notimestamps|>"] == PROMPT[3] and vocab["<|pt|>"] == PROMPT[1]
+    return vocab
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def time_ours(folder: str, backend_name: str, clips: list[np.ndarray], repeats: int) -> float:
+    from modeling_distilxlsr.inference.backends import load_backend
+    from modeling_distilxlsr.inference.decoding import CTCDecoder
+
+    backend = load_backend(folder, backend_name)
+    decoder = CTCDecoder(backend.tokenizer, frame_seconds=backend.frame_seconds)
+    return median_seconds(lambda: [decoder(logits) for logits in backend.logits(clips)], repeats)
+
+
+def time_whisper(folder: str, clips: list[np.ndarray], threads: int, repeats: int) -> float:
+    ctranslate2 = need("ctranslate2")
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    model = ctranslate2.models.Whisper(folder, device="cpu", intra_threads=threads)
+    extractor = FeatureExtractor(feature_size=80)
+    window = 30 * 16000
+
+    def run():
+        windows = [clip[start : start + window] for clip in clips for start in range(0, len(clip), window)]
+        features = np.stack([extractor(np.pad(w, (0, window - len(w))))[:, :3000] for w in windows])
+        tokens = [max(1, int(TOKENS_PER_SECOND * len(w) / 16000)) for w in windows]
+        model.generate(
+            ctranslate2.StorageView.from_array(features.astype(np.float32)),
+            [PROMPT] * len(windows),
+            beam_size=1,
+            max_length=len(PROMPT) + max(tokens),
+            suppress_tokens=[END_OF_TEXT],
+            suppress_blank=False,
+        )
+
+    return median_seconds(run, repeats)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=float, nargs="+", default=[10.0, 60.0], help="Clip lengths, seconds.")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--peers", nargs="+", default=["tiny", "base", "small"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    ctranslate2 = need("ctranslate2")
+    need("faster_whisper")
+    import onnxruntime
+
+    torch.set_num_threads(args.threads)
+    root = tempfile.mkdtemp(prefix="peers_")
+    rng = np.random.default_rng(0)
+    engines = []
+    for slim in (False, True):
+        folder = student_folder(root, slim)
+        for name in ("torch-fp32", "onnx-fp32", "onnx-int8"):
+            engine = (
+                f"torch {torch.__version__}" if name.startswith("torch") else f"onnxruntime {onnxruntime.__version__}"
+            )
+            engines.append((f"DistilXLSR {'slim' if slim else 'default'} student", name, engine, folder, "ours"))
+    for size in args.peers:
+        for quantization in ("int8", "float32"):
+            folder = whisper_folder(root, size, quantization)
+            engines.append(
+                (f"whisper-{size} shapes", quantization, f"CTranslate2 {ctranslate2.__version__}", folder, "ct2")
+            )
+    rows = []
+    for seconds in args.clips:
+        for batch in args.batch:
+            clips = [(rng.standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32) for _ in range(batch)]
+            for model, path, engine, folder, kind in engines:
+                repeats = args.repeats if seconds * batch <= 40 else max(1, args.repeats - 2)
+                if kind == "ours":
+                    wall = time_ours(folder, path, clips, repeats)
+                else:
+                    wall = time_whisper(folder, clips, args.threads, repeats)
+                rows.append((seconds, batch, model, path, engine, wall, seconds * batch / wall))
+                print(f"{seconds:g} s x {batch}: {model} {path}: {wall:.3f} s", file=sys.stderr, flush=True)
+    print(
+        f"CPU: {describe_cpu()}; {args.threads} threads; whisper decodes {TOKENS_PER_SECOND} tokens per audio second\n"
+    )
+    print("| clip | batch | model | path | engine | wall s | RTF | audio-hours per hour | vs whisper-tiny int8 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for seconds, batch, model, path, engine, wall, speed in rows:
+        tiny = next(
+            (r[6] for r in rows if r[:2] == (seconds, batch) and r[2] == "whisper-tiny shapes" and r[3] == "int8"), None
+        )
+        ratio = f"{speed / tiny:.1f}x" if tiny else "-"
+        print(f"| {seconds:g} s | {batch} | {model} | {path} | {engine} | {wall:.3f} | {wall / (seconds * batch):.4f} "
+              f"| {speed:.0f} | {ratio} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
