@@ -264,3 +264,52 @@ def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_
 
     assert "16-bit PCM (an even number of bytes)" in asyncio.run(odd_bytes())["error"]
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+def test_the_web_page_in_a_real_browser_transcribes_the_microphone_live_and_a_dropped_file(server, tmp_path):
+    """Headless Chromium (Debian's, through selenium and chromedriver) fed a WAV as its fake microphone: the page
+    streams it over the WebSocket and shows words with their times; a chosen file gets words and SRT/VTT links. A
+    screenshot of each is kept in the test's folder."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    silence = np.zeros(int(0.8 * 16000), np.float32)
+    microphone = tmp_path / "microphone.wav"
+    sf.write(microphone, np.concatenate([silence, _speech_like(1.5, 5), silence, silence]), 16000, subtype="PCM_16")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}",
+                 "--autoplay-policy=no-user-gesture-required"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(server.url + "/")
+        assert "DistilXLSR" in driver.title
+        driver.find_element(By.ID, "record").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#words .word"))
+        live = driver.find_elements(By.CSS_SELECTOR, "#words .word")
+        assert live and all(float(w.get_attribute("data-start")) >= 0 for w in live)
+        driver.save_screenshot(str(tmp_path / "page_live.png"))
+        driver.find_element(By.ID, "stop").click()
+
+        clip = tmp_path / "clip.wav"
+        clip.write_bytes(_wav(2.0, 8))
+        driver.find_element(By.ID, "file").send_keys(str(clip))
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "download-vtt"))
+        words = driver.find_elements(By.CSS_SELECTOR, "#words .word")
+        expected = _post(
+            server, clip.read_bytes(), response_format="verbose_json", **{"timestamp_granularities[]": "word"}
+        )
+        assert [float(w.get_attribute("data-start")) for w in words] == [x["start"] for x in expected.json()["words"]]
+        assert "pronto:" in driver.find_element(By.ID, "status").text
+        words[0].click()  # seeks the audio to the word
+        assert driver.execute_script("return document.getElementById('player').src").startswith("blob:")
+        driver.save_screenshot(str(tmp_path / "page_file.png"))
+        assert (tmp_path / "page_file.png").stat().st_size > 10_000
+    finally:
+        driver.quit()

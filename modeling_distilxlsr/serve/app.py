@@ -5,6 +5,7 @@ tools written for faster-whisper behind speaches / faster-whisper-server work un
                                     verbose_json), timestamp_granularities[] (word | segment), prompt, temperature
     GET  /v1/models                 the one model served
     GET  /health                    {"status": "ok", queue and batch figures}
+    GET  /                          a web page: microphone (live) or a dropped file, words with times, SRT/VTT
     WS   /v1/audio/stream               live transcription, Vosk-server's protocol (`streaming.py`)
 
 FastAPI + uvicorn: the stack speaches itself uses, with multipart uploads (python-multipart) and an asyncio loop the
@@ -25,7 +26,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from ..audio.decode import AudioDecodeError, read_for_transcription
 from ..inference.subtitles import segments_from_words, to_srt, to_vtt, words_from_chunks
@@ -123,6 +124,13 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
     @app.exception_handler(ApiError)
     async def api_error(request, err: ApiError):
         return error_response(err.status, err.message, err.code, err.headers)
+
+    page = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html"), encoding="utf-8").read()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        """The web page: record from the microphone (live, over the WebSocket) or drop a file; words clickable."""
+        return page
 
     @app.get("/health")
     async def health():
