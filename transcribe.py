@@ -208,8 +208,7 @@ def pick_backend(args, files: list[str]) -> tuple[str, str]:
     paths this folder and machine offer, the fastest within `--max_cer_change` of fp32's transcripts."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.backend != "auto":
-        by_hand = "onnx" if args.backend == "onnx" and not args.dtype else backend_name(args.backend, args.dtype)
-        return args.model, by_hand  # "onnx" alone: the folder's int8 graph if it has one, else fp32
+        return args.model, backend_name(args.backend, args.dtype)
     model_dir = local_model_dir(args.model)
     try:
         min_samples = cnn_receptive_field(load_config(model_dir))
@@ -266,7 +265,7 @@ def previous_rows(args, files: list[str], is_main_process: bool) -> dict[str, di
             print(f"removing {stale}, left by an earlier run (--resume keeps its rows)", file=sys.stderr)
             os.remove(stale)
         return {}
-    rows, torn = rows_done(args.output, args.format)
+    rows, torn, out_order = rows_done(args.output, args.format)
     if torn:
         print(
             f"--resume: {torn} line(s) torn by a kill are dropped; their files are transcribed again", file=sys.stderr
@@ -278,7 +277,7 @@ def previous_rows(args, files: list[str], is_main_process: bool) -> dict[str, di
         f"in place); {sum(path not in rows for path in files)} input file(s) to transcribe, appended in input order",
         file=sys.stderr,
     )
-    write_output(args.output, args.format, resumed_order(args.output, args.format, files, rows), rows)
+    write_output(args.output, args.format, resumed_order(out_order, files, rows), rows)
     return {path: row for path, row in rows.items() if path in inputs}
 
 
@@ -320,8 +319,8 @@ def merge_shards(args, files: list[str], kept: int, todo: int, num_processes: in
     """The main process folds every process' shard into --output (a fresh run: this run's files in input order; a
     resume: `resumed_order`, which keeps every earlier row); the exit status of the run."""
     if args.resume:
-        rows = rows_done(args.output, args.format)[0]
-        paths = resumed_order(args.output, args.format, files, rows)
+        rows, _, out_order = rows_done(args.output, args.format)
+        paths = resumed_order(out_order, files, rows)
     else:  # OUT of an earlier run is replaced, not merged
         rows = {p: r for shard in existing_shards(args.output) for p, r in read_jsonl_rows(shard)[0].items()}
         paths = files

@@ -32,7 +32,13 @@ REFERENCE = "torch-fp32"
 
 
 def backend_name(runtime: str, dtype: str | None) -> str:
-    """`runtime` + `dtype` as a path name; ONNX without a dtype is the folder's int8 graph if it has one."""
+    """`runtime` + `dtype` as a path name, as `--backend`/`--dtype` name it: "auto" with a dtype is that dtype's
+    runtime (int8 is ONNX's, the others torch's); ONNX without a dtype is "onnx", which `load_backend` resolves to the
+    folder's int8 graph if it has one, else fp32; torch without one is fp32."""
+    if runtime == "auto":
+        runtime = "onnx" if dtype == "int8" else "torch"
+    if runtime == "onnx" and not dtype:
+        return "onnx"
     return f"{runtime}-{dtype or 'fp32'}"
 
 

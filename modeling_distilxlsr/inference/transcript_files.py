@@ -83,20 +83,22 @@ def read_output(path: str, fmt: str) -> dict[str, dict]:
         return {p: {"path": p, "text": t, "status": "ok"} for p, t in rows}
 
 
-def rows_done(output: str, fmt: str) -> tuple[dict[str, dict], int]:
-    """What a killed or finished run already wrote: OUT's rows and every shard's, and the torn lines dropped."""
+def rows_done(output: str, fmt: str) -> tuple[dict[str, dict], int, list[str]]:
+    """What a killed or finished run already wrote: OUT's rows and every shard's, the number of torn lines dropped,
+    and the order of OUT's own rows (OUT is read once)."""
     rows, torn = read_output(output, fmt), 0
+    out_order = list(rows)
     for shard in existing_shards(output):
         shard_rows, shard_torn = read_jsonl_rows(shard)
         rows.update(shard_rows)
         torn += shard_torn
-    return rows, torn
+    return rows, torn, out_order
 
 
-def resumed_order(output: str, fmt: str, files: list[str], rows: dict[str, dict]) -> list[str]:
-    """The rows a resumed OUT holds, in order: OUT's own rows where they are (whatever this run's inputs), then
-    this run's inputs in input order, then rows only a killed run's shards hold. Nothing is dropped."""
-    order = dict.fromkeys(read_output(output, fmt))
+def resumed_order(out_order: list[str], files: list[str], rows: dict[str, dict]) -> list[str]:
+    """The rows a resumed OUT holds, in order: OUT's own rows where they are (`out_order`, whatever this run's
+    inputs), then this run's inputs in input order, then rows only a killed run's shards hold. Nothing is dropped."""
+    order = dict.fromkeys(out_order)
     order.update(dict.fromkeys(files))
     order.update(dict.fromkeys(rows))
     return list(order)

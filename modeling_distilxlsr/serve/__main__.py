@@ -54,9 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def choose_backend(args, device: str) -> str:
-    if args.backend != "auto" or args.dtype:
-        runtime = args.backend if args.backend != "auto" else ("onnx" if args.dtype == "int8" else "torch")
-        return "onnx" if runtime == "onnx" and not args.dtype else backend_name(runtime, args.dtype)
+    if args.backend != "auto" or args.dtype:  # by hand, as transcribe.py names the paths
+        return backend_name(args.backend, args.dtype)
 
     def waves():
         if not args.calibration_audio:
