@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from shapes import ctc_student_folder
 
 from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
@@ -48,17 +49,10 @@ def need(module: str):
 
 
 def student_folder(root: str, slim: bool) -> str:
-    from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
+    """The default or slim student (`shapes.ctc_student_folder`) with its ONNX fp32 and int8 graphs beside it."""
     from modeling_distilxlsr.export.onnx_export import export_onnx
-    from modeling_distilxlsr.models.audio_format import default_feature_extractor
-    from modeling_distilxlsr.models.folder import save_for_hub
-    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
 
-    torch.manual_seed(0)
-    processor = build_processor(build_vocab(), default_feature_extractor())
-    config = DistilXLSRConfig(vocab_size=len(processor.tokenizer), pad_token_id=0, cnn_width=256 if slim else None)
-    folder = os.path.join(root, "slim" if slim else "default")
-    save_for_hub(DistilXLSRForCTC(config).eval(), folder, processor)
+    folder = ctc_student_folder(os.path.join(root, "slim" if slim else "default"), slim)
     export_onnx(folder, folder, quantize="dynamic")
     return folder
 

@@ -24,27 +24,11 @@ import time
 import httpx
 import numpy as np
 import soundfile as sf
+from shapes import ctc_student_folder
 
 from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def default_student_folder() -> str:
-    """The default student (XLSR-53's CNN, 2 layers, 1024 wide) with random weights and the BP character vocabulary."""
-    import torch
-
-    from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
-    from modeling_distilxlsr.models.audio_format import default_feature_extractor
-    from modeling_distilxlsr.models.folder import save_for_hub
-    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
-
-    torch.manual_seed(0)
-    processor = build_processor(build_vocab(), default_feature_extractor())
-    config = DistilXLSRConfig(vocab_size=len(processor.tokenizer), pad_token_id=0)
-    folder = tempfile.mkdtemp(prefix="serve_load_")
-    save_for_hub(DistilXLSRForCTC(config).eval(), folder, processor)
-    return folder
 
 
 def free_port() -> int:
@@ -102,7 +86,7 @@ def main():
     parser.add_argument("--max_batch", type=int, default=8)
     parser.add_argument("--backend", default="torch")
     args = parser.parse_args()
-    model = args.model or default_student_folder()
+    model = args.model or ctc_student_folder(tempfile.mkdtemp(prefix="serve_load_"))
     port = free_port()
     server = start_server(model, port, args)
     url = f"http://127.0.0.1:{port}/v1/audio/transcriptions"

@@ -38,3 +38,20 @@ def student_config(slim: bool = False, pred=(8, 16, 24), **overrides):
     width = teacher.conv_dim[0] // 2 if slim else None
     pred = layer_ids(pred, teacher.num_hidden_layers)
     return DistilXLSRConfig.from_teacher_config(teacher, pred_layer_ids=pred, cnn_width=width, **overrides)
+
+
+def ctc_student_folder(out_dir: str, slim: bool = False) -> str:
+    """A saved random-weight CTC student of `student_config` with the BP character processor: what the speed
+    benchmarks serve and transcribe (speed does not depend on the weights)."""
+    import torch
+
+    from modeling_distilxlsr import DistilXLSRForCTC
+    from modeling_distilxlsr.models.audio_format import default_feature_extractor
+    from modeling_distilxlsr.models.folder import save_for_hub
+    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
+
+    torch.manual_seed(0)
+    processor = build_processor(build_vocab(), default_feature_extractor())
+    config = student_config(slim, vocab_size=len(processor.tokenizer), pad_token_id=0)
+    save_for_hub(DistilXLSRForCTC(config).eval(), out_dir, processor)
+    return out_dir
