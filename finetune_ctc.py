@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jiwer
 import numpy as np
@@ -29,13 +29,16 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCTC
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
-from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation
+from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation, make_augmenter
+from modeling_distilxlsr.audio.dataset import AudioCollator, AudioDataset, make_loader
 from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.corpus.synthesis import default_corpus_split
+from modeling_distilxlsr.distill.losses import logit_distillation_loss
+from modeling_distilxlsr.distill.teacher import check_same_vocabulary, load_teacher, load_teacher_processor
 from modeling_distilxlsr.lm.build import attach_lm, build_lm
 from modeling_distilxlsr.lm.tune import tune_lm
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE, default_feature_extractor
-from modeling_distilxlsr.models.configuration_distilxlsr import cnn_output_frames
+from modeling_distilxlsr.models.configuration_distilxlsr import cnn_output_frames, cnn_receptive_field
 from modeling_distilxlsr.models.folder import load_config, save_for_hub
 from modeling_distilxlsr.models.modeling_distilxlsr_parts import frame_attention_mask
 from modeling_distilxlsr.text.normalizer import TextCounts, TextNormalizer, build_processor, build_vocab
@@ -153,6 +156,22 @@ class FinetuneArguments:
         },
     )
     lm_order: int = field(default=4, metadata={"help": "n-gram order of the --lm_text model."})
+    teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "Semi-supervised: a fine-tuned CTC teacher (folder or Hub id) whose posteriors the model learns "
+            "on --unlabeled_data (KL on every real frame), mixed with CTC on the transcripts. Its vocabulary must "
+            "be the model's tokenizer's."
+        },
+    )
+    unlabeled_data: str | None = field(
+        default=None, metadata={"help": "With --teacher: untranscribed audio (folder, manifest or HF dataset)."}
+    )
+    unlabeled_batches_per_step: int = field(
+        default=1, metadata={"help": "With --teacher: unlabeled (KD) batches per labelled batch in each step."}
+    )
+    logit_loss_weight: float = field(default=1.0, metadata={"help": "With --teacher: weight of the KL term."})
+    logit_temperature: float = field(default=2.0, metadata={"help": "With --teacher: softmax temperature of the KL."})
     target: str = field(
         default="characters",
         metadata={
@@ -329,12 +348,22 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
     skips = SkipCounter()
     model, processor, normalizer, train_utterances, eval_sets = prepare_data(run, finetune, accelerator, skips)
     collator = CTCCollator(processor)
+    teacher, unlabeled = (None, None)
+    if finetune.teacher:  # before prepare: the unlabeled loader is sharded across ranks like the labelled one
+        teacher, unlabeled = prepare_teacher_and_unlabeled(run, augment, finetune, processor, model, skips)
+        teacher.to(accelerator.device)
     model, optimizer, scheduler, train_loader, eval_loaders = prepare_supervised_training(
         run, augment, model, collator, train_utterances, eval_sets, accelerator
     )
+    unlabeled_batches = None
+    if unlabeled is not None:
+        unlabeled_batches = endless_batches(accelerator.prepare(unlabeled))
     state = TrainingState()
     groups = (run, augment, finetune)
-    data = data_fingerprint({"train": train_utterances, **eval_sets})
+    listed = {"train": train_utterances, **eval_sets}
+    if unlabeled is not None:
+        listed["unlabeled"] = unlabeled.dataset.utterances
+    data = data_fingerprint(listed)
     checkpoint_dir = start_run(accelerator, run, groups, state, "finetune_ctc", skips, data)
 
     def run_evals():
@@ -359,8 +388,12 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 outputs = model(batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            loss, logit_kl = outputs.loss, None
+            if unlabeled_batches is not None:
+                logit_kl = unlabeled_kd_loss(model, teacher, unlabeled_batches, finetune, accelerator, skips)
+                loss = loss + finetune.logit_loss_weight * logit_kl
             stepped = backward_and_step_optimizer_and_scheduler(
-                accelerator, model, outputs.loss, all_skipped, optimizer, scheduler, run.max_grad_norm
+                accelerator, model, loss, all_skipped, optimizer, scheduler, run.max_grad_norm
             )
         if not all_skipped:
             state.audio_seconds += batch["attention_mask"].sum().item() / SAMPLING_RATE
@@ -371,6 +404,8 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
         progress.update(1)
         if state.step % run.logging_steps == 0:
             row = {"step": state.step, "train/loss": outputs.loss.item(), "lr": scheduler.get_last_lr()[0]}
+            if logit_kl is not None:
+                row["train/logit_kl"] = logit_kl.item()
             state.history.append(row)
             accelerator.log(row, step=state.step)
             progress.set_postfix(loss=f"{row['train/loss']:.3f}")
@@ -395,6 +430,74 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
         accelerator, accelerator.unwrap_model(model), processor, normalizer, groups, state, skips, started
     )
     finish_run(accelerator, lock)
+
+
+def prepare_teacher_and_unlabeled(run, augment, finetune: FinetuneArguments, processor, model, skips):
+    """Semi-supervised fine-tuning's two extras: the frozen CTC teacher (its vocabulary checked against the model's
+    tokenizer: refused, naming the differing characters) and a loader of unlabeled audio, transcripts dropped, that
+    with --augment gives the teacher the clean clip and the model the corrupted one. Returns (teacher, loader)."""
+    if not finetune.unlabeled_data:
+        raise ValueError("--teacher learns from untranscribed audio: give it with --unlabeled_data.")
+    if finetune.target != "characters":
+        raise ValueError("--teacher distils a character CTC teacher; it does not combine with --target phonemes.")
+    teacher = load_teacher(finetune.teacher, ctc_head=True)
+    teacher_processor = load_teacher_processor(finetune.teacher, teacher.config)
+    check_same_vocabulary(processor.tokenizer, teacher_processor.tokenizer, "The model's tokenizer")
+    utterances = find_utterances(finetune.unlabeled_data, skips, min_samples=cnn_receptive_field(model.config))
+    utterances = [replace(u, text=None) for u in utterances]
+    augmenter = make_augmenter(augment, run.seed + 1, utterances, distilling=True)
+    max_samples = int(finetune.max_audio_seconds * SAMPLING_RATE)
+    dataset = AudioDataset(utterances, max_samples, random_crop=True, augmenter=augmenter, seed=run.seed + 1,
+                           paired=True)  # fmt: skip
+    batch_size = run.per_device_batch_size
+    loader = make_loader(dataset, batch_size, AudioCollator(), run.num_workers, shuffle_seed=dataset.seed)
+    logger.info(
+        "semi-supervised: teacher %s, %d unlabeled utterances (%.2f h), %d KD batch(es) per step, weight %g, T=%g",
+        finetune.teacher,
+        len(utterances),
+        sum(u.seconds for u in utterances) / 3600,
+        finetune.unlabeled_batches_per_step,
+        finetune.logit_loss_weight,
+        finetune.logit_temperature,
+    )
+    return teacher, loader
+
+
+def endless_batches(loader):
+    """The unlabeled loader, epoch after epoch (reshuffled). A resume restarts it at an epoch's beginning: its order
+    is not part of the checkpoint, the labelled loader's is."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def unlabeled_kd_loss(model, teacher, batches, finetune: FinetuneArguments, accelerator, skips) -> torch.Tensor:
+    """The mean KL, over `unlabeled_batches_per_step` unlabeled batches, between the teacher's posteriors on the
+    clean clip and the model's on what it hears (the corrupted clip with --augment), real frames only. A batch
+    whose clips all failed to decode adds nothing (and its skips are counted)."""
+    total, used = None, 0
+    for _ in range(finetune.unlabeled_batches_per_step):
+        batch = next(batches)
+        for reason, name in batch["skipped"]:
+            skips.skip(reason, name, once=True)
+        if "input_values" not in batch:
+            continue
+        with torch.no_grad():
+            teacher_logits = teacher(batch["input_values"], attention_mask=batch["attention_mask"]).logits
+        with accelerator.autocast():
+            student_logits = model(
+                batch.get("student_input_values", batch["input_values"]), attention_mask=batch["attention_mask"]
+            ).logits
+        config = accelerator.unwrap_model(model).config
+        mask = frame_attention_mask(config, batch["attention_mask"], student_logits.shape[1])
+        kl = logit_distillation_loss(student_logits, teacher_logits, mask, finetune.logit_temperature)
+        total, used = (kl if total is None else total + kl), used + 1
+    if total is None:
+        return torch.zeros((), device=accelerator.device)
+    return total / used
 
 
 def finish_finetuning(accelerator, model, processor, normalizer, groups, state, skips, started: float) -> None:

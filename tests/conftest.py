@@ -103,6 +103,27 @@ def tiny_teacher_dir(tmp_path_factory):
     return str(path)
 
 
+def save_tiny_ctc_teacher(path) -> str:
+    """A tiny random-weight `Wav2Vec2ForCTC` with the BP character processor: a fine-tuned teacher's layout (its
+    outputs are noise, which the mechanics of output distillation do not mind)."""
+    from transformers import Wav2Vec2ForCTC
+
+    from modeling_distilxlsr.models.audio_format import default_feature_extractor
+    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
+
+    torch.manual_seed(0)
+    processor = build_processor(build_vocab(keep_apostrophe=False), default_feature_extractor())  # finetune_ctc's
+    config = tiny_teacher_config(vocab_size=len(processor.tokenizer), pad_token_id=processor.tokenizer.pad_token_id)
+    Wav2Vec2ForCTC(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_ctc_teacher_dir(tmp_path_factory):
+    return save_tiny_ctc_teacher(tmp_path_factory.mktemp("ctc_teacher"))
+
+
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory):
     """A small corpus from the real corpus maker: 60 sentences, each spoken once (about 2 s of synthesis)."""

@@ -29,7 +29,7 @@ ROOM_RANKS = {
     "text": 1,
     "audio": 2,
     "corpus": 3,
-    "distill": 3,
+    "distill": 5,
     "inference": 4,
     "export": 5,
     "lm": 5,

@@ -65,3 +65,33 @@ def student_distillation_loss(
         cosine_weight,
     )
     return layers.loss + cnn_loss_weight * cnn.loss, layers, cnn
+
+
+def logit_distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    frame_mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Output distillation for a CTC student: KL(teacher || student) between the temperature-softened per-frame CTC
+    posteriors, summed over the vocabulary, averaged over real frames, times T^2 (Hinton et al. 2015: the gradient
+    keeps its scale whatever T). A CTC student runs at the teacher's frame rate, so frame t of one is frame t of the
+    other and no alignment is needed (distil-whisper's sequence models need pseudo-labels instead). `frame_mask`:
+    (batch, frames), True on real frames; padded frames never enter the mean, so a padded batch gives the loss of its
+    items taken together. Float32 whatever the autocast dtype; zero exactly when the posteriors agree."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ: "
+            "output distillation needs the teacher's vocabulary and frame rate."
+        )
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+        teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        per_frame = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True).sum(-1)
+    if frame_mask is None:
+        frame_mask = torch.ones(per_frame.shape, dtype=torch.bool, device=per_frame.device)
+    real = frame_mask.bool()
+    # where, not a product: a padded frame's KL may be inf (a CTC model's padded logits are forced to blank), and
+    # inf * 0 is NaN
+    per_frame = torch.where(real, per_frame, torch.zeros_like(per_frame))
+    return per_frame.sum() / real.sum().clamp(min=1) * temperature**2

@@ -2,10 +2,11 @@
 student from it. Not part of the Hub files: the published model never needs a teacher."""
 
 import logging
+from typing import NamedTuple
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, AutoModelForCTC, PreTrainedModel, Wav2Vec2Processor
 
 from ..models.configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS
 from ..models.folder import load_config
@@ -21,11 +22,15 @@ logger = logging.getLogger(__name__)
 SUPPORTED_TEACHER_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
 
-def load_teacher(name_or_path: str, random_init: bool = False, dtype: torch.dtype | None = None) -> PreTrainedModel:
+def load_teacher(
+    name_or_path: str, random_init: bool = False, dtype: torch.dtype | None = None, ctc_head: bool = False
+) -> PreTrainedModel:
     """A frozen teacher base model (Wav2Vec2Model, HubertModel, WavLMModel...) in eval mode.
 
     `random_init` builds the architecture from its config with random weights: for smoke runs and benchmarks where
-    the real weights are not at hand. A CTC or pre-training checkpoint is reduced to its base model.
+    the real weights are not at hand. A CTC or pre-training checkpoint is reduced to its base model, unless
+    `ctc_head`: then the teacher must be a fine-tuned CTC model (`Wav2Vec2ForCTC`...) and is returned whole, its
+    `lm_head` included (`TeacherCTCError` before anything is trained when it has none).
     """
     config = load_config(name_or_path)
     if config.model_type not in SUPPORTED_TEACHER_TYPES:
@@ -34,6 +39,8 @@ def load_teacher(name_or_path: str, random_init: bool = False, dtype: torch.dtyp
             f"supported: {', '.join(SUPPORTED_TEACHER_TYPES)}."
         )
     config.layerdrop = 0.0
+    if ctc_head:
+        return load_ctc_teacher(name_or_path, config, dtype)
     if random_init:
         logger.warning(
             "Teacher %s built with RANDOM weights (--teacher_random_init): not a real teacher.", name_or_path
@@ -42,6 +49,77 @@ def load_teacher(name_or_path: str, random_init: bool = False, dtype: torch.dtyp
     else:
         teacher = AutoModel.from_pretrained(name_or_path, config=config, dtype=dtype)
     teacher = teacher.base_model
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+class TeacherCTCError(ValueError):
+    """Output distillation was asked of a teacher that is not a fine-tuned CTC model."""
+
+
+class VocabularyMismatchError(ValueError):
+    """Two CTC vocabularies that must be one (the teacher's posteriors index the student's characters)."""
+
+
+def is_ctc_model(config) -> bool:
+    """True for a fine-tuned CTC checkpoint (its config names a ...ForCTC architecture)."""
+    return any(name.endswith("ForCTC") for name in (getattr(config, "architectures", None) or []))
+
+
+def vocabulary_differences(vocab: dict[str, int], other: dict[str, int]) -> list[str]:
+    """The tokens that are in one vocabulary only, or at another id: what makes two CTC heads disagree."""
+    return sorted(token for token in set(vocab) | set(other) if vocab.get(token) != other.get(token))
+
+
+def check_same_vocabulary(tokenizer, teacher_tokenizer, what: str) -> None:
+    """Refuses a tokenizer that does not spell with the teacher's vocabulary, naming the differing characters."""
+    differing = vocabulary_differences(tokenizer.get_vocab(), teacher_tokenizer.get_vocab())
+    if differing:
+        raise VocabularyMismatchError(
+            f"{what} does not match the teacher's vocabulary: {len(differing)} token(s) differ "
+            f"({', '.join(map(repr, differing[:20]))}): the teacher's posteriors would train the wrong characters. "
+            "Use the teacher's tokenizer (train_distill.py gives the student the teacher's)."
+        )
+
+
+def load_teacher_processor(name_or_path: str, config) -> Wav2Vec2Processor:
+    """The CTC teacher's feature extractor + tokenizer (no code run: the classes are named here), checked against its
+    head: as many tokens as CTC outputs, and the same blank (pad) token."""
+    try:
+        processor = Wav2Vec2Processor.from_pretrained(name_or_path)
+    except (OSError, ValueError, TypeError) as err:
+        raise TeacherCTCError(
+            f"The CTC teacher {name_or_path!r} has no readable tokenizer ({type(err).__name__}: {err}); output "
+            "distillation gives the student the teacher's tokenizer."
+        ) from err
+    tokenizer = processor.tokenizer
+    if len(tokenizer) != config.vocab_size or tokenizer.pad_token_id != config.pad_token_id:
+        vocab = tokenizer.get_vocab()
+        raise VocabularyMismatchError(
+            f"The tokenizer of {name_or_path!r} does not match its CTC head: {len(tokenizer)} tokens, pad id "
+            f"{tokenizer.pad_token_id}, against vocab_size {config.vocab_size}, pad_token_id {config.pad_token_id}"
+            f" (tokens past the head: {[t for t, i in vocab.items() if i >= config.vocab_size][:20]})."
+        )
+    return processor
+
+
+def load_ctc_teacher(name_or_path: str, config, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """The whole fine-tuned CTC teacher (`Wav2Vec2ForCTC`, `HubertForCTC`...), frozen, in eval mode. A folder whose
+    config names no CTC architecture, or whose weights hold no `lm_head`, is refused here, before any data is read:
+    transformers would otherwise give it a *random* head and distil noise."""
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not is_ctc_model(config):
+        raise TeacherCTCError(
+            f"--logit_loss_weight and --pseudo_labels need a fine-tuned CTC teacher (a Wav2Vec2ForCTC folder or Hub "
+            f"id, with its tokenizer); {name_or_path!r} is a {', '.join(architectures) or config.model_type} model "
+            "with no CTC head. Distil its layers only (leave --logit_loss_weight at 0), or give a CTC teacher."
+        )
+    # float32 unless asked: a teacher shipped in fp16 (the package's) still runs and is distilled in float32
+    teacher, info = AutoModelForCTC.from_pretrained(
+        name_or_path, config=config, dtype=dtype or torch.float32, output_loading_info=True
+    )
+    if any(key.startswith("lm_head") for key in info["missing_keys"]):
+        raise TeacherCTCError(f"The teacher {name_or_path!r} has no trained CTC head (no lm_head in its weights).")
     teacher.eval().requires_grad_(False)
     return teacher
 
@@ -61,11 +139,18 @@ def truncate_teacher(teacher: PreTrainedModel, deepest_layer: int) -> PreTrained
     return teacher
 
 
+class TeacherOutputs(NamedTuple):
+    targets: torch.Tensor  # (batch, len(pred_layer_ids), frames, teacher_hidden_size), float32
+    cnn_features: torch.Tensor  # (batch, conv_dim[-1], frames)
+    logits: torch.Tensor | None  # (batch, frames, vocab), float32: a CTC teacher's, else None
+
+
 class TeacherTargets(nn.Module):
-    """Runs a truncated teacher and returns `(targets, cnn_features)`: the hidden states the student's heads regress,
-    stacked as `(batch, len(pred_layer_ids), frames, teacher_hidden_size)` in float32, and the teacher's raw CNN
-    output `(batch, conv_dim[-1], frames)` (what a student with the same frozen CNN reuses, and what a slim student's
-    CNN learns).
+    """Runs a truncated teacher and returns `TeacherOutputs(targets, cnn_features, logits)`: the hidden states the
+    student's heads regress, stacked as `(batch, len(pred_layer_ids), frames, teacher_hidden_size)` in float32, the
+    teacher's raw CNN output `(batch, conv_dim[-1], frames)` (what a student with the same frozen CNN reuses, and what
+    a slim student's CNN learns), and, for a CTC teacher (`load_teacher(..., ctc_head=True)`), its CTC logits. A CTC
+    teacher is never truncated: its logits come from its last layer.
 
     `normalize` applies a parameter-free LayerNorm per frame to each target (DistilXLSR's recipe for pre-LN teachers,
     whose residual stream grows with depth; for XLSR-53 the top layer's raw output is ~10x larger than layer 8's).
@@ -81,7 +166,10 @@ class TeacherTargets(nn.Module):
     def __init__(self, teacher: PreTrainedModel, pred_layer_ids, normalize: bool):
         super().__init__()
         self.pred_layer_ids = [int(i) for i in pred_layer_ids]
-        self.teacher = truncate_teacher(teacher, max(self.pred_layer_ids))
+        self.lm_head = getattr(teacher, "lm_head", None)  # a CTC teacher's head, run on its last layer
+        teacher = teacher.base_model
+        depth = len(teacher.encoder.layers) if self.lm_head is not None else max(self.pred_layer_ids)
+        self.teacher = truncate_teacher(teacher, depth)
         self.normalize = normalize
 
     def train(self, mode: bool = True):
@@ -91,9 +179,7 @@ class TeacherTargets(nn.Module):
         return conv_features(self.teacher.feature_extractor, self.teacher.config, input_values)
 
     @torch.no_grad()
-    def forward(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TeacherOutputs:
         """On GPU the frozen teacher runs under bf16 autocast (fp16 where bf16 is missing); targets come back fp32."""
         on_gpu = input_values.is_cuda
         half = torch.bfloat16 if not on_gpu or torch.cuda.is_bf16_supported() else torch.float16
@@ -103,11 +189,13 @@ class TeacherTargets(nn.Module):
             hidden_states = projected[0] if isinstance(projected, tuple) else projected  # HuBERT's is a tensor
             frame_mask = frame_attention_mask(self.teacher.config, attention_mask, hidden_states.shape[1])
             with record_encoder_outputs(self.teacher.encoder, hidden_states=True, attentions=False) as recorded:
-                self.teacher.encoder(hidden_states, attention_mask=frame_mask)
+                encoded = self.teacher.encoder(hidden_states, attention_mask=frame_mask)
+            # Wav2Vec2ForCTC's head: on the encoder's output (after its final LayerNorm), dropout off in eval mode
+            logits = None if self.lm_head is None else self.lm_head(encoded[0]).float()
         targets = torch.stack([recorded["hidden_states"][i] for i in self.pred_layer_ids], dim=1).float()
         if self.normalize:
             targets = nn.functional.layer_norm(targets, targets.shape[-1:])
-        return targets, cnn_features
+        return TeacherOutputs(targets, cnn_features, logits)
 
 
 def has_slim_cnn(student_config, teacher_config) -> bool:
@@ -148,9 +236,10 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
 
     A WavLM teacher's layers share the wav2vec2 names except its relative-position bias, which the student lacks:
     those weights are skipped (and logged). A slim student's CNN is initialised by `init_slim_cnn_from_teacher`.
+    A student with a CTC head (`distill_ctc_head`) gets a CTC teacher's `lm_head`.
     """
     backbone = _backbone(student)
-    teacher = teacher.base_model
+    teacher_model, teacher = teacher, teacher.base_model
     differences = _describe_mismatch(backbone.config, teacher.config)
     if differences:
         raise ValueError(
@@ -191,6 +280,9 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
                 teacher.encoder.layers[teacher_layer],
                 f"layer {student_layer} <- teacher layer {teacher_layer}",
             )
+        teacher_head, student_head = getattr(teacher_model, "lm_head", None), getattr(student, "lm_head", None)
+        if teacher_head is not None and student_head is not None:  # output distillation starts from the teacher's head
+            copy(student_head, teacher_head, "CTC head")
         teacher_spec_embed = getattr(teacher, "masked_spec_embed", None)
         if teacher_spec_embed is not None and getattr(backbone, "masked_spec_embed", None) is not None:
             backbone.masked_spec_embed.copy_(teacher_spec_embed)

@@ -79,6 +79,9 @@ class DistilXLSRConfig(Wav2Vec2Config):
         "expand-last" design: Linear(hidden -> hidden * N) -> GELU -> N separate Linear(hidden -> teacher_hidden)).
     teacher_name_or_path (`str`, *optional*):
         Hub id or path of the teacher the student was distilled from. Provenance only (model card, logs).
+    distill_ctc_head (`bool`, defaults to `False`):
+        Give `DistilXLSRForDistillation` a CTC head (`vocab_size` outputs, as `DistilXLSRForCTC`'s `lm_head`) to
+        distil a fine-tuned teacher's CTC posteriors: the distilled student is then an ASR model without transcripts.
     fast_feature_encoder (`bool`, defaults to `True`):
         Compute the CNN time-major (same weights, same outputs up to float noise, about twice as fast on CPU) rather
         than with transformers' channel-first layers. Only applies to `feat_extract_norm="layer"` CNNs.
@@ -106,6 +109,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
     teacher_hidden_size: int = 1024
     head_activation: str = "gelu"
     teacher_name_or_path: str | None = None
+    distill_ctc_head: bool = False
     fast_feature_encoder: bool = True
 
     hidden_size: int = 1024

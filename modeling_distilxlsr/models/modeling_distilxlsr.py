@@ -46,12 +46,15 @@ class DistilXLSRForDistillationOutput(ModelOutput):
     """
     predictions: head outputs, `(batch, len(pred_layer_ids), frames, teacher_hidden_size)`, in the order of
         `config.pred_layer_ids`.
+    logits: CTC logits `(batch, frames, vocab_size)` when the student has a CTC head (`config.distill_ctc_head`:
+        output distillation from a fine-tuned teacher), else None.
     cnn_features: the student's raw CNN output `(batch, conv_dim[-1], frames)`, which a slim student distils from
         the teacher's CNN output.
     last_hidden_state, hidden_states, attentions, frame_attention_mask: as in `DistilXLSRModelOutput`.
     """
 
     predictions: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
     cnn_features: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -171,12 +174,19 @@ class DistilXLSRPredictionHeads(nn.Module):
 
 class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
     """Backbone + prediction heads: what `train_distill.py` trains. Its checkpoint loads into `DistilXLSRModel` and
-    `DistilXLSRForCTC` (the heads are dropped there)."""
+    `DistilXLSRForCTC` (the heads are dropped there).
+
+    With `config.distill_ctc_head` (a fine-tuned CTC teacher), it also has `DistilXLSRForCTC`'s dropout + `lm_head`,
+    under the same names, so that the teacher's CTC posteriors can be distilled and the checkpoint loads into
+    `DistilXLSRForCTC` as a finished ASR model."""
 
     def __init__(self, config: DistilXLSRConfig):
         super().__init__(config)
         self.distilxlsr = DistilXLSRModel(config)
         self.prediction_heads = DistilXLSRPredictionHeads(config)
+        if config.distill_ctc_head:
+            self.dropout = nn.Dropout(config.final_dropout)
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
     def freeze_feature_encoder(self):
@@ -201,8 +211,12 @@ class DistilXLSRForDistillation(DistilXLSRPreTrainedModel):
             cnn_features=cnn_features,
             **kwargs,
         )
+        logits = None
+        if self.config.distill_ctc_head:
+            logits = self.lm_head(self.dropout(outputs.last_hidden_state))
         output = DistilXLSRForDistillationOutput(
             predictions=self.prediction_heads(outputs.last_hidden_state),
+            logits=logits,
             cnn_features=cnn_features,
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
@@ -285,24 +299,29 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         return output if self.use_return_dict(return_dict) else output.to_tuple()
 
     def ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, frame_mask: torch.BoolTensor | None) -> torch.Tensor:
-        """CTC loss as `Wav2Vec2ForCTC` computes it (labels padded with -100, blank = `pad_token_id`), in float32
-        whatever the autocast dtype: plain `nn.functional.ctc_loss`, public in every torch release."""
-        if frame_mask is not None:
-            logit_lengths = frame_mask.sum(-1)
-        else:
-            logit_lengths = torch.full((logits.shape[0],), logits.shape[1], device=logits.device)
-        labels_mask = labels >= 0
-        with torch.autocast(device_type=logits.device.type, enabled=False):
-            log_probs = nn.functional.log_softmax(logits.float(), dim=-1).transpose(0, 1)
-            return nn.functional.ctc_loss(
-                log_probs,
-                labels.masked_select(labels_mask),
-                logit_lengths.long(),
-                labels_mask.sum(-1),
-                blank=self.config.pad_token_id,
-                reduction=self.config.ctc_loss_reduction,
-                zero_infinity=self.config.ctc_zero_infinity,
-            )
+        return ctc_loss(logits, labels, frame_mask, self.config)
+
+
+def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, frame_mask: torch.BoolTensor | None, config) -> torch.Tensor:
+    """CTC loss as `Wav2Vec2ForCTC` computes it (labels padded with -100, blank = `pad_token_id`), in float32
+    whatever the autocast dtype: plain `nn.functional.ctc_loss`, public in every torch release. Shared by
+    `DistilXLSRForCTC` and the pseudo-label loss of distillation."""
+    if frame_mask is not None:
+        logit_lengths = frame_mask.sum(-1)
+    else:
+        logit_lengths = torch.full((logits.shape[0],), logits.shape[1], device=logits.device)
+    labels_mask = labels >= 0
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        log_probs = nn.functional.log_softmax(logits.float(), dim=-1).transpose(0, 1)
+        return nn.functional.ctc_loss(
+            log_probs,
+            labels.masked_select(labels_mask),
+            logit_lengths.long(),
+            labels_mask.sum(-1),
+            blank=config.pad_token_id,
+            reduction=config.ctc_loss_reduction,
+            zero_infinity=config.ctc_zero_infinity,
+        )
 
 
 DistilXLSRConfig.register_for_auto_class("AutoConfig")

@@ -19,6 +19,8 @@ from ..audio.augment import AugmentationError, make_augmenter
 from ..audio.dataset import AudioDataset, make_loader
 from ..audio.sources import ManifestError, NoUsableAudioError
 from ..audio.streaming import StreamingAudioDataset
+from ..distill.pseudo_labels import PseudoLabelError
+from ..distill.teacher import TeacherCTCError, VocabularyMismatchError
 from ..models.folder import ModelSaveError
 from .arguments import field_defaults, resume_policies, run_settings
 from .checkpoints import CheckpointError, compare_data, list_checkpoints, load_checkpoint, resume_candidates
@@ -69,6 +71,9 @@ USER_ERRORS = (
     NonFiniteLossError,
     OutputDirError,
     ModelSaveError,
+    TeacherCTCError,
+    VocabularyMismatchError,
+    PseudoLabelError,
 )
 
 
