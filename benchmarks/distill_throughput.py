@@ -10,7 +10,11 @@ padded batch of random audio:
   averaged over every frame, padding included;
 - ours: the teacher truncated at the deepest predicted layer, the time-major CNN path in teacher and student, the
   loss over real frames only (and, with --freeze_cnn, the teacher's CNN features reused by the student);
-- ours with the slim student (`--student_cnn_width 256`), whose CNN also learns the teacher's CNN output.
+- ours with the slim student (`--student_cnn_width 256`), whose CNN also learns the teacher's CNN output;
+- ours with output distillation: the same teacher with a CTC head (a fine-tuned XLSR-53's shape, 40 characters) and
+  the KL of the CTC posteriors on top of the layer loss (the student gets a CTC head), at the same teacher depth.
+
+`--rows NAME...` runs a subset (the baseline, first, always runs: the ratios need it).
 
 Prints a table with ratios against the baseline of the same run.
 """
@@ -30,14 +34,20 @@ ROWS = {
     "ours, --freeze_cnn (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": True},
     "ours (4/8/12: teacher cut at 12)": {"ours": True, "pred": [4, 8, 12], "freeze_cnn": False},
     "ours, slim CNN 256 (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False, "cnn_width": 256},
+    "ours + logit KD, CTC teacher (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False, "logits": True},
 }
 
 
 def worker(spec: dict) -> dict:
     import torch
+    from transformers import Wav2Vec2ForCTC
 
     from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
-    from modeling_distilxlsr.distill.losses import distillation_loss, student_distillation_loss
+    from modeling_distilxlsr.distill.losses import (
+        distillation_loss,
+        logit_distillation_loss,
+        student_distillation_loss,
+    )
     from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher, load_teacher
 
     torch.manual_seed(0)
@@ -45,10 +55,19 @@ def worker(spec: dict) -> dict:
     from shapes import layer_ids, teacher_config_path
 
     teacher = load_teacher(teacher_config_path(), random_init=True)
+    ctc_fields = {}
+    if spec.get("logits"):  # a fine-tuned teacher: the same network with a CTC head over 40 characters
+        teacher.config.vocab_size, teacher.config.pad_token_id = 40, 0
+        teacher = Wav2Vec2ForCTC(teacher.config).eval().requires_grad_(False)
+        ctc_fields = dict(distill_ctc_head=True, vocab_size=40, pad_token_id=0)
     spec["pred"] = layer_ids(spec["pred"], teacher.config.num_hidden_layers)
     cnn_width = spec.get("cnn_width") and teacher.config.conv_dim[0] // 2  # 256 for XLSR-53
     config = DistilXLSRConfig.from_teacher_config(
-        teacher.config, pred_layer_ids=spec["pred"], fast_feature_encoder=spec["ours"], cnn_width=cnn_width
+        teacher.config,
+        pred_layer_ids=spec["pred"],
+        fast_feature_encoder=spec["ours"],
+        cnn_width=cnn_width,
+        **ctc_fields,
     )
     cnn_loss_weight = 1.0 if spec.get("cnn_width") else 0.0
     student = DistilXLSRForDistillation(config)
@@ -65,7 +84,7 @@ def worker(spec: dict) -> dict:
         def targets_fn(input_values, attention_mask):  # s3prl: every layer, then pick
             states = teacher(input_values, attention_mask=attention_mask, output_hidden_states=True).hidden_states
             targets = torch.stack([states[i] for i in spec["pred"]], 1)
-            return torch.nn.functional.layer_norm(targets, targets.shape[-1:]), None
+            return torch.nn.functional.layer_norm(targets, targets.shape[-1:]), None, None
 
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=2e-4)
     lengths = [int(s * 16_000) for s in spec["batch_seconds"]]
@@ -78,10 +97,12 @@ def worker(spec: dict) -> dict:
 
     def step():
         with autocast:
-            targets, teacher_cnn = targets_fn(waves, mask)
+            targets, teacher_cnn, teacher_logits = targets_fn(waves, mask)
             out = student(waves, attention_mask=mask, cnn_features=teacher_cnn if spec["freeze_cnn"] else None)
         if spec["ours"]:
             loss = student_distillation_loss(out, targets, teacher_cnn, cnn_loss_weight=cnn_loss_weight)[0]
+            if teacher_logits is not None:
+                loss = loss + logit_distillation_loss(out.logits, teacher_logits, out.frame_attention_mask, 2.0)
         else:  # padding averaged in
             loss = distillation_loss(out.predictions, targets).loss
         loss.backward()
@@ -113,13 +134,15 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--json", default=None, help="Also write the table here.")
+    parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the baseline).")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     results = {}
-    for name, row in ROWS.items():
+    rows = {n: r for i, (n, r) in enumerate(ROWS.items()) if i == 0 or args.rows is None or n in args.rows}
+    for name, row in rows.items():
         spec = {
             **row,
             "steps": args.steps,

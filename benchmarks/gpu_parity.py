@@ -65,7 +65,7 @@ def main():
         report[dtype]["ctc_argmax_agreement"] = round(same, 4)
     student.train(), ctc.train()
     with torch.autocast(device.type, dtype=torch.bfloat16):
-        targets, teacher_cnn = targets_fn(x, m)
+        targets, teacher_cnn, _ = targets_fn(x, m)
         loss = student_distillation_loss(student(x, attention_mask=m), targets, teacher_cnn, 1.0, 0.0)[0]
         ctc_loss = ctc(x, attention_mask=m, labels=torch.tensor([[3, 4, 5, 6], [7, 8, -100, -100]], device=device)).loss
     (loss + ctc_loss).backward()

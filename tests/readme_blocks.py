@@ -1,5 +1,5 @@
 """The README's command blocks, marked `<!-- readme-NAME-start -->` ... `<!-- readme-NAME-end -->` around a bash
-block. CI runs the `install` and `test` blocks (`python tests/readme_blocks.py install`), tests/test_readme.py the
+block. CI runs the `main` and `test` blocks (`python tests/readme_blocks.py main`), tests/test_readme.py the
 `smoke` block, so the README cannot drift from what is run. Standard library only: CI calls it before installing."""
 
 import os
