@@ -12,6 +12,12 @@
 6. With `--probe`: benchmarks/probe.py on the teacher and the distilled students (frozen encoders: speaker ID, keyword
    spotting, phoneme recognition).
 
+With `--kd`: the output-distillation table instead (`kd_stages`): the shipped pt-BR teacher (or `--teacher`), and
+students distilled from it with the layer loss only + 10% of the labels (the recipe above), with the layer loss + the
+KL of its CTC posteriors and no label, the same + its greedy pseudo-labels, and the KL student fine-tuned on 10% of
+the labels; all scored by benchmarks/robustness.py on the clean and corrupted test split and on a test split of
+voices no model heard (the `--voices mixed` corpus' 12 unseen timbres).
+
 Prints a table (CER/WER on the test split, whose sentences and voices training never saw; parameters; wall time per
 stage) and writes it to OUT/minilab.json and OUT/minilab.md. Every stage runs the repo's own scripts as a user would.
 """
@@ -67,6 +73,9 @@ def main():
         "--augment, plain and robust distillation from it, every fine-tune with --augment, then "
         "benchmarks/robustness.py on all of them.",
     )
+    parser.add_argument("--kd", action="store_true", help="Run the output-distillation stages (see above).")
+    parser.add_argument("--teacher", default=None, help="With --kd: the CTC teacher (default: the shipped one).")
+    parser.add_argument("--unseen_test", default=None, help="With --kd: the unseen-voice test split (default: made).")
     parser.add_argument(
         "--probe", action="store_true", help="Then run benchmarks/probe.py on the teacher and students (~10 min)."
     )
@@ -101,10 +110,11 @@ def main():
     times_path = os.path.join(out, "stage_seconds.json")  # kept across --skip_existing reruns
     times = json.load(open(times_path)) if os.path.exists(times_path) else {}
 
-    def stage(name, stage_args):
-        done = os.path.exists(os.path.join(dirs[name], "config.json"))
+    def stage(name, stage_args, folder=None):
+        folder = folder or dirs[name]
+        done = os.path.exists(os.path.join(folder, "config.json"))
         if not (done and args.skip_existing):
-            extra = ["--overwrite_output_dir"] if os.path.isdir(dirs[name]) else []  # a rerun replaces the stage
+            extra = ["--overwrite_output_dir"] if os.path.isdir(folder) else []  # a rerun replaces the stage
             times[name] = run(name, stage_args + extra, out)
             with open(times_path, "w") as f:
                 json.dump(times, f, indent=2)
@@ -132,6 +142,9 @@ def main():
     teacher_args += ["--max_steps", str(scale["teacher"]), "--learning_rate", "2e-3"]
     if args.robust:
         robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out, test, times)
+        return
+    if args.kd:
+        kd_stages(args, stage, finetune, tenth, out, test, times)
         return
 
     stage("teacher", [*teacher_args, "--output_dir", dirs["teacher"]])
@@ -265,6 +278,87 @@ def robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out,
     for name in models.values():
         if os.path.exists(dirs[name]) and name in times:
             print(f"{name}: {times[name]:.0f} s")
+
+
+def kd_stages(args, stage, finetune, tenth, out, test, times):
+    """Output distillation against today's recipe, from one teacher, every student with the main job's settings
+    (configs/main_job.yaml: steps, batch, crops), all with --augment (the teacher hears the clean clip):
+    layer loss only then 10% of the labels; layer + KL of the CTC posteriors, 0 labels; the same + greedy
+    pseudo-labels, 0 labels; layer + KL, then 10% of the labels. Scored with benchmarks/robustness.py on the test
+    split (clean and 8 unseen corruptions) and on the unseen-voice test split."""
+    from robustness import corrupted_mean  # benchmarks/robustness.py, beside this script
+
+    from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
+
+    teacher = args.teacher or shipped_teacher_dir()
+    unseen = args.unseen_test
+    if unseen is None:
+        corpus = os.path.join(out, "corpus-mixed-voices")
+        if not os.path.exists(os.path.join(corpus, "test", "metadata.csv")):
+            run("unseen_voices", ["-m", "modeling_distilxlsr.corpus", "--voices", "mixed", corpus], out)
+        unseen = os.path.join(corpus, "test")
+    base = ["train_distill.py", "configs/main_job.yaml", "--teacher", teacher, "--augment", "--test_data", test]
+    dirs = {name: os.path.join(out, name) for name in ("layers", "layers_10", "kd", "kd_pseudo", "kd_10")}
+    stage = stage_into(stage, dirs)
+    stage("layers", [*base, "--logit_loss_weight", "0", "--output_dir", dirs["layers"]])
+    stage("layers_10", [*finetune, "--augment", "--model", dirs["layers"], "--output_dir", dirs["layers_10"], *tenth])
+    stage("kd", [*base, "--output_dir", dirs["kd"]])
+    pseudo = ["--pseudo_labels", "greedy", "--max_audio_samples", "160000"]
+    stage("kd_pseudo", [*base, *pseudo, "--output_dir", dirs["kd_pseudo"]])
+    stage("kd_10", [*finetune, "--augment", "--model", dirs["kd"], "--output_dir", dirs["kd_10"], *tenth])
+    models = {
+        "teacher (shipped, 6 layers, CTC on 100% of the labels)": teacher,
+        "layer loss only, then 10% of the labels (the earlier recipe)": dirs["layers_10"],
+        "layer loss + KL of the CTC posteriors, 0 labels": dirs["kd"],
+        "layer loss + KL + greedy pseudo-labels, 0 labels": dirs["kd_pseudo"],
+        "layer loss + KL, then 10% of the labels": dirs["kd_10"],
+    }
+    specs = [f"{label}={folder}" for label, folder in models.items()]
+    for name, split in (("robustness", test), ("robustness_unseen_voices", unseen)):
+        times[name] = run(
+            name, ["benchmarks/robustness.py", "--test", split, "--out", os.path.join(out, name), "--models", *specs],
+            out,
+        )  # fmt: skip
+    with open(os.path.join(out, "stage_seconds.json"), "w") as f:
+        json.dump(times, f, indent=2)
+    report = {name: json.load(open(os.path.join(out, name, "robustness.json"))) for name in
+              ("robustness", "robustness_unseen_voices")}  # fmt: skip
+    teacher_row = next(iter(models))
+    lines = [
+        "| model | clean CER | x teacher | corrupted CER | x teacher | unseen voices CER | x teacher | unseen voices, "
+        "corrupted | x teacher |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def figures(label):
+        values = []
+        for name in ("robustness", "robustness_unseen_voices"):
+            result = report[name]["results"][label]
+            values += [result["clean"]["cer"], corrupted_mean(result)]
+        return values
+
+    base_figures = figures(teacher_row)
+    for label in models:
+        cells = []
+        for value, reference in zip(figures(label), base_figures, strict=True):
+            cells += [f"{value:.3f}", f"{value / reference:.2f}x"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    with open(os.path.join(out, "minilab_kd.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    for name in dirs:
+        if name in times:
+            print(f"{name}: {times[name]:.0f} s")
+
+
+def stage_into(stage, dirs):
+    """`stage` (which knows the default stages' folders) for the --kd stages' own folders."""
+
+    def kd_stage(name, stage_args):
+        return stage(name, stage_args, dirs[name])
+
+    return kd_stage
 
 
 def sum_params(folder: str) -> int:

@@ -78,7 +78,8 @@ def test_truncated_teacher_gives_the_same_targets_as_the_full_one(tiny_teacher):
         teacher_cnn = tiny_teacher.feature_extractor(wave)
     targets = TeacherTargets(copy.deepcopy(tiny_teacher), (1, 3), normalize=False)
     assert len(targets.teacher.encoder.layers) == 3  # layer 4 is never run
-    out, cnn_features = targets(wave, mask)
+    out, cnn_features, logits = targets(wave, mask)
+    assert logits is None  # a base teacher has no CTC head
     torch.testing.assert_close(out[:, 0], full[1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, 1], full[3], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cnn_features, teacher_cnn, atol=1e-4, rtol=0)

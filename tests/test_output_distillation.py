@@ -49,6 +49,28 @@ def test_padded_frames_never_enter_the_kl_so_a_padded_batch_is_its_items_togethe
     assert padded.item() == pytest.approx(together.item(), rel=1e-5)
 
 
+def test_a_ctc_teacher_runs_whole_gives_its_own_logits_and_hands_its_head_to_the_student(tiny_ctc_teacher_dir):
+    from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
+    from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher, load_teacher
+
+    teacher = load_teacher(tiny_ctc_teacher_dir, ctc_head=True)
+    wave = torch.randn(2, 12000)
+    mask = torch.ones(2, 12000, dtype=torch.long)
+    mask[1, 7000:] = 0
+    with torch.no_grad():
+        expected = teacher(wave, attention_mask=mask).logits
+    config = DistilXLSRConfig.from_teacher_config(
+        teacher.config, pred_layer_ids=(2,), distill_ctc_head=True, vocab_size=teacher.config.vocab_size
+    )
+    student = init_student_from_teacher(DistilXLSRForDistillation(config), teacher)
+    torch.testing.assert_close(student.lm_head.weight, teacher.lm_head.weight)
+    targets = TeacherTargets(teacher, (2,), normalize=False)
+    assert len(targets.teacher.encoder.layers) == 4  # not cut at layer 2: the logits need the last layer
+    outputs = targets(wave, mask)
+    torch.testing.assert_close(outputs.logits, expected, atol=1e-5, rtol=1e-5)
+    assert student(wave, attention_mask=mask).logits.shape == expected.shape
+
+
 def test_logits_of_another_vocabulary_are_refused():
     with pytest.raises(ValueError, match="vocabulary and frame rate"):
         logit_distillation_loss(torch.zeros(1, 5, 10), torch.zeros(1, 5, 12))

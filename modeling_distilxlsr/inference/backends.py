@@ -102,7 +102,8 @@ class TorchBackend(Backend):
     def __init__(self, model_dir: str, dtype: str = "fp32", device: str = "cpu", trust_remote_code: bool = False):
         self.name = backend_name("torch", dtype)
         self.device, self.bf16 = torch.device(device), dtype == "bf16"
-        model = AutoModelForCTC.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        # float32 weights whatever the checkpoint stores (transformers 5 would keep fp16 weights fp16): bf16 is autocast
+        model = AutoModelForCTC.from_pretrained(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
         self.model = model.to(self.device).eval()
         self.config = self.model.config
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
