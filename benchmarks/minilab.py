@@ -76,6 +76,7 @@ def main():
     parser.add_argument("--kd", action="store_true", help="Run the output-distillation stages (see above).")
     parser.add_argument("--teacher", default=None, help="With --kd: the CTC teacher (default: the shipped one).")
     parser.add_argument("--unseen_test", default=None, help="With --kd: the unseen-voice test split (default: made).")
+    parser.add_argument("--kd_extra", nargs="*", default=[], help="With --kd: flags added to every stage.")
     parser.add_argument(
         "--probe", action="store_true", help="Then run benchmarks/probe.py on the teacher and students (~10 min)."
     )
@@ -282,7 +283,7 @@ def robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out,
 
 def kd_stages(args, stage, finetune, tenth, out, test, times):
     """Output distillation against today's recipe, from one teacher, every student with the main job's settings
-    (configs/main_job.yaml: steps, batch, crops), all with --augment (the teacher hears the clean clip):
+    (configs/main_job.yaml: steps, batch, crops; `--kd_extra` adds flags to every stage, e.g. --augment):
     layer loss only then 10% of the labels; layer + KL of the CTC posteriors, 0 labels; the same + greedy
     pseudo-labels, 0 labels; layer + KL, then 10% of the labels. Scored with benchmarks/robustness.py on the test
     split (clean and 8 unseen corruptions) and on the unseen-voice test split."""
@@ -297,15 +298,17 @@ def kd_stages(args, stage, finetune, tenth, out, test, times):
         if not os.path.exists(os.path.join(corpus, "test", "metadata.csv")):
             run("unseen_voices", ["-m", "modeling_distilxlsr.corpus", "--voices", "mixed", corpus], out)
         unseen = os.path.join(corpus, "test")
-    base = ["train_distill.py", "configs/main_job.yaml", "--teacher", teacher, "--augment", "--test_data", test]
+    base = ["train_distill.py", "configs/main_job.yaml", "--teacher", teacher, "--test_data", test, *args.kd_extra]
     dirs = {name: os.path.join(out, name) for name in ("layers", "layers_10", "kd", "kd_pseudo", "kd_10")}
     stage = stage_into(stage, dirs)
     stage("layers", [*base, "--logit_loss_weight", "0", "--output_dir", dirs["layers"]])
-    stage("layers_10", [*finetune, "--augment", "--model", dirs["layers"], "--output_dir", dirs["layers_10"], *tenth])
+    stage(
+        "layers_10", [*finetune, *args.kd_extra, "--model", dirs["layers"], "--output_dir", dirs["layers_10"], *tenth]
+    )
     stage("kd", [*base, "--output_dir", dirs["kd"]])
     pseudo = ["--pseudo_labels", "greedy", "--max_audio_samples", "160000"]
     stage("kd_pseudo", [*base, *pseudo, "--output_dir", dirs["kd_pseudo"]])
-    stage("kd_10", [*finetune, "--augment", "--model", dirs["kd"], "--output_dir", dirs["kd_10"], *tenth])
+    stage("kd_10", [*finetune, *args.kd_extra, "--model", dirs["kd"], "--output_dir", dirs["kd_10"], *tenth])
     models = {
         "teacher (shipped, 6 layers, CTC on 100% of the labels)": teacher,
         "layer loss only, then 10% of the labels (the earlier recipe)": dirs["layers_10"],

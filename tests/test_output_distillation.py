@@ -225,8 +225,8 @@ def test_semi_supervised_finetuning_mixes_ctc_batches_with_teacher_kd_on_unlabel
 ):
     out = tmp_path / "asr"
     common = ["--train_data", str(small_corpus / "train"), "--eval_data", str(small_corpus / "dev"),
-              "--max_steps", "4", "--eval_steps", "2", "--save_steps", "2", "--per_device_batch_size", "4",
-              "--num_workers", "0", "--report_to", "none"]  # fmt: skip
+              "--max_steps", "4", "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1",
+              "--per_device_batch_size", "4", "--num_workers", "0", "--report_to", "none"]  # fmt: skip
     run_script(["python", "finetune_ctc.py", "--model", tiny_ctc_teacher_dir, "--output_dir", str(out), *common,
                 "--teacher", tiny_ctc_teacher_dir, "--unlabeled_data", str(small_corpus / "test"), "--augment",
                 "--unlabeled_batches_per_step", "2"])  # fmt: skip
