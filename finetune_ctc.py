@@ -18,7 +18,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 
-import jiwer
 import numpy as np
 import torch
 import transformers
@@ -41,8 +40,9 @@ from modeling_distilxlsr.models.audio_format import SAMPLING_RATE, default_featu
 from modeling_distilxlsr.models.configuration_distilxlsr import cnn_output_frames, cnn_receptive_field
 from modeling_distilxlsr.models.folder import load_config, save_for_hub
 from modeling_distilxlsr.models.modeling_distilxlsr_parts import frame_attention_mask
+from modeling_distilxlsr.text.error_rates import error_rates
 from modeling_distilxlsr.text.normalizer import TextCounts, TextNormalizer, build_processor, build_vocab
-from modeling_distilxlsr.text.phonemes import PhonemeTargets, build_phoneme_processor, phone_error_rate
+from modeling_distilxlsr.text.phonemes import PhonemeTargets, build_phoneme_processor
 from modeling_distilxlsr.training.arguments import RunArguments, parse_args, run_settings
 from modeling_distilxlsr.training.checkpoints import data_fingerprint, save_checkpoint
 from modeling_distilxlsr.training.ctc_data import CTCCollator, prepare_ctc_utterances
@@ -51,6 +51,7 @@ from modeling_distilxlsr.training.loop import (
     TrainingState,
     backward_and_step_optimizer_and_scheduler,
     batch_or_stand_in,
+    check_resume_settings,
     collective_timeout,
     count_nonfinite_step,
     finish_run,
@@ -241,14 +242,6 @@ def greedy_transcripts(model, batch, processor) -> list[str]:
     return processor.batch_decode(ids.cpu().numpy())
 
 
-def error_rates(references: list[str], predictions: list[str], target: str) -> dict:
-    """WER and CER (jiwer) on normalised text; for phone targets the phone error rate (`per`): the edit distance
-    over phones."""
-    if target == "phonemes":
-        return {"per": phone_error_rate(references, predictions)}
-    return {"cer": jiwer.cer(references, predictions), "wer": jiwer.wer(references, predictions)}
-
-
 @torch.no_grad()
 def evaluate(model, loader, processor, accelerator, skips: SkipCounter, finetune: FinetuneArguments) -> dict:
     """Error rates (`error_rates`) and the share of empty outputs (the blank-only failure). Clips that fail to
@@ -344,6 +337,7 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
     if run.push_to_hub:
         check_hub_access(run.hub_model_id)
     lock = open_output_dir(accelerator, run)
+    check_resume_settings(run, (run, augment, finetune))  # before the data and any teacher are loaded
 
     skips = SkipCounter()
     model, processor, normalizer, train_utterances, eval_sets = prepare_data(run, finetune, accelerator, skips)

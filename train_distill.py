@@ -13,7 +13,6 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 
-import jiwer
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
@@ -49,6 +48,7 @@ from modeling_distilxlsr.distill.teacher import (
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.models.folder import load_config, save_for_hub
 from modeling_distilxlsr.models.modeling_distilxlsr import ctc_loss
+from modeling_distilxlsr.text.error_rates import error_rates
 from modeling_distilxlsr.text.normalizer import TextNormalizer
 from modeling_distilxlsr.training.arguments import RunArguments, parse_args, run_settings
 from modeling_distilxlsr.training.checkpoints import data_fingerprint, save_checkpoint
@@ -58,6 +58,7 @@ from modeling_distilxlsr.training.loop import (
     TrainingState,
     backward_and_step_optimizer_and_scheduler,
     batch_or_stand_in,
+    check_resume_settings,
     collective_timeout,
     count_nonfinite_step,
     decay_parameter_groups,
@@ -488,6 +489,7 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
     if run.push_to_hub:
         check_hub_access(run.hub_model_id)
     lock = open_output_dir(accelerator, run)
+    check_resume_settings(run, (run, augment, distill))  # before the teacher is loaded and the corpus pseudo-labelled
 
     teacher_targets, student, teacher_params, processor, ctc_teacher = build_teacher_and_student(distill, accelerator)
     skips = SkipCounter()
@@ -683,8 +685,7 @@ def score_asr_folder(model_dir: str, test_source: str, batch_size: int) -> dict:
                 references.append(reference)
                 predictions.append(output["text"].strip())
     return {
-        "cer": jiwer.cer(references, predictions),
-        "wer": jiwer.wer(references, predictions),
+        **error_rates(references, predictions),
         "utterances": len(references),
         "examples": [{"reference": r, "prediction": p} for r, p in list(zip(references, predictions, strict=True))[:3]],
     }

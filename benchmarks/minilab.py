@@ -145,7 +145,7 @@ def main():
         robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out, test, times)
         return
     if args.kd:
-        kd_stages(args, stage, finetune, tenth, out, test, times)
+        kd_stages(args, stage, finetune, tenth, out, train, test, times)
         return
 
     stage("teacher", [*teacher_args, "--output_dir", dirs["teacher"]])
@@ -281,12 +281,13 @@ def robust_stages(stage, dirs, finetune, teacher_args, distill_args, tenth, out,
             print(f"{name}: {times[name]:.0f} s")
 
 
-def kd_stages(args, stage, finetune, tenth, out, test, times):
+def kd_stages(args, stage, finetune, tenth, out, train, test, times):
     """Output distillation against today's recipe, from one teacher, every student with the main job's settings
     (configs/main_job.yaml: steps, batch, crops; `--kd_extra` adds flags to every stage, e.g. --augment):
     layer loss only then 10% of the labels; layer + KL of the CTC posteriors, 0 labels; the same + greedy
-    pseudo-labels, 0 labels; layer + KL, then 10% of the labels. Scored with benchmarks/robustness.py on the test
-    split (clean and 8 unseen corruptions) and on the unseen-voice test split."""
+    pseudo-labels, 0 labels; layer + KL, then 10% of the labels; the same with the teacher's KL on the untranscribed
+    train audio (corrupted by --augment for the student) in every fine-tuning step. Scored with
+    benchmarks/robustness.py on the test split (clean and 8 unseen corruptions) and on the unseen-voice test split."""
     from robustness import corrupted_mean  # benchmarks/robustness.py, beside this script
 
     from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
@@ -299,7 +300,7 @@ def kd_stages(args, stage, finetune, tenth, out, test, times):
             run("unseen_voices", ["-m", "modeling_distilxlsr.corpus", "--voices", "mixed", corpus], out)
         unseen = os.path.join(corpus, "test")
     base = ["train_distill.py", "configs/main_job.yaml", "--teacher", teacher, "--test_data", test, *args.kd_extra]
-    dirs = {name: os.path.join(out, name) for name in ("layers", "layers_10", "kd", "kd_pseudo", "kd_10")}
+    dirs = {name: os.path.join(out, name) for name in ("layers", "layers_10", "kd", "kd_pseudo", "kd_10", "kd_semi")}
     stage = stage_into(stage, dirs)
     stage("layers", [*base, "--logit_loss_weight", "0", "--output_dir", dirs["layers"]])
     stage(
@@ -309,12 +310,17 @@ def kd_stages(args, stage, finetune, tenth, out, test, times):
     pseudo = ["--pseudo_labels", "greedy", "--max_audio_samples", "160000"]
     stage("kd_pseudo", [*base, *pseudo, "--output_dir", dirs["kd_pseudo"]])
     stage("kd_10", [*finetune, *args.kd_extra, "--model", dirs["kd"], "--output_dir", dirs["kd_10"], *tenth])
+    # semi-supervised: the same 10% of the labels, each step also a batch of the whole train audio (untranscribed)
+    # on which the student, hearing it corrupted, learns the teacher's posteriors of the clean clip
+    semi = ["--teacher", teacher, "--unlabeled_data", train, "--augment"]
+    stage("kd_semi", [*finetune, *args.kd_extra, "--model", dirs["kd"], "--output_dir", dirs["kd_semi"], *tenth, *semi])
     models = {
         "teacher (shipped, 6 layers, CTC on 100% of the labels)": teacher,
         "layer loss only, then 10% of the labels (the earlier recipe)": dirs["layers_10"],
         "layer loss + KL of the CTC posteriors, 0 labels": dirs["kd"],
         "layer loss + KL + greedy pseudo-labels, 0 labels": dirs["kd_pseudo"],
         "layer loss + KL, then 10% of the labels": dirs["kd_10"],
+        "layer loss + KL, then 10% of the labels + the teacher's KL on the rest, --augment": dirs["kd_semi"],
     }
     specs = [f"{label}={folder}" for label, folder in models.items()]
     for name, split in (("robustness", test), ("robustness_unseen_voices", unseen)):

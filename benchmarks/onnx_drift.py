@@ -11,13 +11,13 @@ import argparse
 import os
 import tempfile
 
-import jiwer
 import torch
 
 from modeling_distilxlsr.audio.decode import load_audio, normalize
 from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.export.onnx_export import drift, export_onnx, load_for_export, quantize_onnx
 from modeling_distilxlsr.inference.onnx_runtime import onnx_session, run_onnx
+from modeling_distilxlsr.text.error_rates import error_rates
 from modeling_distilxlsr.text.normalizer import normalize_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +57,8 @@ def main():
 
     def cer_of(logits_list):
         hypotheses = [tokenizer.decode(logits.argmax(-1)) for logits in logits_list]
-        return jiwer.cer(references, hypotheses), jiwer.wer(references, hypotheses)
+        rates = error_rates(references, hypotheses)
+        return rates["cer"], rates["wer"]
 
     with torch.no_grad():
         torch_logits = [model(torch.from_numpy(w)[None]).logits[0].numpy() for w in waves]

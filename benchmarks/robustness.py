@@ -31,6 +31,7 @@ import soundfile as sf
 from modeling_distilxlsr.audio.augment import mix_at_snr, reverberate, simulated_rirs, telephone
 from modeling_distilxlsr.audio.decode import load_audio
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
+from modeling_distilxlsr.text.error_rates import error_rates
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,7 +141,6 @@ def write_conditions(test_dir: str, out_dir: str) -> dict[str, str]:
 
 def score(model_dir: str, folder: str) -> dict:
     """CER/WER of `model_dir` on one condition folder, through transcribe.py's own path (torch fp32, greedy)."""
-    import jiwer
 
     from modeling_distilxlsr.audio.sources import list_audio_files
     from modeling_distilxlsr.inference.backends import load_backend
@@ -157,7 +157,7 @@ def score(model_dir: str, folder: str) -> dict:
         predictions[path] = result["text"]
     keys = sorted(references)
     refs, hyps = [references[k] for k in keys], [predictions[k] for k in keys]
-    return {"cer": jiwer.cer(refs, hyps), "wer": jiwer.wer(refs, hyps)}
+    return error_rates(refs, hyps)
 
 
 def table(results: dict) -> str:

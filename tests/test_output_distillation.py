@@ -216,6 +216,7 @@ def test_pseudo_labels_are_cached_and_a_resume_with_other_settings_is_refused(
                       "--resume_from_checkpoint", "latest", env_extra=env, check=False)  # fmt: skip
     assert refused.returncode != 0
     assert "min_pseudo_confidence" in refused.stderr and "Traceback" not in refused.stderr
+    assert "pseudo-labels (" not in refused.stderr  # refused before any pseudo-labelling
 
 
 @slow

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from accelerate.utils import gather_object
+from scipy.special import softmax
 
 from ..audio.decode import AudioDecodeError, load_audio, normalize
 from ..audio.sources import SkipCounter, Utterance
 from ..cache import cache_dir
 from ..inference.decoding import CTCDecoder, load_lm_decoder
-from ..models.audio_format import SAMPLING_RATE
+from ..models.audio_format import SAMPLING_RATE, default_feature_extractor
 from ..models.configuration_distilxlsr import cnn_output_frames
 from ..text.normalizer import ctc_min_frames
 
@@ -46,8 +47,7 @@ class PseudoLabel:
 def greedy_confidence(logits: np.ndarray, blank_id: int) -> float:
     """Mean, over the characters the greedy path emits (a run of one non-blank label is one character), of the
     highest probability that label reaches in its run. 0 when the teacher emits nothing."""
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
+    probs = softmax(logits, axis=-1)
     ids, best = probs.argmax(-1), probs.max(-1)
     scores, run_best, previous = [], 0.0, None
     for label, p in zip(ids.tolist(), best.tolist(), strict=True):
@@ -123,13 +123,10 @@ def transcribe_with_teacher(teacher, tokenizer, utterances: list[Utterance], dec
                 continue
         if not waves:
             continue
-        longest = max(len(w) for w in waves)
-        values = torch.zeros(len(waves), longest)
-        mask = torch.zeros(len(waves), longest, dtype=torch.long)
-        for row, wave in enumerate(waves):
-            values[row, : len(wave)] = torch.from_numpy(wave)
-            mask[row, : len(wave)] = 1
-        logits = teacher(values.to(device), attention_mask=mask.to(device)).logits.float().cpu().numpy()
+        inputs = default_feature_extractor().pad(
+            {"input_values": waves}, padding=True, return_attention_mask=True, return_tensors="pt"
+        )
+        logits = teacher(**inputs.to(device)).logits.float().cpu().numpy()
         for row, utterance in enumerate(batch):
             frames = cnn_output_frames(teacher.config, len(waves[row]))
             item_logits = logits[row, :frames]

@@ -12,6 +12,7 @@ more characters than the audio has frames cannot be aligned at all and is report
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import log_softmax
 
 NEG_INF = -1e30
 
@@ -30,11 +31,6 @@ class Alignment:
     chars: list[AlignedUnit] = field(default_factory=list)
     unaligned: list[str] = field(default_factory=list)  # words left out, with the reason
     error: str | None = None
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def viterbi_path(log_probs: np.ndarray, targets: list[int], blank: int) -> np.ndarray | None:
@@ -92,7 +88,7 @@ def align(logits: np.ndarray, words: list[str], vocab: dict[str, int], blank: in
         for c, char in enumerate(word):
             targets.append(vocab[char])
             owner.append((w, c))
-    log_probs = log_softmax(logits.astype(np.float64))
+    log_probs = log_softmax(logits.astype(np.float64), axis=-1)
     path = viterbi_path(log_probs, targets, blank)
     if path is None:
         result.unaligned.extend(kept)

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+from scipy.special import softmax
 
 LM_INFO_FILE = "lm_info.json"
 DEFAULT_BEAM_WIDTH = 32
@@ -121,11 +122,6 @@ def load_lm_decoder(tokenizer=None, lm_path: str | None = None, model_dir: str |
     return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)
-
-
 class CTCDecoder:
     """Logits of one utterance (frames x vocabulary) -> `{"text"}`, plus `{"chunks": [{"text", "timestamp": (start,
     end)}]}` with `timestamps` "word" or "char" (seconds, rounded to 10 ms as the pipeline rounds them). Greedy: the
@@ -167,7 +163,7 @@ class CTCDecoder:
             for item in offsets
         ]
         if self.confidence:  # the mean, over the word's frames, of the probability of the label greedy decoding chose
-            best = _softmax(logits).max(-1)
+            best = softmax(logits, axis=-1).max(-1)
             for chunk, item in zip(chunks, offsets, strict=True):
                 frames = best[item["start_offset"] : max(item["end_offset"], item["start_offset"] + 1)]
                 chunk["confidence"] = round(float(frames.mean()), 4)

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 
-import jiwer
 import numpy as np
 import torch
 from transformers import AutoModelForCTC, Wav2Vec2Processor
@@ -22,6 +21,7 @@ from ..audio.decode import load_audio
 from ..audio.sources import SkipCounter, find_utterances
 from ..inference.decoding import DEFAULT_BEAM_WIDTH, LM_INFO_FILE, LanguageModelError, has_lm, load_folder_decoder
 from ..models.audio_format import SAMPLING_RATE
+from ..text.error_rates import error_rates
 from ..text.normalizer import TextNormalizer
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def eval_logits(model, feature_extractor, spec: str, normalizer: TextNormalizer)
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict:
-    return {"wer": jiwer.wer(references, hypotheses), "cer": jiwer.cer(references, hypotheses)}
+    return error_rates(references, hypotheses)
 
 
 def decode_all(decoder, logits: list[np.ndarray], beam_width: int) -> tuple[list[str], float]:

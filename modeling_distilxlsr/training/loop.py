@@ -23,7 +23,17 @@ from ..distill.pseudo_labels import PseudoLabelError
 from ..distill.teacher import TeacherCTCError, VocabularyMismatchError
 from ..models.folder import ModelSaveError
 from .arguments import field_defaults, resume_policies, run_settings
-from .checkpoints import CheckpointError, compare_data, list_checkpoints, load_checkpoint, resume_candidates
+from .checkpoints import (
+    ARGS_FILE,
+    CheckpointError,
+    compare_data,
+    compare_settings,
+    list_checkpoints,
+    load_checkpoint,
+    read_json,
+    resume_candidates,
+    validate_checkpoint,
+)
 from .output_dir import OutputDirError, claim_output_dir
 from .results import write_json
 
@@ -157,6 +167,28 @@ def open_output_dir(accelerator, run):
     if error[0]:
         raise SystemExit(error[0])
     return lock
+
+
+def check_resume_settings(run, groups: tuple) -> None:
+    """The settings half of a resume, before the costly set-up (loading a teacher, pseudo-labelling the corpus): a
+    resume with other settings is refused in seconds, not after minutes of work that `start_run` would then refuse.
+    The checkpoint compared is the one `start_run` would load first (a damaged `latest` is passed over there too)."""
+    candidates, explicit = resume_candidates(run.resume_from_checkpoint, os.path.join(run.output_dir, "checkpoints"))
+    for path in candidates:
+        try:
+            validate_checkpoint(path)
+        except CheckpointError:
+            if explicit:
+                raise
+            continue
+        compare_settings(
+            read_json(os.path.join(path, ARGS_FILE)),
+            run_settings(*groups),
+            path,
+            resume_policies(*groups),
+            field_defaults(*groups),
+        )
+        return
 
 
 def start_run(
