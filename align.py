@@ -14,11 +14,10 @@ import argparse
 import json
 import sys
 
-from modeling_distilxlsr.audio.decode import AudioDecodeError, read_for_transcription
 from modeling_distilxlsr.audio.sources import ManifestError, list_sources
-from modeling_distilxlsr.inference.alignment import align
+from modeling_distilxlsr.inference.alignment import align_audio_file
 from modeling_distilxlsr.inference.backends import load_backend
-from modeling_distilxlsr.inference.transcription import DEFAULT_CHUNK_SECONDS, chunked_logits
+from modeling_distilxlsr.inference.transcription import DEFAULT_CHUNK_SECONDS
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.text.normalizer import TextNormalizer
 
@@ -51,29 +50,6 @@ def pairs(args, parser) -> list[tuple[str, str]]:
     return [(args.audio, text)]
 
 
-def align_file(backend, normalizer, path: str, text: str, chunk_samples: int, with_chars: bool) -> dict:
-    row = {"path": path, "text": text}
-    normalised = normalizer.normalize(text)
-    if not normalised.text:
-        return row | {"error": f"nothing to align: {normalised.drop_reason or 'empty after normalisation'}"}
-    try:
-        audio = read_for_transcription(path, backend.min_samples)
-    except AudioDecodeError as err:
-        return row | {"error": str(err)}
-    logits = chunked_logits(backend, audio, chunk_samples)
-    tokenizer = backend.tokenizer
-    vocab = tokenizer.get_vocab()
-    delimiter = vocab.get(getattr(tokenizer, "word_delimiter_token", None) or "|")
-    result = align(logits, normalised.text.split(), vocab, tokenizer.pad_token_id, delimiter, backend.frame_seconds)
-    row["words"] = [vars(w) for w in result.words]
-    if with_chars:
-        row["chars"] = [vars(c) for c in result.chars]
-    row["unaligned"] = result.unaligned
-    if result.error:
-        row["error"] = result.error
-    return row
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,7 +62,7 @@ def main(argv=None) -> int:
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     failed = unaligned = 0
     for path, text in items:
-        row = align_file(backend, normalizer, path, text, chunk, args.chars)
+        row = align_audio_file(backend, normalizer, path, text, chunk, args.chars)
         failed += "error" in row
         unaligned += len(row.get("unaligned", []))
         out.write(json.dumps(row, ensure_ascii=False) + "\n")

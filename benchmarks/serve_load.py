@@ -37,9 +37,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, port: int, args) -> subprocess.Popen:
+def start_server(model: str, port: int, args, extra: list[str] = ()) -> subprocess.Popen:
     command = [sys.executable, "-m", "modeling_distilxlsr.serve", model, "--port", str(port), "--backend", args.backend]
-    command += ["--max_batch", str(args.max_batch), "--max_queue", "64", "--log_level", "warning"]
+    command += ["--max_batch", str(args.max_batch), "--max_queue", "64", "--log_level", "warning", *extra]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:

@@ -55,3 +55,21 @@ def ctc_student_folder(out_dir: str, slim: bool = False) -> str:
     config = student_config(slim, vocab_size=len(processor.tokenizer), pad_token_id=0)
     save_for_hub(DistilXLSRForCTC(config).eval(), out_dir, processor)
     return out_dir
+
+
+def xlsr53_ctc_folder(out_dir: str) -> str:
+    """A saved random-weight `Wav2Vec2ForCTC` of the teacher shape above (XLSR-53's, or the tiny one) with the BP
+    character processor: the 315M model a user would otherwise align or transcribe with (speed only)."""
+    import torch
+    from transformers import Wav2Vec2ForCTC
+
+    from modeling_distilxlsr.models.audio_format import default_feature_extractor
+    from modeling_distilxlsr.text.normalizer import build_processor, build_vocab
+
+    torch.manual_seed(0)
+    processor = build_processor(build_vocab(), default_feature_extractor())
+    config = teacher_config()
+    config.vocab_size, config.pad_token_id = len(processor.tokenizer), 0
+    Wav2Vec2ForCTC(config).eval().save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

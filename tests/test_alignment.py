@@ -26,9 +26,21 @@ def test_the_viterbi_path_gives_each_word_and_character_its_frames():
     frames = [0, 0, 0, 2, 2, 3, 3, 0, 1, 3, 3, 3, 2, 0, 0]  # "ab" at 3-6, "|" at 8, "ba" at 9-12
     result = align(_logits(frames), ["ab", "ba"], VOCAB, blank=0, delimiter=1, frame_seconds=0.02)
     assert result.error is None and result.unaligned == []
-    assert [(w.text, w.start, w.end) for w in result.words] == [("ab", 0.06, 0.14), ("ba", 0.18, 0.26)]
+    # words with no pause between meet at the middle of the gap (blanks and "|"); characters keep their own frames
+    assert [(w.text, w.start, w.end) for w in result.words] == [("ab", 0.06, 0.16), ("ba", 0.16, 0.26)]
     assert [(c.text, c.start, c.end) for c in result.chars][:2] == [("a", 0.06, 0.1), ("b", 0.1, 0.14)]
     assert all(0.9 < w.score <= 1 for w in result.words)
+    own_edges = align(_logits(frames), ["ab", "ba"], VOCAB, 0, 1, 0.02, boundary_gap_s=0.02)  # a 40 ms gap: a pause
+    assert [(w.start, w.end) for w in own_edges.words] == [(0.06, 0.14), (0.18, 0.26)]
+
+
+def test_a_transcript_of_hundreds_of_characters_is_aligned():
+    """The trellis has 2 x characters + 1 states: past 127 the back-pointers' int8 once wrapped (OverflowError)."""
+    word_frames = [0, 2, 3, 0, 1]  # "ab" then "|"
+    frames = word_frames * 80 + [0]
+    result = align(_logits(frames), ["ab"] * 80, VOCAB, 0, 1, 0.02)
+    assert result.error is None and len(result.words) == 80
+    assert result.words[-1].end == pytest.approx((len(frames) - 3) * 0.02, abs=0.001)
 
 
 def test_a_repeated_character_needs_a_blank_between_and_gets_two_spans():
@@ -43,7 +55,7 @@ def test_words_the_model_cannot_spell_and_transcripts_longer_than_the_audio_are_
     frames = [0, 2, 2, 3, 0, 1, 4, 4, 0]
     result = align(_logits(frames), ["ab", "xyz", "c"], VOCAB, 0, 1, 0.02)
     assert result.unaligned == ["xyz (characters the model lacks: xyz)"]
-    assert [w.text for w in result.words] == ["ab", "c"] and result.words[1].start == 0.12
+    assert [w.text for w in result.words] == ["ab", "c"] and result.words[1].start == 0.1  # met "ab" mid-gap
     too_long = align(_logits([0, 2, 0]), ["abcabc"], VOCAB, 0, 1, 0.02)
     assert too_long.words == [] and "more frames than the audio has" in too_long.error
     assert too_long.unaligned == ["abcabc"]

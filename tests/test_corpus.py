@@ -1,5 +1,6 @@
 import csv
 import os
+import re
 import sys
 import unicodedata
 
@@ -7,7 +8,14 @@ import pytest
 import soundfile as sf
 from conftest import run_fresh_python, run_script
 
-from modeling_distilxlsr.corpus.synthesis import NUM_TEST_VOICES, VOICES, add_phonemes, load_sentences, plan_corpus
+from modeling_distilxlsr.corpus.synthesis import (
+    NUM_TEST_VOICES,
+    VOICES,
+    WORD_TIMES_FILE,
+    add_phonemes,
+    load_sentences,
+    plan_corpus,
+)
 from modeling_distilxlsr.text.normalizer import TextNormalizer
 from modeling_distilxlsr.text.phonemes import PT_BR_PHONES, PhonemeTargets, Phonemizer
 
@@ -71,6 +79,23 @@ def test_corpus_files_and_metadata(small_corpus, tmp_path):
             info = sf.info(small_corpus / split / row["file_name"])
             assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
             assert 0.5 < info.duration < 15
+
+
+def test_each_file_has_espeaks_own_word_times_in_order_and_inside_the_audio(small_corpus):
+    import json
+
+    for split in ("train", "dev", "test"):
+        rows = {row["file_name"]: row for row in read_split(small_corpus, split)}
+        timed = [json.loads(line) for line in (small_corpus / split / WORD_TIMES_FILE).read_text().splitlines()]
+        assert [t["file_name"] for t in timed] == list(rows)
+        for entry in timed:
+            duration = sf.info(small_corpus / split / entry["file_name"]).duration
+            starts = [start for _, start, _ in entry["words"]]
+            assert starts == sorted(starts) and all(0 <= s < e <= duration + 0.01 for _, s, e in entry["words"])
+            sentence = rows[entry["file_name"]]["transcription"]
+            if not any(c.isdigit() for c in sentence):  # espeak-ng reads a number as words of its own
+                spoken = [part for text, _, _ in entry["words"] for part in re.findall(r"\w+", text)]
+                assert spoken == re.findall(r"\w+", sentence), (sentence, entry["words"])
 
 
 def make_with_command(out_dir, seed=0):

@@ -139,6 +139,7 @@ BAD_UPLOADS = [
     ("another model", "ok", {"model": "large-v3"}, 400, "this server serves"),
     ("over the upload limit", "2MB", {}, 413, "at most 1.0 MB"),
     ("over the duration limit", "25s", {}, 413, "this server takes at most 20 s"),
+    ("a 2-hour file", "2h", {}, 413, "The audio is 7200 s long"),  # 180 KB of FLAC: refused before decoding
 ]
 
 
@@ -154,6 +155,12 @@ def test_bad_uploads_get_clear_http_errors_and_the_server_stays_up(server, name,
         data = _wav(70.0, 5)  # 2.2 MB of 16-bit WAV
     elif data == "25s":
         data = _wav(25.0, 6, rate=8000)  # 0.4 MB: under the upload limit, over the duration limit
+    elif data == "2h":
+        buffer = io.BytesIO()
+        with sf.SoundFile(buffer, "w", 8000, 1, format="FLAC", subtype="PCM_16") as f:
+            for _ in range(12):
+                f.write(np.zeros(8000 * 600, np.int16))
+        data = buffer.getvalue()
     response = _post(server, data, **fields)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
@@ -177,6 +184,54 @@ def test_a_burst_against_a_small_queue_gets_results_or_503_and_batches_dynamical
     assert len(texts) == 1  # batched with others or not, the same clip gets the same transcript
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["largest_batch"] > 1 and health["queue"] == 0
+
+
+def test_a_1_gb_upload_is_refused_as_it_passes_the_limit_and_never_held(server):
+    def one_gigabyte():  # made as it is sent (chunked, no Content-Length): nothing on the client side holds it
+        block = b"\0" * (1 << 20)
+        for _ in range(1024):
+            yield block
+
+    memory_before = httpx.get(f"{server.url}/health").json()["memory_mb"]
+    headers = {"content-type": "multipart/form-data; boundary=xyz"}
+    try:
+        response = httpx.post(f"{server.url}/v1/audio/transcriptions", content=one_gigabyte(), headers=headers,
+                              timeout=120)  # fmt: skip
+        assert response.status_code == 413 and "at most 1.0 MB" in response.json()["error"]["message"]
+    except httpx.TransportError:  # the server answered 413 and closed while the client was still sending
+        pass
+    # told the size up front (Content-Length), it refuses before reading a byte
+    response = httpx.post(f"{server.url}/v1/audio/transcriptions", content=b"\0" * 2_000_000,
+                          headers={**headers, "content-length": str(1 << 30)}, timeout=30)  # fmt: skip
+    assert response.status_code == 413 and "1073.7 MB or more" in response.json()["error"]["message"]
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["memory_mb"] < memory_before + 50
+
+
+def test_a_hundred_clients_against_a_queue_of_16_get_results_or_503_and_memory_returns(tiny_ctc_dir):
+    model_dir, _ = tiny_ctc_dir
+    busy = Server(model_dir, "--max_queue", 16, "--max_batch", 4)
+    clip = _wav(2.0, 8)
+
+    async def burst(clients: int):
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as client:
+            files = {"file": ("c.wav", clip, "audio/wav")}
+            requests = [client.post(f"{busy.url}/v1/audio/transcriptions", files=files) for _ in range(clients)]
+            health = [client.get(f"{busy.url}/health") for _ in range(5)]  # answered during the burst
+            return await asyncio.gather(*requests, *health)
+
+    try:
+        asyncio.run(burst(20))  # warm-up: the allocator's pools, uvicorn's workers
+        memory_before = httpx.get(f"{busy.url}/health").json()["memory_mb"]
+        responses = asyncio.run(burst(100))
+        statuses = [r.status_code for r in responses[:100]]
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 16 and 503 in statuses
+        assert all(r.status_code == 200 and r.json()["status"] == "ok" for r in responses[100:])
+        time.sleep(1)
+        health = httpx.get(f"{busy.url}/health").json()
+        assert health["queue"] == 0 and health["memory_mb"] < memory_before * 1.1 + 30, (memory_before, health)
+    finally:
+        busy.stop()
 
 
 def _speech_like(seconds: float, seed: int) -> np.ndarray:

@@ -44,6 +44,24 @@ def ffmpeg_decode(source) -> np.ndarray:
     return np.frombuffer(result.stdout, np.float32).copy()
 
 
+def audio_seconds(path: str) -> float | None:
+    """The duration a file's header declares, without decoding it (libsndfile's header, else ffprobe's); None when
+    neither says. What a server checks before it decodes: a 2-hour FLAC of a few MB is 460 MB once decoded."""
+    try:
+        return sf.info(path).duration
+    except Exception:  # not a libsndfile format (or not audio): ask ffprobe
+        pass
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return None
+    command = [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "default=nw=1:nk=1", path]
+    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        return float(result.stdout.strip())
+    except ValueError:  # "N/A", nothing, or not audio: decoding will say why
+        return None
+
+
 def load_audio(source) -> np.ndarray:
     """Decodes to float32 mono at 16 kHz (channels averaged, resampled with soxr through librosa); with ffmpeg when
     libsndfile cannot read the format."""

@@ -4,7 +4,8 @@
 
 Writes 16 kHz FLAC in the Hugging Face audiofolder layout, `OUT_DIR/{train,dev,test}/metadata.csv` with
 `file_name,transcription,speaker,phonemes` (`phonemes`: espeak-ng's IPA phones of the normalised transcription,
-space-separated, the labels of `finetune_ctc.py --target phonemes`). Test uses sentences *and* voices that train does
+space-separated, the labels of `finetune_ctc.py --target phonemes`), and `word_times.jsonl`: where espeak-ng spoke
+each word. Test uses sentences *and* voices that train does
 not; dev uses unseen sentences with the training voices. Deterministic for a seed: the same command gives byte-identical
 files (espeak-ng keeps some state between utterances inside one process, so two corpora made in the *same* process
 differ slightly). Synthesis goes through the espeak-ng library bundled in the `espeakng-loader` wheel (ctypes, no binary
@@ -15,6 +16,7 @@ in minutes, and so that the mini-lab can show distillation transferring what a t
 """
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -36,6 +38,10 @@ logger = logging.getLogger(__name__)
 SENTENCES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sentences_pt_br.txt")
 CORPUS_VERSION = "v2"  # v2: every utterance varies its voice's rate, pitch and pitch range
 METADATA_COLUMNS = ["file_name", "transcription", "speaker", "phonemes"]
+# Where espeak-ng spoke each word of each file, `{"file_name", "words": [[text, start s, end s], ...]}` per line: the
+# reference for forced alignment (benchmarks/alignment.py) and streaming latency (benchmarks/serve_load.py). The
+# words are espeak-ng's (a number is one or more of its words, as it reads it), in the written sentence's spelling.
+WORD_TIMES_FILE = "word_times.jsonl"
 
 
 # Twelve voices: test takes the last three, which train and dev never hear.
@@ -144,9 +150,10 @@ def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options
     os.makedirs(parent, exist_ok=True)
     work_dir = tempfile.mkdtemp(prefix=".corpus-", dir=parent)
     rows = {"train": [], "dev": [], "test": []}
+    timings = {"train": [], "dev": [], "test": []}
     rng = np.random.default_rng(seed + 1)
     for index, (split, sentence, voice) in enumerate(tqdm(plan, desc="synthesising pt-BR", disable=quiet)):
-        audio = espeak.synthesize(sentence, voice, seed=seed * 1_000_003 + index)
+        audio, words = espeak.synthesize_timed(sentence, voice, seed=seed * 1_000_003 + index)
         audio = soxr.resample(audio, espeak.sample_rate, SAMPLING_RATE)
         # Light, seeded variation so clips are not bit-identical renditions: gain and a little background noise.
         audio = audio * rng.uniform(0.5, 1.0) + rng.normal(0.0, rng.uniform(0.0005, 0.004), len(audio))
@@ -155,8 +162,12 @@ def make_corpus(out_dir: str, seed: int = 0, quiet: bool = False, **plan_options
         os.makedirs(os.path.join(work_dir, split), exist_ok=True)
         sf.write(os.path.join(work_dir, split, file_name), audio, SAMPLING_RATE, subtype="PCM_16")
         rows[split].append({"file_name": file_name, "transcription": sentence, "speaker": voice.name})
+        timings[split].append({"file_name": file_name, "words": [[w.text, round(w.start, 4), round(w.end, 4)]
+                                                                for w in words]})  # fmt: skip
     for split, split_rows in rows.items():
         write_metadata(os.path.join(work_dir, split, "metadata.csv"), add_phonemes(split_rows))
+        with open(os.path.join(work_dir, split, WORD_TIMES_FILE), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in timings[split])
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     os.replace(work_dir, out_dir)

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk_length_s", type=float, default=20.0)
     parser.add_argument("--stream_idle_s", type=float, default=30.0, help="A WebSocket silent this long is closed.")
     parser.add_argument("--endpoint_silence_s", type=float, default=0.6, help="Trailing silence that ends a result.")
+    parser.add_argument("--partial_every_s", type=float, default=0.5, help="New audio between two live partials.")
     parser.add_argument("--log_level", default="info")
     return parser
 
@@ -96,6 +97,7 @@ def main(argv=None) -> None:
         chunk_length_s=args.chunk_length_s,
         stream_idle_seconds=args.stream_idle_s,
         endpoint_silence_seconds=args.endpoint_silence_s,
+        partial_every_seconds=args.partial_every_s,
     )
     model_name = args.model_name or os.path.basename(os.path.normpath(args.model))
     logger.info("serving %s (%s, %s) on http://%s:%d", model_name, backend.name, "LM" if lm else "greedy",

@@ -24,11 +24,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
+import psutil
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from ..audio.decode import AudioDecodeError, read_for_transcription
+from ..audio.decode import AudioDecodeError, audio_seconds, read_for_transcription
 from ..inference.subtitles import segments_from_words, to_srt, to_vtt, words_from_chunks
 from ..models.audio_format import SAMPLING_RATE
 from .batcher import DynamicBatcher, QueueFull
@@ -50,6 +51,7 @@ class ServerLimits:
     chunk_length_s: float = 20.0
     stream_idle_seconds: float = 30.0  # a WebSocket that sends nothing for this long is closed
     endpoint_silence_seconds: float = 0.6
+    partial_every_seconds: float = 0.5  # new audio between two partials: lower is quicker captions, more compute
 
 
 class ApiError(Exception):
@@ -144,6 +146,7 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
             "batches": stats.batches,
             "clips": stats.clips,
             "largest_batch": stats.largest_batch,
+            "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),  # resident: to watch it after a burst
         }
 
     @app.get("/v1/models")
@@ -176,7 +179,11 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
     async def stream(websocket: WebSocket):
         """Vosk-server's protocol (`streaming.py`): partials while speaking, a result at each endpoint."""
         await websocket.accept()
-        session = StreamSession(decoder, endpoint_silence_s=limits.endpoint_silence_seconds)
+        session = StreamSession(
+            decoder,
+            endpoint_silence_s=limits.endpoint_silence_seconds,
+            partial_every_s=limits.partial_every_seconds,
+        )
         last_partial = {"partial": ""}
 
         async def logits_of(audio):
@@ -253,17 +260,22 @@ async def decode_upload(file: UploadFile, min_samples: int, max_seconds: float):
         tmp.flush()
         if tmp.tell() == 0:
             raise ApiError(400, "The uploaded file is empty.", "empty_file")
+        declared = await run_in_threadpool(audio_seconds, tmp.name)
+        if declared is not None and declared > max_seconds:  # refused before decoding: no memory spent on it
+            raise ApiError(413, too_long(declared, max_seconds), "audio_too_long")
         try:
             audio = await run_in_threadpool(read_for_transcription, tmp.name, min_samples)
         except AudioDecodeError as err:
             reason = str(err).replace(tmp.name, file.filename or "the upload")  # the client's name, not our temp file
             raise ApiError(400, f"Cannot transcribe {file.filename!r}: {reason}", "unreadable_audio") from err
     seconds = len(audio) / SAMPLING_RATE
-    if seconds > max_seconds:
-        raise ApiError(
-            413, f"The audio is {seconds:.0f} s long; this server takes at most {max_seconds:.0f} s.", "audio_too_long"
-        )
+    if seconds > max_seconds:  # a header that understated the length
+        raise ApiError(413, too_long(seconds, max_seconds), "audio_too_long")
     return audio
+
+
+def too_long(seconds: float, max_seconds: float) -> str:
+    return f"The audio is {seconds:.0f} s long; this server takes at most {max_seconds:.0f} s."
 
 
 async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float):
