@@ -13,7 +13,8 @@ scored, and the count of unscored words is reported.
 
 Speed: the same alignment loop (decode, forward, Viterbi) timed per model after one warm-up file, with an
 XLSR-53-shaped CTC model (configs/xlsr53_config.json, random weights, the BP vocabulary: its speed does not depend on
-the weights) as the baseline of the ratio. Default models: the shipped pt-BR teacher. The CPU is named.
+the weights) as the baseline of the ratio, and the default 2-layer student of that shape beside it (random weights).
+Default models: the shipped pt-BR teacher. The CPU is named.
 """
 
 import argparse
@@ -24,7 +25,7 @@ import tempfile
 import time
 
 import soundfile as sf
-from shapes import xlsr53_ctc_folder
+from shapes import ctc_student_folder, xlsr53_ctc_folder
 from timed_speech import load_timed_split, match_words, timed_test_split
 
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
@@ -88,6 +89,9 @@ def main():
         with tempfile.TemporaryDirectory() as folder:
             results.append(measure("XLSR-53 shape (random weights: speed only)", xlsr53_ctc_folder(folder), files,
                                    normalizer, score=False))  # fmt: skip
+        with tempfile.TemporaryDirectory() as folder:
+            results.append(measure("default student shape (random weights: speed only)", ctc_student_folder(folder),
+                                   files, normalizer, score=False))  # fmt: skip
     results += [measure(name, folder, files, normalizer, score=True) for name, folder in models]
     tolerance = args.tolerance_ms / 1000
     baseline = results[0]["seconds"] if not args.no_xlsr else None

@@ -50,3 +50,35 @@ def test_probe_runs_every_task_and_writes_one_table(small_corpus, tmp_path):
     for row in table[2:]:  # the first model against itself
         assert row.endswith(("(100%) |", "(1.00x the teacher's) |", "(teacher at 0) |"))
     assert table[3].startswith("| phoneme recognition") and "PER (" in table[3]
+
+
+def test_alignment_benchmark_scores_words_against_espeaks_timing_and_times_an_xlsr_shape(small_corpus, tmp_path):
+    """benchmarks/alignment.py on 3 files of a corpus made by this version (it has word_times.jsonl), with the
+    shipped teacher (a trained model: its boundaries are real) and the tiny XLSR-53 stand-in for the speed row."""
+    import sys
+
+    out = tmp_path / "alignment"
+    command = [sys.executable, "benchmarks/alignment.py", "--corpus", str(small_corpus), "--limit", "3"]
+    run_script([*command, "--out", str(out)], env_extra={"DISTILXLSR_BENCH_TINY": "1"})
+    results = json.loads((out / "alignment.json").read_text())["results"]
+    assert [r["name"].split(" (")[0] for r in results] == ["XLSR-53 shape", "shipped pt-BR teacher"]
+    teacher = results[1]
+    assert teacher["failed"] == 0 and teacher["scored_words"] + teacher["unscored_words"] > 10
+    within = sum(abs(start) <= 0.04 and abs(end) <= 0.04 for start, end in teacher["errors"]) / len(teacher["errors"])
+    assert within > 0.6  # 94% on the whole test split; unseen voices, 3 files
+    table = (out / "alignment.md").read_text()
+    assert "| shipped pt-BR teacher | 20 ms |" in table and "x |" in table
+
+
+def test_stream_latency_benchmark_streams_in_real_time_and_finds_the_words(small_corpus, tmp_path):
+    """benchmarks/stream_latency.py on 2 files with the shipped teacher: a real server, real-time WebSocket
+    streams; each word is found in a partial or result, and the streamed transcript is the batch one."""
+    import sys
+
+    out = tmp_path / "stream"
+    command = [sys.executable, "benchmarks/stream_latency.py", "--corpus", str(small_corpus), "--files", "2"]
+    result = run_script([*command, "--out", str(out)])
+    summary = json.loads((out / "stream_latency.json").read_text())
+    assert summary["words_seen"] > 5 and summary["words_seen"] > 2 * summary["words_never_seen"]
+    assert abs(summary["streamed_cer"] - summary["batch_cer"]) < 0.05
+    assert "| words seen (never) |" in result.stdout
