@@ -13,7 +13,8 @@ scored, and the count of unscored words is reported.
 
 Speed: the same alignment loop (decode, forward, Viterbi) timed per model after one warm-up file, with an
 XLSR-53-shaped CTC model (configs/xlsr53_config.json, random weights, the BP vocabulary: its speed does not depend on
-the weights) as the baseline of the ratio, and the default 2-layer student of that shape beside it (random weights).
+the weights) as the baseline of the ratio, and the default 2-layer student of that shape beside it (random weights),
+with each `--student_backends` path (torch fp32 eager, ONNX Runtime dynamic int8: what `--backend auto` picks here).
 Default models: the shipped pt-BR teacher. The CPU is named.
 """
 
@@ -29,6 +30,7 @@ from shapes import ctc_student_folder, xlsr53_ctc_folder
 from timed_speech import load_timed_split, match_words, timed_test_split
 
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
+from modeling_distilxlsr.export.onnx_export import export_onnx
 from modeling_distilxlsr.inference.alignment import align_audio_file
 from modeling_distilxlsr.inference.backends import load_backend
 from modeling_distilxlsr.inference.cpu_features import describe_cpu
@@ -45,8 +47,9 @@ def word_errors(reference: list, aligned: list[dict], normalizer: TextNormalizer
     return errors, len(reference) - len(errors)
 
 
-def measure(name: str, model_dir: str, files: list[dict], normalizer: TextNormalizer, score: bool) -> dict:
-    backend = load_backend(model_dir, "torch-fp32")
+def measure(name: str, model_dir: str, files: list[dict], normalizer: TextNormalizer, score: bool,
+            backend_name: str = "torch-fp32") -> dict:  # fmt: skip
+    backend = load_backend(model_dir, backend_name)
     align_audio_file(backend, normalizer, files[0]["path"], files[0]["text"], None, False)  # warm-up
     errors, unscored, failed, audio_seconds = [], 0, 0, 0.0
     started = time.perf_counter()
@@ -78,7 +81,9 @@ def main():
     parser.add_argument("--out", default="out/alignment")
     parser.add_argument("--tolerance_ms", type=float, default=40.0)
     parser.add_argument("--limit", type=int, help="Only the first N test files.")
-    parser.add_argument("--no_xlsr", action="store_true", help="Leave out the XLSR-53-shaped speed baseline.")
+    parser.add_argument("--no_xlsr", action="store_true", help="Leave out the speed rows (XLSR-53 and student shapes).")
+    parser.add_argument("--student_backends", nargs="+", default=["torch-fp32", "onnx-int8"],
+                        help="align.py --backend values timed for the default student shape.")  # fmt: skip
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     files = load_timed_split(timed_test_split(args.corpus, args.out), args.limit)
@@ -90,8 +95,12 @@ def main():
             results.append(measure("XLSR-53 shape (random weights: speed only)", xlsr53_ctc_folder(folder), files,
                                    normalizer, score=False))  # fmt: skip
         with tempfile.TemporaryDirectory() as folder:
-            results.append(measure("default student shape (random weights: speed only)", ctc_student_folder(folder),
-                                   files, normalizer, score=False))  # fmt: skip
+            student = ctc_student_folder(folder)
+            if any(name.startswith("onnx") for name in args.student_backends):
+                export_onnx(student, student, quantize="dynamic")  # distilxlsr-onnx MODEL MODEL --quantize dynamic
+            for backend in args.student_backends:
+                results.append(measure(f"default student shape, {backend} (random weights: speed only)", student,
+                                       files, normalizer, score=False, backend_name=backend))  # fmt: skip
     results += [measure(name, folder, files, normalizer, score=True) for name, folder in models]
     tolerance = args.tolerance_ms / 1000
     baseline = results[0]["seconds"] if not args.no_xlsr else None
