@@ -140,6 +140,10 @@ def main():
         "streamed_cer": streamed_cer,
         "batch_cer": batch_cer,
         "wall_seconds": wall,
+        "transcripts": [
+            {"file": f["path"], "reference": r, "streamed": s, "batch": b}
+            for f, r, s, b in zip(files, references, streamed, batch, strict=True)
+        ],  # fmt: skip
     }
     with open(os.path.join(args.out, "stream_latency.json"), "w") as f:
         json.dump(summary, f, indent=1)

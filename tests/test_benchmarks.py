@@ -54,15 +54,18 @@ def test_probe_runs_every_task_and_writes_one_table(small_corpus, tmp_path):
 
 def test_alignment_benchmark_scores_words_against_espeaks_timing_and_times_an_xlsr_shape(small_corpus, tmp_path):
     """benchmarks/alignment.py on 3 files of a corpus made by this version (it has word_times.jsonl), with the
-    shipped teacher (a trained model: its boundaries are real) and the tiny XLSR-53 stand-in for the speed row."""
+    shipped teacher (a trained model: its boundaries are real) and the tiny shapes for the speed rows (XLSR-53's
+    stand-in; the student of it, in torch and exported to ONNX int8)."""
     import sys
 
     out = tmp_path / "alignment"
     command = [sys.executable, "benchmarks/alignment.py", "--corpus", str(small_corpus), "--limit", "3"]
     run_script([*command, "--out", str(out)], env_extra={"DISTILXLSR_BENCH_TINY": "1"})
     results = json.loads((out / "alignment.json").read_text())["results"]
-    assert [r["name"].split(" (")[0] for r in results] == ["XLSR-53 shape", "shipped pt-BR teacher"]
-    teacher = results[1]
+    names = [r["name"].split(" (")[0] for r in results]
+    assert names == ["XLSR-53 shape", "default student shape, torch-fp32", "default student shape, onnx-int8",
+                     "shipped pt-BR teacher"]  # fmt: skip
+    teacher = results[-1]
     assert teacher["failed"] == 0 and teacher["scored_words"] + teacher["unscored_words"] > 10
     within = sum(abs(start) <= 0.04 and abs(end) <= 0.04 for start, end in teacher["errors"]) / len(teacher["errors"])
     assert within > 0.6  # 94% on the whole test split; unseen voices, 3 files

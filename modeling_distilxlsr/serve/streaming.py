@@ -33,8 +33,13 @@ class StreamSession:
     the logits into the protocol's messages. Holds no model: the server runs the audio through its batcher."""
 
     def __init__(self, decoder, endpoint_silence_s: float = 0.6, partial_every_s: float = 0.5,
-                 max_utterance_s: float = 20.0, vad_aggressiveness: int = 2):  # fmt: skip
+                 max_utterance_s: float = 20.0, vad_aggressiveness: int = 2, preroll_s: float = 0.3):  # fmt: skip
         self.decoder, self.rate = decoder, SAMPLING_RATE
+        # The VAD calls a frame speech only once the voice is loud: the soft onset before it (a fricative, a stop's
+        # burst) would be cut off. An utterance starts `preroll_s` before its first speech frame (a pre-roll, as
+        # voice-activated recorders keep).
+        self.preroll_frames = int(preroll_s * SAMPLING_RATE / VAD_FRAME)
+        self.recent: list[np.ndarray] = []  # the last non-speech frames before an utterance
         self.endpoint_frames = max(1, int(endpoint_silence_s * SAMPLING_RATE / VAD_FRAME))
         self.partial_samples = int(partial_every_s * SAMPLING_RATE)
         self.max_samples = int(max_utterance_s * SAMPLING_RATE)
@@ -74,9 +79,12 @@ class StreamSession:
             self.stream_samples += VAD_FRAME
             speech = self.vad.is_speech((np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes(), SAMPLING_RATE)
             if not len(self.utterance):
-                if speech:  # an utterance starts at its first speech frame
-                    self.utterance_start = (self.stream_samples - VAD_FRAME) / SAMPLING_RATE
-                    self.utterance, self.silent_frames, self.decoded_at = frame.copy(), 0, 0
+                if speech:  # an utterance starts at its first speech frame, with the frames just before it
+                    self.utterance = np.concatenate([*self.recent, frame])
+                    self.utterance_start = (self.stream_samples - len(self.utterance)) / SAMPLING_RATE
+                    self.recent, self.silent_frames, self.decoded_at = [], 0, 0
+                else:
+                    self.recent = [*self.recent, frame][-self.preroll_frames :] if self.preroll_frames else []
                 continue
             self.utterance = np.concatenate([self.utterance, frame])
             self.silent_frames = 0 if speech else self.silent_frames + 1
@@ -98,7 +106,11 @@ class StreamSession:
         return None
 
     def _take_utterance(self) -> np.ndarray:
-        audio, start = self.utterance, self.utterance_start
+        """The utterance, its trailing silence cut to the pre-roll's length: the endpoint's silence holds no word,
+        and a clip that ends in 0.6 s of silence is normalised (zero mean, unit variance) unlike the same speech in
+        a file, which changed its transcript."""
+        keep = len(self.utterance) - max(0, self.silent_frames - self.preroll_frames) * VAD_FRAME
+        audio, start = self.utterance[:keep], self.utterance_start
         self.utterance, self.silent_frames, self.decoded_at = np.zeros(0, np.float32), 0, 0
         self.taken_start = start
         return audio
