@@ -90,12 +90,19 @@ class UploadLimit:
                     raise ApiError(413, self._message(seen), "upload_too_large")
             return message
 
+        async def send_unless_refused(message):
+            # FastAPI's form parser turns the error raised above into its own 400 "error parsing the body": once
+            # the body is refused, whatever the app answers is dropped for the 413 below.
+            if not refused:
+                await send(message)
+
         try:
-            await self.app(scope, counting_receive, send)
-        except ApiError as err:
+            await self.app(scope, counting_receive, send_unless_refused)
+        except Exception:
             if not refused:
                 raise
-            await error_response(err.status, err.message, err.code)(scope, receive, send)
+        if refused:
+            await error_response(413, self._message(seen), "upload_too_large")(scope, receive, send)
 
     def _message(self, size: int) -> str:
         return f"The upload is {size / 1e6:.1f} MB or more; this server takes at most {self.max_bytes / 1e6:.1f} MB."
