@@ -489,9 +489,11 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
     if run.push_to_hub:
         check_hub_access(run.hub_model_id)
     lock = open_output_dir(accelerator, run)
-    check_resume_settings(run, (run, augment, distill))  # before the teacher is loaded and the corpus pseudo-labelled
 
     teacher_targets, student, teacher_params, processor, ctc_teacher = build_teacher_and_student(distill, accelerator)
+    # the settings are whole now (the teacher's kind decides the loss weights left unset): a resume with other
+    # settings is refused here, before the corpus is pseudo-labelled, not after
+    check_resume_settings(run, (run, augment, distill))
     skips = SkipCounter()
     pseudo_labels = None
     if distill.pseudo_labels != "none":
