@@ -190,6 +190,7 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
             decoder,
             endpoint_silence_s=limits.endpoint_silence_seconds,
             partial_every_s=limits.partial_every_seconds,
+            frame_samples=round(backend.frame_seconds * SAMPLING_RATE),
         )
         last_partial = {"partial": ""}
 

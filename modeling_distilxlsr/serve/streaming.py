@@ -7,9 +7,13 @@
     client: {"eof": 1}  ->  server: the last utterance's result, then closes
 
 An utterance runs from the first speech to a trailing silence of `endpoint_silence_s` (webrtcvad, the maintained
-WebRTC voice-activity detector, on 30 ms frames), or to `max_utterance_s`. Every `partial_every_s` of new audio, the
-utterance so far goes through the server's dynamic batcher (so live streams share forward passes with uploads) and
-is decoded greedily: a CTC model needs no decoder state, and an utterance of a few seconds costs a few milliseconds.
+WebRTC voice-activity detector, on 30 ms frames), or to `max_utterance_s`. Every `partial_every_s` of new audio, a
+window goes through the server's dynamic batcher (so live streams share forward passes with uploads) and is decoded
+greedily (a CTC model needs no decoder state): chunked CTC with left context. The window is the audio since the
+last settled frame plus `left_context_s` before it; its frames from that point on replace the unsettled ones, and
+all but the last `right_margin_s` of them settle (those lack right context: the next window recomputes them). So a
+partial costs the same at the 1st second of an utterance as at the 20th. At an endpoint the whole utterance goes
+through in one pass: the result is the batch transcript of that audio.
 Word times are seconds from the start of the stream.
 """
 
@@ -33,8 +37,12 @@ class StreamSession:
     the logits into the protocol's messages. Holds no model: the server runs the audio through its batcher."""
 
     def __init__(self, decoder, endpoint_silence_s: float = 0.6, partial_every_s: float = 0.5,
-                 max_utterance_s: float = 20.0, vad_aggressiveness: int = 2, preroll_s: float = 0.3):  # fmt: skip
+                 max_utterance_s: float = 20.0, vad_aggressiveness: int = 2, preroll_s: float = 0.3,
+                 left_context_s: float = 2.0, right_margin_s: float = 0.3, frame_samples: int = 320):  # fmt: skip
         self.decoder, self.rate = decoder, SAMPLING_RATE
+        self.frame_samples = frame_samples  # samples per CTC frame (320: 20 ms at 16 kHz)
+        self.left_frames = int(left_context_s * SAMPLING_RATE) // frame_samples
+        self.margin_frames = int(right_margin_s * SAMPLING_RATE) // frame_samples
         # The VAD calls a frame speech only once the voice is loud: the soft onset before it (a fricative, a stop's
         # burst) would be cut off. An utterance starts `preroll_s` before its first speech frame (a pre-roll, as
         # voice-activated recorders keep).
@@ -51,6 +59,8 @@ class StreamSession:
         self.stream_samples = 0  # samples of the stream seen by the VAD
         self.silent_frames = 0
         self.decoded_at = 0  # utterance length at the last partial
+        self.settled = None  # logits of the utterance's first frames, final for partials (chunked CTC)
+        self.window_frame = 0  # the frame the pending partial's window starts at
 
     def configure(self, message: str) -> None:
         try:
@@ -95,8 +105,14 @@ class StreamSession:
             return "final", self._take_utterance()
         if len(self.utterance) - self.decoded_at >= self.partial_samples:
             self.decoded_at = len(self.utterance)
-            return "partial", self.utterance
+            return "partial", self.partial_window()
         return "none", None
+
+    def partial_window(self) -> np.ndarray:
+        """The audio a partial runs on: from `left_context_s` before the first unsettled frame to now."""
+        settled = 0 if self.settled is None else len(self.settled)
+        self.window_frame = max(0, settled - self.left_frames)
+        return self.utterance[self.window_frame * self.frame_samples :]
 
     def finish(self) -> np.ndarray | None:
         """The last utterance's audio at end of stream (None when there is none to transcribe)."""
@@ -112,6 +128,7 @@ class StreamSession:
         keep = len(self.utterance) - max(0, self.silent_frames - self.preroll_frames) * VAD_FRAME
         audio, start = self.utterance[:keep], self.utterance_start
         self.utterance, self.silent_frames, self.decoded_at = np.zeros(0, np.float32), 0, 0
+        self.settled, self.window_frame = None, 0
         self.taken_start = start
         return audio
 
@@ -132,4 +149,10 @@ class StreamSession:
         return {"text": decoded["text"], "result": words}
 
     def partial(self, logits: np.ndarray | None) -> dict:
-        return {"partial": self.decoder(logits)["text"] if logits is not None else ""}
+        """The protocol's partial from the window's logits (`partial_window`; None: the window was too short)."""
+        if logits is None:
+            return {"partial": self.decoder(self.settled)["text"] if self.settled is not None else ""}
+        settled = np.zeros((0, logits.shape[-1]), logits.dtype) if self.settled is None else self.settled
+        frames = np.concatenate([settled, logits[len(settled) - self.window_frame :]])
+        self.settled = frames[: max(len(settled), len(frames) - self.margin_frames)]
+        return {"partial": self.decoder(frames)["text"]}
