@@ -86,3 +86,16 @@ def test_stream_latency_benchmark_streams_in_real_time_and_finds_the_words(small
     assert summary["words_seen"] >= 5 and summary["words_seen"] + summary["words_never_seen"] > 10
     assert abs(summary["streamed_cer"] - summary["batch_cer"]) < 0.05
     assert "| words seen (never) |" in result.stdout
+
+
+def test_cnn_profile_gives_every_layer_and_the_cnns_share_of_the_forward_pass(tmp_path):
+    """benchmarks/cnn_profile.py on tiny shapes: a row per CNN layer with its MACs, the whole CNN, the whole pass."""
+    import sys
+
+    result = run_script([sys.executable, "benchmarks/cnn_profile.py", "--seconds", "1", "--repeats", "1"],
+                        env_extra={"DISTILXLSR_BENCH_TINY": "1"})  # fmt: skip
+    for student in ("default", "slim"):
+        assert f"### {student} student" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| conv ")]
+    assert len(rows) == 14 and rows[0].startswith("| conv 1 (1->")  # 7 layers, two students
+    assert result.stdout.count("| whole forward pass") == 2 and "| 100% |" in result.stdout
