@@ -11,26 +11,15 @@ share of the model is read from one run. The CPU is named.
 """
 
 import argparse
-import statistics
-import time
 from types import SimpleNamespace
 
 import torch
 from shapes import student_config
+from timing import median_seconds
 
 from modeling_distilxlsr import DistilXLSRForCTC
 from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.models.modeling_distilxlsr_parts import time_major_conv_features
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 @torch.no_grad()

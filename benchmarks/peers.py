@@ -20,14 +20,13 @@ real transcript costs. Batched rows: ours, the clips in one padded batch; whispe
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 from shapes import ctc_student_folder
+from timing import median_seconds
 
 from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
@@ -99,16 +98,6 @@ def whisper_vocabulary() -> dict[str, int]:
     vocab.update({token: END_OF_TEXT + i for i, token in enumerate(specials)})
     assert vocab["<|notimestamps|>"] == PROMPT[3] and vocab["<|pt|>"] == PROMPT[1]
     return vocab
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def time_ours(folder: str, backend_name: str, clips: list[np.ndarray], repeats: int) -> float:
