@@ -139,7 +139,7 @@ BAD_UPLOADS = [
     ("another model", "ok", {"model": "large-v3"}, 400, "this server serves"),
     ("over the upload limit", "2MB", {}, 413, "at most 1.0 MB"),
     ("over the duration limit", "25s", {}, 413, "this server takes at most 20 s"),
-    ("a 2-hour file", "2h", {}, 413, "The audio is 7200 s long"),  # 180 KB of FLAC: refused before decoding
+    ("a 2-hour file", "2h", {}, 413, "The audio is 7200 s long (by its header)"),  # 180 KB FLAC: never decoded
 ]
 
 

@@ -270,7 +270,7 @@ async def decode_upload(file: UploadFile, min_samples: int, max_seconds: float):
             raise ApiError(400, "The uploaded file is empty.", "empty_file")
         declared = await run_in_threadpool(audio_seconds, tmp.name)
         if declared is not None and declared > max_seconds:  # refused before decoding: no memory spent on it
-            raise ApiError(413, too_long(declared, max_seconds), "audio_too_long")
+            raise ApiError(413, too_long(declared, max_seconds, "by its header"), "audio_too_long")
         try:
             audio = await run_in_threadpool(read_for_transcription, tmp.name, min_samples)
         except AudioDecodeError as err:
@@ -282,8 +282,8 @@ async def decode_upload(file: UploadFile, min_samples: int, max_seconds: float):
     return audio
 
 
-def too_long(seconds: float, max_seconds: float) -> str:
-    return f"The audio is {seconds:.0f} s long; this server takes at most {max_seconds:.0f} s."
+def too_long(seconds: float, max_seconds: float, told: str = "decoded") -> str:
+    return f"The audio is {seconds:.0f} s long ({told}); this server takes at most {max_seconds:.0f} s."
 
 
 async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float):
