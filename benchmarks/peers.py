@@ -5,26 +5,25 @@ tiny/base/small shapes, on the same CPU in one run.
     python benchmarks/peers.py [--clips 10 60] [--batch 1 4] [--peers tiny base small] [--repeats 3] [--no_lm]
 
 A speed table only: every model has random weights (speed does not depend on them; accuracy of random peers means
-nothing and is not reported). Ours: the default and the slim student with the BP vocabulary, on each path
-`--backend auto` may choose on this machine (`candidate_backends`: torch fp32, torch bf16 where the CPU runs it
-natively, ONNX fp32 and dynamic int8, exported by `distilxlsr-onnx`), greedy CTC decoding included; and each student's
-fastest path with a 4-gram LM (pyctcdecode, beam width 32, an LM of the corpus' train transcripts). The beam search's
-cost depends on how peaked the logits are and a random model's are flat (worst case), so the LM rows decode *real*
-logits of the same length in place of the random model's: the shipped pt-BR teacher's on corpus test speech
-(same vocabulary, same 20 ms frames); the forward pass is the student's own. Peers: whisper configs with the
-public shapes (tiny 384x4+4, base 512x6+6, small 768x12+12, 80 mel bins, 51,865 tokens), random weights built with transformers, converted by CTranslate2's own
-converter (int8 and fp32; a byte-level tokenizer saved beside the weights is all it needs offline), timed as
-faster-whisper runs them: its log-mel features of each 30 s window, then `ctranslate2.models.Whisper.generate`
-(greedy) from the transcribe prompt with end-of-text suppressed, for a fixed number of tokens: **4 tokens per second
-of audio** (Brazilian conversational speech runs at about 2.5-3 words a second, and whisper's multilingual BPE
-spends about 1.4 tokens on a Portuguese word), so a random model cannot stop early and every engine does the work a
-real transcript costs. Batched rows: ours, the clips in one padded batch; whisper, the windows of all clips in one
-`generate` (as faster-whisper's BatchedInferencePipeline). whisper.cpp (pywhispercpp, f16 and q8_0): the same random
-weights written as a ggml file (`whisper_ggml.py`), greedy, no timestamps, no temperature fallback, `max_tokens` the
-same 4 tokens per second per 30 s window; it cannot be told to suppress end-of-text, so end-of-text's embedding row
-is zeroed in the random weights (its logit is then 0, below the largest of 51,864 random ones); the decoded token
-count is checked. pywhispercpp has no batch call: its batched rows are the clips one after another. Every row names
-its engine, version, threads and the CPU.
+nothing and is not reported). Ours: the default and the slim student with the BP vocabulary, on each path `--backend
+auto` may choose on this machine (`candidate_backends`: torch fp32, torch bf16 where the CPU runs it natively, ONNX fp32
+and dynamic int8, exported by `distilxlsr-onnx`), greedy CTC decoding included; and each student's fastest path with a
+4-gram LM (pyctcdecode, beam width 32, an LM of the corpus' train transcripts). The beam search's cost depends on how
+peaked the logits are and a random model's are flat (worst case), so the LM rows decode *real* logits of the same length
+in place of the random model's: the shipped pt-BR teacher's on corpus test speech (same vocabulary, same 20 ms frames);
+the forward pass is the student's own. Peers: whisper configs with the public shapes (tiny 384x4+4, base 512x6+6, small
+768x12+12, 80 mel bins, 51,865 tokens), random weights built with transformers, converted by CTranslate2's own converter
+(int8 and fp32; a byte-level tokenizer saved beside the weights is all it needs offline), timed as faster-whisper runs
+them: its log-mel features of each 30 s window, then `ctranslate2.models.Whisper.generate` (greedy) from the transcribe
+prompt with end-of-text suppressed, for a fixed number of tokens: **4 tokens per second of audio** (Brazilian
+conversational speech runs at about 2.5-3 words a second, and whisper's multilingual BPE spends about 1.4 tokens on a
+Portuguese word), so a random model cannot stop early and every engine does the work a real transcript costs. Batched
+rows: ours, the clips in one padded batch; whisper, the windows of all clips in one `generate` (as faster-whisper's
+BatchedInferencePipeline). whisper.cpp (pywhispercpp, f16 and q8_0): the same random weights written as a ggml file
+(`whisper_ggml.py`), greedy, no timestamps, no temperature fallback, `max_tokens` the same 4 tokens per second per 30 s
+window; it cannot be told to suppress end-of-text, so end-of-text's embedding row is zeroed in the random weights (its
+logit is then 0, below the largest of 51,864 random ones); the decoded token count is checked. pywhispercpp has no batch
+call: its batched rows are the clips one after another. Every row names its engine, version, threads and the CPU.
 """
 
 import argparse
@@ -41,9 +40,13 @@ from shapes import ctc_student_folder
 from timing import median_seconds
 from whisper_ggml import write_ggml
 
+from modeling_distilxlsr.audio.decode import load_audio
+from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
+from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 from modeling_distilxlsr.inference.backends import candidate_backends, load_backend
 from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.inference.decoding import CTCDecoder, build_decoder
+from modeling_distilxlsr.lm.build import build_lm
 
 TOKENS_PER_SECOND = 4
 WINDOW_SECONDS = 30
@@ -144,10 +147,6 @@ def time_ours(folder: str, backend_name: str, clips: list[np.ndarray], repeats: 
 def speech_logits_and_lm(root: str, seconds: float):
     """The shipped teacher's logits on `seconds` of corpus test speech (utterances end to end) and a beam-search
     decoder over a 4-gram of the corpus' train transcripts."""
-    from modeling_distilxlsr.audio.decode import load_audio
-    from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
-    from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
-    from modeling_distilxlsr.lm.build import build_lm
 
     corpus = ensure_corpus(default_corpus_dir(), quiet=True)
     with open(os.path.join(corpus, "test", "metadata.csv"), encoding="utf-8") as f:
@@ -198,14 +197,15 @@ def time_whisper_cpp(path: str, clips: list[np.ndarray], threads: int, repeats: 
     from pywhispercpp.model import Model
 
     window_tokens = int(TOKENS_PER_SECOND * min(WINDOW_SECONDS, len(clips[0]) / 16000))
-    params = dict(language="pt", no_timestamps=True, max_tokens=window_tokens, temperature_inc=0.0, suppress_blank=False)
+    params = dict(language="pt", no_timestamps=True, max_tokens=window_tokens, temperature_inc=0.0)
+    params["suppress_blank"] = False
     model = Model(path, redirect_whispercpp_logs_to=None, n_threads=threads, print_progress=False, **params)
 
     def run():
         for clip in clips:
             text = "".join(segment.text for segment in model.transcribe(clip))
             windows = -(-len(clip) // (WINDOW_SECONDS * 16000))
-            decoded = len(re.findall(r"<\d+>", text))  # whisper_ggml names text token i "<i>"
+            decoded = len(re.findall(r"<\d+>| ", text))  # whisper_ggml's token strings: "<i>", and " "
             if decoded < 0.9 * window_tokens * windows:
                 raise SystemExit(f"whisper.cpp decoded {decoded} text tokens, expected {window_tokens * windows}")
 

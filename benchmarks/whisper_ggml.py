@@ -19,6 +19,7 @@ GGML_QNT_VERSION, GGML_QNT_VERSION_FACTOR = 2, 1000
 GGML_TYPE = {"f32": 0, "f16": 1, "q8_0": 8}
 FILE_TYPE = {"f16": 1, "q8_0": 7}  # ggml_ftype: mostly f16 / mostly q8_0
 Q8_BLOCK = 32
+BLANK_TOKEN = 220
 KEEP_F32 = {"encoder.conv1.bias", "encoder.conv2.bias", "encoder.positional_embedding", "decoder.positional_embedding"}
 # transformers' Whisper parameter names -> openai-whisper's (whisper.cpp loads the latter)
 RENAMES = (
@@ -74,12 +75,16 @@ def tensor_bytes(name: str, data: np.ndarray, weight_type: str) -> tuple[np.ndar
 def write_ggml(model, out_path: str, weight_type: str = "f16") -> str:
     """Writes `model` (a transformers `WhisperForConditionalGeneration`) to `out_path` in whisper.cpp's format.
     Tokens: whisper.cpp reads the text tokens from the file and names the special and timestamp ids itself (a
-    multilingual model: 51,865 ids), so only the first `eos_token_id` ids are written, as byte strings."""
+    multilingual model: 51,865 ids), so only the first `eos_token_id` ids are written: "<i>" for id i, and " " for
+    id 220 as in whisper's vocabulary."""
     import librosa
 
     if weight_type not in FILE_TYPE:
         raise ValueError(f"weight_type must be one of {sorted(FILE_TYPE)}, got {weight_type!r}")
     config = model.config
+    for side in ("encoder", "decoder"):  # whisper.cpp has no field for it: it takes 4 x d_model
+        if getattr(config, f"{side}_ffn_dim") != 4 * config.d_model:
+            raise ValueError(f"whisper.cpp needs {side}_ffn_dim = 4 x d_model ({4 * config.d_model})")
     text_tokens = config.eos_token_id  # <|endoftext|> is the first special id
     filters = librosa.filters.mel(sr=16000, n_fft=400, n_mels=config.num_mel_bins).astype("<f4")
     file_type = FILE_TYPE[weight_type] + (GGML_QNT_VERSION_FACTOR * GGML_QNT_VERSION if weight_type != "f16" else 0)
@@ -94,8 +99,8 @@ def write_ggml(model, out_path: str, weight_type: str = "f16") -> str:
         f.write(struct.pack("<2i", *filters.shape))
         f.write(filters.tobytes())
         f.write(struct.pack("<i", text_tokens))
-        for i in range(text_tokens):
-            token = f"<{i}>".encode()
+        for i in range(text_tokens):  # whisper.cpp looks " " up (suppress_blank): whisper's id for it, 220
+            token = b" " if i == BLANK_TOKEN else f"<{i}>".encode()
             f.write(struct.pack("<i", len(token)) + token)
         for name, tensor in model.state_dict().items():
             if name == "proj_out.weight":  # tied to the token embedding; whisper.cpp has no such tensor
