@@ -161,9 +161,21 @@ class DistillArguments:
             "The slim CNN starts from a channel subset of the teacher's and learns the teacher's CNN output."
         },
     )
+    student_frontend: str = field(
+        default="cnn",
+        metadata={
+            "help": "cnn: the teacher's waveform CNN (copied, or slim with --student_cnn_width). log_mel: log-mel "
+            "frames over the teacher CNN's receptive field and stride through a per-frame MLP, learnt from the "
+            "teacher's CNN output (about 1/100 of XLSR-53's CNN cost).",
+            "choices": ["cnn", "log_mel"],
+        },
+    )
     cnn_loss_weight: float | None = field(
         default=None,
-        metadata={"help": "Weight of the CNN-output target (L1 + cosine); default 1 for a slim CNN, else 0 (off)."},
+        metadata={
+            "help": "Weight of the CNN-output target (L1 + cosine); default 1 for a slim CNN or a log-mel front-end, "
+            "else 0 (off)."
+        },
     )
     max_audio_samples: int = field(default=250_000, metadata={"help": "Random crops of at most this many samples."})
     layer_loss_weight: float = field(
@@ -305,6 +317,7 @@ def build_teacher_and_student(distill: DistillArguments, accelerator):
         pred_layer_ids=distill.pred_layer_ids,
         teacher_name_or_path=distill.teacher,
         cnn_width=distill.student_cnn_width,
+        feature_frontend=distill.student_frontend,
         # DistilHuBERT distils from unmasked input (and an unused mask embedding would break DDP); fine-tuning turns
         # SpecAugment on and learns its mask embedding.
         apply_spec_augment=False,
@@ -313,7 +326,10 @@ def build_teacher_and_student(distill: DistillArguments, accelerator):
     )
     slim_cnn = has_slim_cnn(config, teacher.config)
     if slim_cnn and distill.freeze_cnn:
-        raise ValueError("--freeze_cnn keeps the teacher's CNN, --student_cnn_width replaces it: choose one.")
+        raise ValueError(
+            "--freeze_cnn keeps the teacher's CNN, --student_cnn_width and --student_frontend log_mel replace it: "
+            "choose one."
+        )
     if distill.cnn_loss_weight is None:
         distill.cnn_loss_weight = 1.0 if slim_cnn else 0.0
     student = DistilXLSRForDistillation(config)
@@ -738,6 +754,12 @@ def write_model_folder(student, state_dict, groups, state, final_eval: dict, ski
 
 
 def cnn_description(config, distill: DistillArguments) -> str:
+    if distill.student_frontend == "log_mel":
+        return (
+            f"log-mel ({config.num_mel_bins} bands, {config.conv_kernel[0]}-sample window every "
+            f"{config.conv_stride[0]}) + a per-frame MLP to {config.conv_dim[0]} channels, distilled from the "
+            f"teacher's CNN output (weight {distill.cnn_loss_weight:g})"
+        )
     if distill.student_cnn_width is None:
         frozen = ", frozen" if distill.freeze_cnn else ""
         return f"the teacher's ({list(config.conv_dim)} channels), copied{frozen}"

@@ -28,6 +28,7 @@ MODELS = {
     "student CTC": "student_ctc",
     "slim student backbone (CNN 256)": "slim_student",
     "slim student CTC (CNN 256)": "slim_student_ctc",
+    "log-mel student CTC": "mel_student_ctc",
 }
 # The int8 variants of issue 14's investigation: dynamic (weights int8, activations quantised on the fly) of every
 # MatMul, of all but the CNN, with per-channel weights; static QDQ (calibrated on the corpus' dev split) likewise.
@@ -49,8 +50,9 @@ def build(kind: str):
     if kind == "teacher":
         return Wav2Vec2Model(teacher_config())
     slim = kind.startswith("slim_")
+    frontend = "log_mel" if kind.startswith("mel_") else "cnn"
     if kind.endswith("student_ctc"):
-        return DistilXLSRForCTC(student_config(slim, vocab_size=43, pad_token_id=0))
+        return DistilXLSRForCTC(student_config(slim, vocab_size=43, pad_token_id=0, feature_frontend=frontend))
     return DistilXLSRModel(student_config(slim, fast_feature_encoder=kind != "student_slow_cnn"))
 
 

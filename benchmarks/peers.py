@@ -5,25 +5,26 @@ tiny/base/small shapes, on the same CPU in one run.
     python benchmarks/peers.py [--clips 10 60] [--batch 1 4] [--peers tiny base small] [--repeats 3] [--no_lm]
 
 A speed table only: every model has random weights (speed does not depend on them; accuracy of random peers means
-nothing and is not reported). Ours: the default and the slim student with the BP vocabulary, on each path `--backend
-auto` may choose on this machine (`candidate_backends`: torch fp32, torch bf16 where the CPU runs it natively, ONNX fp32
-and dynamic int8, exported by `distilxlsr-onnx`), greedy CTC decoding included; and each student's fastest path with a
-4-gram LM (pyctcdecode, beam width 32, an LM of the corpus' train transcripts). The beam search's cost depends on how
-peaked the logits are and a random model's are flat (worst case), so the LM rows decode *real* logits of the same length
-in place of the random model's: the shipped pt-BR teacher's on corpus test speech (same vocabulary, same 20 ms frames);
-the forward pass is the student's own. Peers: whisper configs with the public shapes (tiny 384x4+4, base 512x6+6, small
-768x12+12, 80 mel bins, 51,865 tokens), random weights built with transformers, converted by CTranslate2's own converter
-(int8 and fp32; a byte-level tokenizer saved beside the weights is all it needs offline), timed as faster-whisper runs
-them: its log-mel features of each 30 s window, then `ctranslate2.models.Whisper.generate` (greedy) from the transcribe
-prompt with end-of-text suppressed, for a fixed number of tokens: **4 tokens per second of audio** (Brazilian
-conversational speech runs at about 2.5-3 words a second, and whisper's multilingual BPE spends about 1.4 tokens on a
-Portuguese word), so a random model cannot stop early and every engine does the work a real transcript costs. Batched
-rows: ours, the clips in one padded batch; whisper, the windows of all clips in one `generate` (as faster-whisper's
-BatchedInferencePipeline). whisper.cpp (pywhispercpp, f16 and q8_0): the same random weights written as a ggml file
-(`whisper_ggml.py`), greedy, no timestamps, no temperature fallback, `max_tokens` the same 4 tokens per second per 30 s
-window; it cannot be told to suppress end-of-text, so end-of-text's embedding row is zeroed in the random weights (its
-logit is then 0, below the largest of 51,864 random ones); the decoded token count is checked. pywhispercpp has no batch
-call: its batched rows are the clips one after another. Every row names its engine, version, threads and the CPU.
+nothing and is not reported). Ours: the default, the slim and the log-mel student (the default one with
+`feature_frontend="log_mel"`) with the BP vocabulary, on each path `--backend auto` may choose on this machine
+(`candidate_backends`: torch fp32, torch bf16 where the CPU runs it natively, ONNX fp32 and dynamic int8, exported by
+`distilxlsr-onnx`), greedy CTC decoding included; and each student's fastest path with a 4-gram LM (pyctcdecode, beam
+width 32, an LM of the corpus' train transcripts). The beam search's cost depends on how peaked the logits are and a
+random model's are flat (worst case), so the LM rows decode *real* logits of the same length in place of the random
+model's: the shipped pt-BR teacher's on corpus test speech (same vocabulary, same 20 ms frames); the forward pass is the
+student's own. Peers: whisper configs with the public shapes (tiny 384x4+4, base 512x6+6, small 768x12+12, 80 mel bins,
+51,865 tokens), random weights built with transformers, converted by CTranslate2's own converter (int8 and fp32; a
+byte-level tokenizer saved beside the weights is all it needs offline), timed as faster-whisper runs them: its log-mel
+features of each 30 s window, then `ctranslate2.models.Whisper.generate` (greedy) from the transcribe prompt with
+end-of-text suppressed, for a fixed number of tokens: **4 tokens per second of audio** (Brazilian conversational speech
+runs at about 2.5-3 words a second, and whisper's multilingual BPE spends about 1.4 tokens on a Portuguese word), so a
+random model cannot stop early and every engine does the work a real transcript costs. Batched rows: ours, the clips in
+one padded batch; whisper, the windows of all clips in one `generate` (as faster-whisper's BatchedInferencePipeline).
+whisper.cpp (pywhispercpp, f16 and q8_0): the same random weights written as a ggml file (`whisper_ggml.py`), greedy, no
+timestamps, no temperature fallback, `max_tokens` the same 4 tokens per second per 30 s window; it cannot be told to
+suppress end-of-text, so end-of-text's embedding row is zeroed in the random weights (its logit is then 0, below the
+largest of 51,864 random ones); the decoded token count is checked. pywhispercpp has no batch call: its batched rows are
+the clips one after another. Every row names its engine, version, threads and the CPU.
 """
 
 import argparse
@@ -67,11 +68,19 @@ def need(module: str):
         sys.exit(f"{module} is missing: pip install -r benchmarks/requirements-peers.txt")
 
 
-def student_folder(root: str, slim: bool) -> str:
-    """The default or slim student (`shapes.ctc_student_folder`) with its ONNX fp32 and int8 graphs beside it."""
+STUDENTS = {  # label: (slim, feature_frontend)
+    "default": (False, "cnn"),
+    "slim": (True, "cnn"),
+    "log-mel": (False, "log_mel"),
+}
+
+
+def student_folder(root: str, name: str) -> str:
+    """A student of `STUDENTS` (`shapes.ctc_student_folder`) with its ONNX fp32 and int8 graphs beside it."""
     from modeling_distilxlsr.export.onnx_export import export_onnx
 
-    folder = ctc_student_folder(os.path.join(root, "slim" if slim else "default"), slim)
+    slim, frontend = STUDENTS[name]
+    folder = ctc_student_folder(os.path.join(root, name), slim, frontend)
     export_onnx(folder, folder, quantize="dynamic")
     return folder
 
@@ -217,6 +226,7 @@ def main():
     parser.add_argument("--clips", type=float, nargs="+", default=[10.0, 60.0], help="Clip lengths, seconds.")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--peers", nargs="+", default=["tiny", "base", "small"])
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no_lm", action="store_true", help="Leave out the rows with the n-gram LM.")
@@ -230,13 +240,13 @@ def main():
     root = tempfile.mkdtemp(prefix="peers_")
     rng = np.random.default_rng(0)
     engines = []
-    for slim in (False, True):
-        folder = student_folder(root, slim)
+    for student in args.students:
+        folder = student_folder(root, student)
         for name in candidate_backends(folder):
             engine = (
                 f"torch {torch.__version__}" if name.startswith("torch") else f"onnxruntime {onnxruntime.__version__}"
             )
-            engines.append((f"DistilXLSR {'slim' if slim else 'default'} student", name, engine, folder, "ours"))
+            engines.append((f"DistilXLSR {student} student", name, engine, folder, "ours"))
     for size in args.peers:
         for quantization in ("int8", "float32", "q8_0", "f16"):
             folder = whisper_folder(root, size, quantization)

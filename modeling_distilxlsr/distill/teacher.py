@@ -2,13 +2,14 @@
 student from it. Not part of the Hub files: the published model never needs a teacher."""
 
 import logging
+import math
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCTC, PreTrainedModel, Wav2Vec2Processor
 
-from ..models.configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS
+from ..models.configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, cnn_receptive_field
 from ..models.folder import load_config
 from ..models.modeling_distilxlsr import DistilXLSRModel
 from ..models.modeling_distilxlsr_parts import (
@@ -198,20 +199,36 @@ class TeacherTargets(nn.Module):
         return TeacherOutputs(targets, cnn_features, logits)
 
 
+def has_log_mel_frontend(student_config) -> bool:
+    return getattr(student_config, "feature_frontend", "cnn") == "log_mel"
+
+
 def has_slim_cnn(student_config, teacher_config) -> bool:
-    """True when the student's CNN is narrower than the teacher's (its own, distilled from the teacher's output)."""
-    return list(student_config.conv_dim) != list(teacher_config.conv_dim)
+    """True when the student's front-end is its own rather than a copy of the teacher's CNN (a narrower CNN, or the
+    log-mel front-end), learnt from the teacher's CNN output."""
+    return has_log_mel_frontend(student_config) or list(student_config.conv_dim) != list(teacher_config.conv_dim)
 
 
 def _describe_mismatch(student_config, teacher_config) -> list[str]:
     differences = []
     student_dims, teacher_dims = list(student_config.conv_dim), list(teacher_config.conv_dim)
-    if len(student_dims) != len(teacher_dims) or student_dims[-1:] != teacher_dims[-1:]:
+    log_mel = has_log_mel_frontend(student_config)
+    if log_mel:  # one frame analysis over the teacher CNN's receptive field and stride, as wide as its output
+        frames = (student_config.conv_kernel[0], student_config.conv_stride[0], student_dims[0])
+        teacher = (cnn_receptive_field(teacher_config), math.prod(teacher_config.conv_stride), teacher_dims[-1])
+        if frames != teacher:
+            differences.append(
+                f"log-mel frames (window, hop, width): student {frames} vs the teacher CNN's receptive field, stride "
+                f"and width {teacher}"
+            )
+    elif len(student_dims) != len(teacher_dims) or student_dims[-1:] != teacher_dims[-1:]:
         differences.append(
             f"conv_dim: student {student_dims} vs teacher {teacher_dims} (a slim CNN may narrow the inner layers "
             "but needs as many layers as the teacher and the same last width)"
         )
     for name in TEACHER_ARCHITECTURE_FIELDS:
+        if log_mel and name in ("conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm"):
+            continue
         student_value, teacher_value = getattr(student_config, name, None), getattr(teacher_config, name, None)
         if isinstance(student_value, (list, tuple)):
             student_value, teacher_value = list(student_value), list(teacher_value or [])
@@ -267,7 +284,9 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
         student_module.load_state_dict({k: teacher_state[k] for k in student_state})
 
     with torch.no_grad():
-        if has_slim_cnn(backbone.config, teacher.config):
+        if has_log_mel_frontend(backbone.config):
+            logger.info("log-mel front-end: nothing to copy, it learns the teacher's CNN output")
+        elif has_slim_cnn(backbone.config, teacher.config):
             init_slim_cnn_from_teacher(backbone.feature_extractor, teacher.feature_extractor)
         else:
             copy(backbone.feature_extractor, teacher.feature_extractor, "CNN feature encoder")

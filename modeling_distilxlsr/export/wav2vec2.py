@@ -25,6 +25,8 @@ DISTILXLSR_ONLY_FIELDS = (
     "head_activation",
     "teacher_name_or_path",
     "fast_feature_encoder",
+    "feature_frontend",
+    "num_mel_bins",
 )
 
 
@@ -40,6 +42,12 @@ def export_as_wav2vec2(model_dir: str, out_dir: str) -> str:
     Wav2Vec2ForSequenceClassification for a classifier, Wav2Vec2Model otherwise; a distillation checkpoint loses its
     prediction heads). Same weights, same outputs."""
     config = DistilXLSRConfig.from_pretrained(model_dir)
+    if config.feature_frontend != "cnn":
+        raise ValueError(
+            f"{model_dir} has a {config.feature_frontend} front-end, which wav2vec2 has no module for: it cannot be "
+            "saved as a plain wav2vec2 folder. Publish it as a DistilXLSR folder (trust_remote_code), or export "
+            "it to ONNX (distilxlsr-onnx)."
+        )
     architecture = (config.architectures or ["DistilXLSRModel"])[0]
     if architecture in ("DistilXLSRForCTC", "DistilXLSRForSequenceClassification"):
         source_class, target_class = {

@@ -15,6 +15,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutput, ModelOutput
 
 from .configuration_distilxlsr import DistilXLSRConfig
+from .modeling_distilxlsr_log_mel import DistilXLSRLogMelFeatureEncoder
 from .modeling_distilxlsr_parts import (
     conv_features,
     frame_attention_mask,
@@ -95,10 +96,19 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
     # A distillation checkpoint carries the prediction heads: loading it as a backbone drops them on purpose.
     _keys_to_ignore_on_load_unexpected = [r"prediction_heads\."]
 
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__(config)
+        if config.feature_frontend == "log_mel":
+            self.feature_extractor = DistilXLSRLogMelFeatureEncoder(config)
+            self.feature_extractor.apply(self._init_weights)
+
     def conv_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """CNN features `(batch, channels, frames)`: the time-major fast path when the config allows it (and no
-        gradient checkpointing is asked for), transformers' module otherwise."""
+        gradient checkpointing is asked for), transformers' module otherwise; the log-mel front-end's frames when the
+        config has one."""
         encoder = self.feature_extractor
+        if isinstance(encoder, DistilXLSRLogMelFeatureEncoder):
+            return encoder(input_values)
         checkpointing = encoder.gradient_checkpointing and self.training
         fast = self.config.fast_feature_encoder and not checkpointing
         return conv_features(encoder, self.config, input_values, fast)

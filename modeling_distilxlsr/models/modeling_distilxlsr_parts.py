@@ -63,9 +63,11 @@ def supports_time_major_cnn(feature_encoder: nn.Module, config) -> bool:
     """The fast CNN path covers the per-layer-LayerNorm CNN (`feat_extract_norm="layer"`: XLSR-53, XLS-R, our
     students), not group norm (wav2vec2 base, HuBERT). Read from the config, the public description of the layers,
     rather than from transformers' layer classes, whose module path is not an API."""
-    layers = getattr(feature_encoder, "conv_layers", ())
-    return config.feat_extract_norm == "layer" and all(
-        hasattr(layer, "conv") and hasattr(layer, "layer_norm") for layer in layers
+    layers = getattr(feature_encoder, "conv_layers", None)
+    return (
+        bool(layers)
+        and config.feat_extract_norm == "layer"
+        and all(hasattr(layer, "conv") and hasattr(layer, "layer_norm") for layer in layers)
     )
 
 

@@ -1,0 +1,65 @@
+"""The log-mel front-end of a DistilXLSR student (`feature_frontend="log_mel"`), in place of the waveform CNN.
+
+This file travels to the Hugging Face Hub with the weights (``trust_remote_code=True``), like modeling_distilxlsr.py:
+torch and public transformers names only.
+"""
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.audio_utils import mel_filter_bank
+
+from .configuration_distilxlsr import DistilXLSRConfig
+
+SAMPLING_RATE = 16_000  # stated here on its own, as every Hub file does (models/audio_format.py is the project's)
+
+
+class DistilXLSRLogMelFeatureEncoder(nn.Module):
+    """The `"log_mel"` front-end, in place of the waveform CNN: per frame (a Hann window of `conv_kernel[0]` samples
+    every `conv_stride[0]`), the log power of `num_mel_bins` slaney mel bands, then Linear -> LayerNorm -> GELU twice
+    to `conv_dim[0]` channels, the layout of a CNN layer, so that it can learn the teacher's CNN output frame by
+    frame (each teacher CNN frame sees exactly those samples). Returns `(batch, channels, frames)` like the CNN.
+
+    The spectrum is a matmul of the windowed frames with a fixed real-DFT basis rather than `torch.stft`: the same
+    numbers, it runs on any backend (ONNX MatMul, int8 or bf16 like the rest) and never pads or centres, so frame
+    counts stay the CNN's. The basis and the mel filters (transformers' `mel_filter_bank`) are saved with the weights,
+    so a loaded model computes exactly what was trained."""
+
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__()
+        window, self.hop = config.conv_kernel[0], config.conv_stride[0]
+        bins = window // 2 + 1
+        # on the CPU by name: from_pretrained builds models under a meta-device context, then loads these buffers
+        cpu = dict(dtype=torch.float64, device="cpu")
+        angle = 2 * torch.pi * torch.arange(bins, **cpu)[:, None] * torch.arange(window, **cpu)[None] / window
+        hann = torch.hann_window(window, periodic=True, **cpu)
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * hann  # (2 * bins, window)
+        mel = mel_filter_bank(
+            num_frequency_bins=bins, num_mel_filters=config.num_mel_bins, min_frequency=0.0,
+            max_frequency=SAMPLING_RATE / 2, sampling_rate=SAMPLING_RATE, norm="slaney", mel_scale="slaney",
+        )  # fmt: skip
+        self.register_buffer("fourier_basis", basis.t().float().contiguous())
+        self.register_buffer("mel_filters", torch.from_numpy(mel).float())
+        width = config.conv_dim[0]
+        self.projection = nn.Linear(config.num_mel_bins, width)
+        self.projection_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.output = nn.Linear(width, width)
+        self.output_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.activation = ACT2FN[config.feat_extract_activation]
+        self.gradient_checkpointing = False
+        self._requires_grad = True
+
+    def _freeze_parameters(self):  # what Wav2Vec2Model.freeze_feature_encoder calls
+        for param in self.parameters():
+            param.requires_grad = False
+        self._requires_grad = False
+
+    def log_mel(self, input_values: torch.Tensor) -> torch.Tensor:
+        """`(batch, samples)` -> `(batch, frames, num_mel_bins)` natural-log mel power (floor 1e-6)."""
+        spectrum = input_values.unfold(1, self.fourier_basis.shape[0], self.hop) @ self.fourier_basis
+        real, imaginary = spectrum.chunk(2, dim=-1)
+        return torch.log((real.square() + imaginary.square()) @ self.mel_filters + 1e-6)
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.activation(self.projection_norm(self.projection(self.log_mel(input_values))))
+        return self.activation(self.output_norm(self.output(hidden))).transpose(1, 2)

@@ -1,0 +1,169 @@
+"""The log-mel front-end (`feature_frontend="log_mel"`): the teacher's frames for every length, the same log-mel as a
+library's STFT, padded batches exact, loaded in a fresh process from the folder's own code, exported to ONNX, refused
+where it cannot go, and distilled by train_distill.py."""
+
+import json
+
+import librosa
+import numpy as np
+import pytest
+import torch
+from conftest import distill, run_fresh_python, tiny_student_config, tiny_teacher_config
+from huggingface_hub.errors import StrictDataclassClassValidationError
+from transformers import AutoProcessor, Wav2Vec2Model
+
+from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC, DistilXLSRForDistillation, DistilXLSRModel
+from modeling_distilxlsr.distill.teacher import init_student_from_teacher
+from modeling_distilxlsr.export.onnx_export import export_onnx
+from modeling_distilxlsr.export.wav2vec2 import export_as_wav2vec2
+from modeling_distilxlsr.inference.backends import load_backend
+from modeling_distilxlsr.models.configuration_distilxlsr import cnn_output_frames
+from modeling_distilxlsr.models.folder import save_for_hub
+from modeling_distilxlsr.models.modeling_distilxlsr_log_mel import DistilXLSRLogMelFeatureEncoder
+
+
+def log_mel_config(**overrides):
+    return tiny_student_config(feature_frontend="log_mel", **overrides)
+
+
+def test_the_log_mel_config_takes_the_teacher_cnns_receptive_field_stride_and_width():
+    config = log_mel_config()
+    assert (config.conv_kernel, config.conv_stride, config.conv_dim) == ((400,), (320,), (16,))
+    assert config.receptive_field == 400
+    xlsr = DistilXLSRConfig.from_teacher_config(DistilXLSRConfig(), feature_frontend="log_mel")
+    assert (xlsr.conv_kernel, xlsr.conv_stride, xlsr.conv_dim) == ((400,), (320,), (512,))
+    with pytest.raises(ValueError, match="choose one"):
+        tiny_student_config(feature_frontend="log_mel", cnn_width=8)
+    with pytest.raises(StrictDataclassClassValidationError, match="feature_frontend"):
+        tiny_student_config(feature_frontend="mfcc")
+    with pytest.raises(StrictDataclassClassValidationError, match="one frame analysis"):
+        DistilXLSRConfig(feature_frontend="log_mel")  # XLSR-53's 7 CNN layers are not a frame analysis
+
+
+@pytest.mark.parametrize("samples", [400, 719, 720, 16000, 16319, 23457])
+def test_every_length_gives_the_teachers_frame_count(tiny_teacher, samples):
+    torch.manual_seed(0)
+    student = DistilXLSRModel(log_mel_config()).eval()
+    wave = torch.randn(1, samples)
+    with torch.no_grad():
+        frames = student(wave).last_hidden_state.shape[1]
+        teacher_frames = tiny_teacher(wave).last_hidden_state.shape[1]
+    assert frames == teacher_frames == cnn_output_frames(tiny_teacher_config(), samples)
+
+
+def test_log_mel_is_librosas_power_mel_spectrogram_of_the_same_frames():
+    model = DistilXLSRModel(log_mel_config()).eval()
+    wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    ours = model.feature_extractor.log_mel(torch.from_numpy(wave)[None])[0].numpy()
+    reference = librosa.feature.melspectrogram(
+        y=wave, sr=16000, n_fft=400, hop_length=320, win_length=400, window="hann", center=False, power=2.0,
+        n_mels=80, fmin=0.0, fmax=8000.0, htk=False, norm="slaney",
+    )  # fmt: skip
+    np.testing.assert_allclose(ours, np.log(reference.T + 1e-6), atol=2e-3, rtol=0)
+
+
+def test_padded_batch_gives_the_same_frames_as_each_utterance_alone():
+    torch.manual_seed(0)
+    model = DistilXLSRModel(log_mel_config()).eval()
+    waves = [torch.randn(n) for n in (16000, 9000, 4321)]
+    batch = torch.zeros(3, 16000)
+    mask = torch.zeros(3, 16000, dtype=torch.long)
+    for i, wave in enumerate(waves):
+        batch[i, : len(wave)], mask[i, : len(wave)] = wave, 1
+    with torch.no_grad():
+        padded = model(batch, attention_mask=mask)
+        for i, wave in enumerate(waves):
+            alone = model(wave[None]).last_hidden_state[0]
+            assert padded.frame_attention_mask[i].sum() == len(alone)
+            torch.testing.assert_close(padded.last_hidden_state[i, : len(alone)], alone, atol=1e-4, rtol=0)
+
+
+def test_the_front_end_costs_a_fraction_of_the_cnn_it_replaces():
+    cnn = DistilXLSRModel(tiny_student_config()).feature_extractor
+    log_mel = DistilXLSRModel(log_mel_config()).feature_extractor
+    learnt = sum(p.numel() for p in log_mel.parameters())
+    assert learnt == (80 * 16 + 16) + (16 * 16 + 16) + 4 * 16  # two Linear layers and two LayerNorms
+    assert learnt < sum(p.numel() for p in cnn.parameters())
+
+
+def test_init_from_the_teacher_copies_everything_above_the_front_end(tiny_teacher):
+    torch.manual_seed(1)
+    student = DistilXLSRForDistillation(log_mel_config())
+    front_end = {k: v.clone() for k, v in student.distilxlsr.feature_extractor.state_dict().items()}
+    init_student_from_teacher(student, tiny_teacher)
+    backbone = student.distilxlsr
+    for name, value in backbone.feature_extractor.state_dict().items():
+        torch.testing.assert_close(value, front_end[name])  # its own: learnt from the teacher's CNN output
+    torch.testing.assert_close(
+        backbone.feature_projection.projection.weight, tiny_teacher.feature_projection.projection.weight
+    )
+    torch.testing.assert_close(
+        backbone.encoder.layers[1].feed_forward.output_dense.weight,
+        tiny_teacher.encoder.layers[1].feed_forward.output_dense.weight,
+    )
+    other = Wav2Vec2Model(tiny_teacher_config(conv_stride=(5, 2, 2, 2, 2, 2, 3))).eval()
+    with pytest.raises(ValueError, match="log-mel frames"):
+        init_student_from_teacher(DistilXLSRForDistillation(log_mel_config()), other)
+
+
+def test_a_saved_log_mel_model_loads_in_a_fresh_process_from_the_folders_own_code(tmp_path):
+    torch.manual_seed(0)
+    model = DistilXLSRForCTC(log_mel_config(vocab_size=12)).eval()
+    save_for_hub(model, tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["feature_frontend"] == "log_mel"
+    wave = torch.randn(1, 12000)
+    torch.save(wave, tmp_path / "wave.pt")
+    with torch.no_grad():
+        expected = model(wave).logits
+    run_fresh_python(
+        f"""
+        import sys, torch
+        from transformers import AutoModelForCTC
+        model = AutoModelForCTC.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+        assert sys.modules.get("modeling_distilxlsr") is None  # the folder's code, not our package
+        assert type(model.distilxlsr.feature_extractor).__name__ == "DistilXLSRLogMelFeatureEncoder"
+        with torch.no_grad():
+            torch.save(model(torch.load({str(tmp_path / "wave.pt")!r})).logits, {str(tmp_path / "out.pt")!r})
+        """,
+        cwd=tmp_path,
+    )
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=1e-5, rtol=0)
+
+
+def test_onnx_export_of_a_log_mel_model_gives_its_logits(tmp_path, tiny_ctc_dir):
+    processor_dir, _ = tiny_ctc_dir
+    torch.manual_seed(0)
+    config = log_mel_config(vocab_size=json.loads((processor_dir / "config.json").read_text())["vocab_size"])
+    model = DistilXLSRForCTC(config).eval()
+    save_for_hub(model, tmp_path / "model", AutoProcessor.from_pretrained(processor_dir))
+    export_onnx(tmp_path / "model", tmp_path / "model", quantize="dynamic")
+    wave = np.random.default_rng(0).standard_normal(20000).astype(np.float32)
+    reference = load_backend(str(tmp_path / "model"), "torch-fp32").logits([wave])[0]
+    onnx = load_backend(str(tmp_path / "model"), "onnx-fp32").logits([wave])[0]
+    int8 = load_backend(str(tmp_path / "model"), "onnx-int8").logits([wave])[0]
+    np.testing.assert_allclose(onnx, reference, atol=1e-3, rtol=0)
+    assert int8.shape == reference.shape and np.isfinite(int8).all()
+
+
+def test_export_as_wav2vec2_refuses_a_log_mel_model_clearly(tmp_path):
+    save_for_hub(DistilXLSRForCTC(log_mel_config(vocab_size=12)), tmp_path / "model")
+    with pytest.raises(ValueError, match="log_mel front-end, which wav2vec2 has no module for"):
+        export_as_wav2vec2(str(tmp_path / "model"), str(tmp_path / "wav2vec2"))
+
+
+@pytest.mark.slow
+def test_train_distill_distils_a_log_mel_student_from_the_teachers_cnn_output(tiny_teacher_dir, small_corpus, tmp_path):
+    out = tmp_path / "out"
+    common = ["--student_frontend", "log_mel", "--max_steps", 30, "--eval_steps", 30, "--save_steps", 30]
+    result = distill(tiny_teacher_dir, small_corpus / "train", tmp_path / "o", *common, "--freeze_cnn", check=False)
+    assert result.returncode != 0 and "choose one" in result.stderr
+    distill(tiny_teacher_dir, small_corpus / "train", out, *common, "--eval_fraction", 0.15, "--learning_rate", 1e-3)
+    results = json.loads((out / "distill_results.json").read_text())
+    initial, final = results["initial_eval"], results["final_eval"]
+    assert final["eval/loss"] < initial["eval/loss"] - 0.05
+    assert final["eval/cosine_cnn"] > initial["eval/cosine_cnn"] + 0.05  # the teacher's CNN output, learnt
+    config = json.loads((out / "config.json").read_text())
+    assert config["feature_frontend"] == "log_mel" and config["conv_dim"] == [16]
+    assert "log-mel (80 bands, 400-sample window every 320)" in (out / "README.md").read_text()
+    ctc = DistilXLSRForCTC.from_pretrained(out).eval()  # the distilled folder loads as an ASR model's backbone
+    assert isinstance(ctc.distilxlsr.feature_extractor, DistilXLSRLogMelFeatureEncoder)
