@@ -12,7 +12,15 @@ padded batch of random audio:
   loss over real frames only (and, with --freeze_cnn, the teacher's CNN features reused by the student);
 - ours with the slim student (`--student_cnn_width 256`), whose CNN also learns the teacher's CNN output;
 - ours with output distillation: the same teacher with a CTC head (a fine-tuned XLSR-53's shape, 40 characters) and
-  the KL of the CTC posteriors on top of the layer loss (the student gets a CTC head), at the same teacher depth.
+  the KL of the CTC posteriors on top of the layer loss (the student gets a CTC head), at the same teacher depth;
+- ours with the log-mel front-end (`--student_frontend log_mel`), which learns the teacher's CNN output.
+
+`--sweep N...`: instead of the table, the batch that fills the device: for each `--rows` row, batches of N clips of
+`--batch_seconds`' first length (e.g. 16 32 64 128 x 15 s), each in its own process, until one runs out of memory;
+each with its step time, audio-hours distilled per device-hour and peak memory against the device's total. Teacher
+and student attention is SDPA (transformers' default where torch has it; the row says which ran), the frozen teacher
+runs under `torch.no_grad` (`TeacherTargets`), and the audio is already on the device: the figure is the loop's,
+and the data pipeline must keep up with it (see benchmarks/README.md).
 
 `--rows NAME...` runs a subset (the baseline, first, always runs: the ratios need it).
 
@@ -35,6 +43,7 @@ ROWS = {
     "ours (4/8/12: teacher cut at 12)": {"ours": True, "pred": [4, 8, 12], "freeze_cnn": False},
     "ours, slim CNN 256 (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False, "cnn_width": 256},
     "ours + logit KD, CTC teacher (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False, "logits": True},
+    "ours, log-mel front-end (8/16/24)": {"ours": True, "pred": [8, 16, 24], "freeze_cnn": False, "log_mel": True},
 }
 
 
@@ -69,7 +78,11 @@ def worker(spec: dict) -> dict:
         cnn_width=cnn_width,
         **ctc_fields,
     )
-    cnn_loss_weight = 1.0 if spec.get("cnn_width") else 0.0
+    if spec.get("log_mel"):
+        config = DistilXLSRConfig.from_teacher_config(
+            teacher.config, pred_layer_ids=spec["pred"], feature_frontend="log_mel", **ctc_fields
+        )
+    cnn_loss_weight = 1.0 if spec.get("cnn_width") or spec.get("log_mel") else 0.0
     student = DistilXLSRForDistillation(config)
     init_student_from_teacher(student, teacher)
     if spec["freeze_cnn"]:
@@ -111,20 +124,67 @@ def worker(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up
-    started = time.perf_counter()
-    for _ in range(spec["steps"]):
-        step()
+    try:
+        step()  # warm-up
+        started = time.perf_counter()
+        for _ in range(spec["steps"]):
+            step()
+    except torch.OutOfMemoryError:  # what a sweep looks for: the batch that no longer fits
+        return {"out_of_memory": True}
     seconds = (time.perf_counter() - started) / spec["steps"]
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        total_mb = torch.cuda.get_device_properties(device).total_memory / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     return {
         "step_seconds": seconds,
         "audio_seconds_per_second": sum(spec["batch_seconds"]) / seconds,
         "peak_memory_mb": peak_mb,
+        "device_memory_mb": total_mb,
+        "attention": f"teacher {teacher.config._attn_implementation}, student {student.config._attn_implementation}",
     }
+
+
+def run_row(name: str, spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{name} ({len(spec['batch_seconds'])} clips): {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def sweep(args, rows: dict) -> None:
+    """For each row, batches of each `--sweep` size until one runs out of memory: the batch that fills the device."""
+    clip = args.batch_seconds[0]
+    lines = [
+        f"device: {args.device}{' bf16' if args.bf16 else ' fp32'}; clips of {clip:g} s; {args.steps} steps after "
+        "1 warm-up",
+        "",
+        "| loop | clips per step | audio per step (s) | s/step | audio-hours per device-hour | peak memory (MiB) | "
+        "of the device | attention |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    results = {}
+    for name, row in rows.items():
+        for clips in args.sweep:
+            spec = {**row, "steps": args.steps, "batch_seconds": [clip] * clips, "device": args.device,
+                    "bf16": args.bf16}  # fmt: skip
+            r = results[f"{name} x {clips}"] = run_row(name, spec)
+            if r.get("out_of_memory"):
+                lines.append(f"| {name} | {clips} | {clip * clips:g} | out of memory | - | - | - | - |")
+                break
+            lines.append(
+                f"| {name} | {clips} | {clip * clips:g} | {r['step_seconds']:.3f} | "
+                f"{r['audio_seconds_per_second']:.0f} | {r['peak_memory_mb']:.0f} | "
+                f"{r['peak_memory_mb'] / r['device_memory_mb']:.0%} | {r['attention']} |"
+            )  # audio s per s = audio-hours per hour
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 def main():
@@ -135,11 +195,17 @@ def main():
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--json", default=None, help="Also write the table here.")
     parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the baseline).")
+    parser.add_argument("--sweep", type=int, nargs="+", default=None, help="Clips per step to try (see above).")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    unknown = sorted(set(args.rows or ()) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; rows are {list(ROWS)}")
+    if args.sweep:
+        return sweep(args, {n: r for n, r in ROWS.items() if n in (args.rows or ["ours (8/16/24)"])})
     results = {}
     rows = {n: r for i, (n, r) in enumerate(ROWS.items()) if i == 0 or args.rows is None or n in args.rows}
     for name, row in rows.items():
@@ -150,11 +216,7 @@ def main():
             "device": args.device,
             "bf16": args.bf16,
         }
-        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{name}: {results[name]}", file=sys.stderr)
+        results[name] = run_row(name, spec)
     base = results[next(iter(ROWS))]
     memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "peak RSS (MiB)"
     from modeling_distilxlsr.inference.cpu_features import describe_cpu

@@ -21,6 +21,14 @@ def test_gpu_check_runs_on_cpu_with_tiny_shapes(tmp_path):
     assert tables.count("| XLSR-53 (teacher arch) |") == 2 and "slim student backbone" in tables
     distill = json.loads((out / "distill_bf16.json").read_text())
     assert distill and all(row["audio_seconds_per_second"] > 0 for row in distill.values())
+    sweep = json.loads((out / "distill_sweep.json").read_text())  # the batch that fills the device, per student
+    assert set(sweep) == {
+        f"{row} x {n}" for row in ("ours (8/16/24)", "ours, log-mel front-end (8/16/24)") for n in (1, 2)
+    }
+    assert all(
+        r["audio_seconds_per_second"] > 0 and 0 < r["peak_memory_mb"] < r["device_memory_mb"] for r in sweep.values()
+    )
+    assert "## distillation: the batch that fills the device" in tables and "log-mel student CTC" in tables
 
 
 def test_probe_runs_every_task_and_writes_one_table(small_corpus, tmp_path):
