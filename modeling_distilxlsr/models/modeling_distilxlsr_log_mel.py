@@ -11,6 +11,7 @@ from transformers.audio_utils import mel_filter_bank
 
 from .configuration_distilxlsr import DistilXLSRConfig
 
+DYNAMIC_RANGE = 10.0  # natural-log units: about 43 dB
 SAMPLING_RATE = 16_000  # stated here on its own, as every Hub file does (models/audio_format.py is the project's)
 
 
@@ -61,5 +62,10 @@ class DistilXLSRLogMelFeatureEncoder(nn.Module):
         return torch.log((real.square() + imaginary.square()) @ self.mel_filters + 1e-6)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        hidden = self.activation(self.projection_norm(self.projection(self.log_mel(input_values))))
+        log_mel = self.log_mel(input_values)
+        # Each frame's bands floored DYNAMIC_RANGE below its loudest (whisper floors 80 dB below the utterance's; per
+        # frame here, so that padding changes nothing): a band-limited channel (telephone, low-pass) otherwise leaves
+        # its empty bands at log(1e-6), far outside anything distillation on wideband audio showed the MLP.
+        log_mel = torch.maximum(log_mel, log_mel.amax(dim=-1, keepdim=True) - DYNAMIC_RANGE)
+        hidden = self.activation(self.projection_norm(self.projection(log_mel)))
         return self.activation(self.output_norm(self.output(hidden))).transpose(1, 2)
