@@ -24,7 +24,8 @@ whisper.cpp (pywhispercpp, f16 and q8_0): the same random weights written as a g
 timestamps, no temperature fallback, `max_tokens` the same 4 tokens per second per 30 s window; it cannot be told to
 suppress end-of-text, so end-of-text's embedding row is zeroed in the random weights (its logit is then 0, below the
 largest of 51,864 random ones); the decoded token count is checked. pywhispercpp has no batch call: its batched rows are
-the clips one after another. Every row names its engine, version, threads and the CPU.
+the clips one after another. XLSR-53's own shape (a random-weight `Wav2Vec2ForCTC`, torch fp32 eager) runs in the
+same run, for the "vs XLSR-53 fp32" column. Every row names its engine, version, threads and the CPU.
 """
 
 import argparse
@@ -37,7 +38,7 @@ from importlib.metadata import version
 
 import numpy as np
 import torch
-from shapes import ctc_student_folder
+from shapes import ctc_student_folder, xlsr53_ctc_folder
 from timing import median_seconds
 from whisper_ggml import write_ggml
 
@@ -240,6 +241,9 @@ def main():
     root = tempfile.mkdtemp(prefix="peers_")
     rng = np.random.default_rng(0)
     engines = []
+    # XLSR-53 itself (CTC, random weights), torch fp32 eager: what the "vs XLSR-53" column divides by
+    engines.append(("XLSR-53 shapes (CTC)", "torch-fp32", f"torch {torch.__version__}",
+                    xlsr53_ctc_folder(os.path.join(root, "xlsr53")), "ours"))  # fmt: skip
     for student in args.students:
         folder = student_folder(root, student)
         for name in candidate_backends(folder):
@@ -283,15 +287,21 @@ def main():
         f"CPU: {describe_cpu()}; {args.threads} threads; whisper decodes {TOKENS_PER_SECOND} tokens per audio second; "
         f"LM rows: {LM_ORDER}-gram, beam width {LM_BEAM_WIDTH}\n"
     )
-    print("| clip | batch | model | path | engine | wall s | RTF | audio-hours per hour | vs whisper-tiny int8 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| clip | batch | model | path | engine | wall s | RTF | audio-hours per hour | vs whisper-tiny int8 | "
+          "vs XLSR-53 fp32 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def speed_of(seconds, batch, model, path):
+        return next((r[6] for r in rows if r[:4] == (seconds, batch, model, path)), None)
+
     for seconds, batch, model, path, engine, wall, speed in rows:
-        tiny = next(
-            (r[6] for r in rows if r[:2] == (seconds, batch) and r[2] == "whisper-tiny shapes" and r[3] == "int8"), None
-        )
-        ratio = f"{speed / tiny:.1f}x" if tiny else "-"
+        ratios = [
+            speed_of(seconds, batch, "whisper-tiny shapes", "int8"),
+            speed_of(seconds, batch, "XLSR-53 shapes (CTC)", "torch-fp32"),
+        ]
+        cells = " | ".join(f"{speed / r:.1f}x" if r else "-" for r in ratios)
         print(f"| {seconds:g} s | {batch} | {model} | {path} | {engine} | {wall:.3f} | {wall / (seconds * batch):.4f} "
-              f"| {speed:.0f} | {ratio} |")  # fmt: skip
+              f"| {speed:.0f} | {cells} |")  # fmt: skip
 
 
 if __name__ == "__main__":
