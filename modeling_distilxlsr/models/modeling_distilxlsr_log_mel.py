@@ -4,15 +4,42 @@ This file travels to the Hugging Face Hub with the weights (``trust_remote_code=
 torch and public transformers names only.
 """
 
+import math
+
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.audio_utils import mel_filter_bank
 
 from .configuration_distilxlsr import DistilXLSRConfig
 
 DYNAMIC_RANGE = 10.0  # natural-log units: about 43 dB
 SAMPLING_RATE = 16_000  # stated here on its own, as every Hub file does (models/audio_format.py is the project's)
+
+
+def _hz_to_slaney_mel(hz: torch.Tensor) -> torch.Tensor:
+    """The Slaney (Auditory Toolbox) mel scale: linear below 1 kHz, logarithmic above."""
+    log_step = math.log(6.4) / 27.0
+    return torch.where(hz < 1000.0, 3.0 * hz / 200.0, 15.0 + torch.log(hz.clamp(min=1e-10) / 1000.0) / log_step)
+
+
+def _slaney_mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+    log_step = math.log(6.4) / 27.0
+    return torch.where(mel < 15.0, 200.0 * mel / 3.0, 1000.0 * torch.exp(log_step * (mel - 15.0)))
+
+
+def slaney_mel_filters(bins: int, bands: int, sampling_rate: int, **tensor_options) -> torch.Tensor:
+    """`(bins, bands)` triangular mel filters, Slaney scale and area normalisation from 0 Hz to Nyquist: librosa's
+    `filters.mel(htk=False, norm="slaney")`, which tests/test_log_mel_frontend.py checks against. Written here
+    because this file travels to the Hub with public transformers names only (its `audio_utils` are documented as
+    internal helpers) and librosa is not a transformers dependency."""
+    frequencies = torch.linspace(0.0, sampling_rate / 2, bins, **tensor_options)
+    top = _hz_to_slaney_mel(torch.tensor(sampling_rate / 2, **tensor_options))
+    edges = _slaney_mel_to_hz(torch.linspace(0.0, float(top), bands + 2, **tensor_options))
+    widths = edges.diff()
+    rising = (frequencies[:, None] - edges[None, :-2]) / widths[None, :-1]
+    falling = (edges[None, 2:] - frequencies[:, None]) / widths[None, 1:]
+    weights = torch.minimum(rising, falling).clamp(min=0.0)
+    return weights * (2.0 / (edges[2:] - edges[:-2]))[None, :]
 
 
 class DistilXLSRLogMelFeatureEncoder(nn.Module):
@@ -23,7 +50,7 @@ class DistilXLSRLogMelFeatureEncoder(nn.Module):
 
     The spectrum is a matmul of the windowed frames with a fixed real-DFT basis rather than `torch.stft`: the same
     numbers, it runs on any backend (ONNX MatMul, int8 or bf16 like the rest) and never pads or centres, so frame
-    counts stay the CNN's. The basis and the mel filters (transformers' `mel_filter_bank`) are saved with the weights,
+    counts stay the CNN's. The basis and the mel filters (`slaney_mel_filters`) are saved with the weights,
     so a loaded model computes exactly what was trained."""
 
     def __init__(self, config: DistilXLSRConfig):
@@ -35,12 +62,9 @@ class DistilXLSRLogMelFeatureEncoder(nn.Module):
         angle = 2 * torch.pi * torch.arange(bins, **cpu)[:, None] * torch.arange(window, **cpu)[None] / window
         hann = torch.hann_window(window, periodic=True, **cpu)
         basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * hann  # (2 * bins, window)
-        mel = mel_filter_bank(
-            num_frequency_bins=bins, num_mel_filters=config.num_mel_bins, min_frequency=0.0,
-            max_frequency=SAMPLING_RATE / 2, sampling_rate=SAMPLING_RATE, norm="slaney", mel_scale="slaney",
-        )  # fmt: skip
+        mel = slaney_mel_filters(bins, config.num_mel_bins, SAMPLING_RATE, **cpu)
         self.register_buffer("fourier_basis", basis.t().float().contiguous())
-        self.register_buffer("mel_filters", torch.from_numpy(mel).float())
+        self.register_buffer("mel_filters", mel.float())
         width = config.conv_dim[0]
         self.projection = nn.Linear(config.num_mel_bins, width)
         self.projection_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
