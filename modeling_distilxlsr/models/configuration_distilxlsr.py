@@ -101,7 +101,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
         every `conv_stride[0]`: XLSR-53's receptive field, 400, and stride, 320, so every length gives the teacher's
         frame count) through a per-frame MLP to `conv_dim[0]` channels, learnt from the teacher's CNN output. The
         MelHuBERT idea (spectral input instead of a waveform CNN; Lin et al., 2023) applied to a distilled student:
-        about 0.03 GMAC per audio second instead of the 2.45 of XLSR-53's CNN, which is most of what a 2-layer
+        about 0.024 GMAC per audio second instead of the 2.45 of XLSR-53's CNN, which is most of what a 2-layer
         student computes. Build it with `from_teacher_config(..., feature_frontend="log_mel")`.
     num_mel_bins (`int`, defaults to 80):
         Mel bands of the `"log_mel"` front-end (whisper's and most CTC recipes' 80).
