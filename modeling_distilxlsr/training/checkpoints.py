@@ -287,12 +287,13 @@ def _run_id(checkpoint: str) -> str | None:
         return None
 
 
-def load_checkpoint(
-    accelerator, candidates: list[str], explicit: bool, state, settings: dict, on_resume: dict, defaults: dict
-) -> str | None:
-    """Loads the first candidate that is whole into the prepared objects and `state`; returns its path (None if
-    there was no candidate). A damaged `latest` is passed over with a warning naming the bad file; a damaged
-    explicit checkpoint is an error naming the file. Settings are compared before anything is loaded."""
+def whole_checkpoints_with_these_settings(
+    candidates: list[str], explicit: bool, settings: dict, on_resume: dict, defaults: dict, warn: bool = True
+):
+    """The candidates, newest first, that are whole and whose settings match: a damaged `latest` is passed over (with
+    a warning naming the bad file, unless `warn` is off), a damaged explicit checkpoint is an error, and other
+    settings are always an error. What `load_checkpoint` loads from, and what a run checks before its costly set-up
+    (`training.loop.check_resume_settings`), so that both pass over the same checkpoints."""
     for path in candidates:
         try:
             validate_checkpoint(path)
@@ -300,8 +301,19 @@ def load_checkpoint(
         except CheckpointError as err:
             if explicit or isinstance(err, SettingsChangedError):
                 raise
-            logger.warning("skipping checkpoint %s: %s; trying an older one", path, err)
+            if warn:
+                logger.warning("skipping checkpoint %s: %s; trying an older one", path, err)
             continue
+        yield path
+
+
+def load_checkpoint(
+    accelerator, candidates: list[str], explicit: bool, state, settings: dict, on_resume: dict, defaults: dict
+) -> str | None:
+    """Loads the first candidate that is whole into the prepared objects and `state`; returns its path (None if
+    there was no candidate). A damaged `latest` is passed over with a warning naming the bad file; a damaged
+    explicit checkpoint is an error naming the file. Settings are compared before anything is loaded."""
+    for path in whole_checkpoints_with_these_settings(candidates, explicit, settings, on_resume, defaults):
         try:
             accelerator.load_state(path)
         except Exception as err:  # torch/accelerate raise many types for a bad file

@@ -24,15 +24,12 @@ from ..distill.teacher import TeacherCTCError, VocabularyMismatchError
 from ..models.folder import ModelSaveError
 from .arguments import field_defaults, resume_policies, run_settings
 from .checkpoints import (
-    ARGS_FILE,
     CheckpointError,
     compare_data,
-    compare_settings,
     list_checkpoints,
     load_checkpoint,
-    read_json,
     resume_candidates,
-    validate_checkpoint,
+    whole_checkpoints_with_these_settings,
 )
 from .output_dir import OutputDirError, claim_output_dir
 from .results import write_json
@@ -174,21 +171,9 @@ def check_resume_settings(run, groups: tuple) -> None:
     resume with other settings is refused in seconds, not after minutes of work that `start_run` would then refuse.
     The checkpoint compared is the one `start_run` would load first (a damaged `latest` is passed over there too)."""
     candidates, explicit = resume_candidates(run.resume_from_checkpoint, os.path.join(run.output_dir, "checkpoints"))
-    for path in candidates:
-        try:
-            validate_checkpoint(path)
-        except CheckpointError:
-            if explicit:
-                raise
-            continue
-        compare_settings(
-            read_json(os.path.join(path, ARGS_FILE)),
-            run_settings(*groups),
-            path,
-            resume_policies(*groups),
-            field_defaults(*groups),
-        )
-        return
+    settings, policies, defaults = run_settings(*groups), resume_policies(*groups), field_defaults(*groups)
+    # the first one that passes is the one start_run loads (it warns about the damaged ones passed over)
+    next(whole_checkpoints_with_these_settings(candidates, explicit, settings, policies, defaults, warn=False), None)
 
 
 def start_run(
