@@ -76,12 +76,9 @@ def worker(spec: dict) -> dict:
         pred_layer_ids=spec["pred"],
         fast_feature_encoder=spec["ours"],
         cnn_width=cnn_width,
+        feature_frontend="log_mel" if spec.get("log_mel") else "cnn",
         **ctc_fields,
     )
-    if spec.get("log_mel"):
-        config = DistilXLSRConfig.from_teacher_config(
-            teacher.config, pred_layer_ids=spec["pred"], feature_frontend="log_mel", **ctc_fields
-        )
     cnn_loss_weight = 1.0 if spec.get("cnn_width") or spec.get("log_mel") else 0.0
     student = DistilXLSRForDistillation(config)
     init_student_from_teacher(student, teacher)

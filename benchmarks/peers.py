@@ -261,8 +261,9 @@ def main():
             )
             engines.append((f"whisper-{size} shapes", quantization, engine, folder, engine.split()[0]))
     rows = []
+    # one LM and one stretch of real-speech logits for every clip length: each LM row decodes its clip's first frames
+    lm = None if args.no_lm else speech_logits_and_lm(root, max(args.clips))
     for seconds in args.clips:
-        lm = None if args.no_lm else speech_logits_and_lm(root, seconds)
         for batch in args.batch:
             clips = [(rng.standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32) for _ in range(batch)]
             for model, path, engine, folder, kind in engines:

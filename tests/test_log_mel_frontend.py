@@ -1,6 +1,6 @@
 """The log-mel front-end (`feature_frontend="log_mel"`): the teacher's frames for every length, the same log-mel as a
-library's STFT, padded batches exact, loaded in a fresh process from the folder's own code, exported to ONNX, refused
-where it cannot go, and distilled by train_distill.py."""
+library's STFT, empty bands floored (padded batches: tests/test_modeling.py), loaded in a fresh process from the
+folder's own code, exported to ONNX, refused where it cannot go, and distilled by train_distill.py."""
 
 import json
 
@@ -17,6 +17,7 @@ from modeling_distilxlsr.distill.teacher import init_student_from_teacher
 from modeling_distilxlsr.export.onnx_export import export_onnx
 from modeling_distilxlsr.export.wav2vec2 import export_as_wav2vec2
 from modeling_distilxlsr.inference.backends import load_backend
+from modeling_distilxlsr.models import modeling_distilxlsr_log_mel as log_mel_module
 from modeling_distilxlsr.models.configuration_distilxlsr import cnn_output_frames
 from modeling_distilxlsr.models.folder import save_for_hub
 from modeling_distilxlsr.models.modeling_distilxlsr_log_mel import DistilXLSRLogMelFeatureEncoder
@@ -62,20 +63,21 @@ def test_log_mel_is_librosas_power_mel_spectrogram_of_the_same_frames():
     np.testing.assert_allclose(ours, np.log(reference.T + 1e-6), atol=2e-3, rtol=0)
 
 
-def test_padded_batch_gives_the_same_frames_as_each_utterance_alone():
-    torch.manual_seed(0)
+def test_bands_far_below_a_frames_loudest_are_floored_so_an_empty_band_cannot_swing_the_output(monkeypatch):
     model = DistilXLSRModel(log_mel_config()).eval()
-    waves = [torch.randn(n) for n in (16000, 9000, 4321)]
-    batch = torch.zeros(3, 16000)
-    mask = torch.zeros(3, 16000, dtype=torch.long)
-    for i, wave in enumerate(waves):
-        batch[i, : len(wave)], mask[i, : len(wave)] = wave, 1
-    with torch.no_grad():
-        padded = model(batch, attention_mask=mask)
-        for i, wave in enumerate(waves):
-            alone = model(wave[None]).last_hidden_state[0]
-            assert padded.frame_attention_mask[i].sum() == len(alone)
-            torch.testing.assert_close(padded.last_hidden_state[i, : len(alone)], alone, atol=1e-4, rtol=0)
+    time = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 300 * time)[None]  # band-limited: nothing above a few hundred Hz
+    hiss = 1e-3 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))  # 57 dB down
+    front_end = model.feature_extractor
+
+    def output_change():
+        with torch.no_grad():
+            return (front_end(tone + hiss) - front_end(tone)).abs().max()
+
+    floored = output_change()
+    monkeypatch.setattr(log_mel_module, "DYNAMIC_RANGE", float("inf"))  # the same front-end without the floor
+    unfloored = output_change()
+    assert floored < 0.01 and unfloored > 10 * floored
 
 
 def test_the_front_end_costs_a_fraction_of_the_cnn_it_replaces():

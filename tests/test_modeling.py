@@ -77,9 +77,10 @@ def test_hidden_states_and_attentions_are_wav2vec2s(tmp_path):
     assert not model.encoder.layers[0]._forward_hooks and not model.encoder.layers[0]._forward_pre_hooks
 
 
-def test_padded_batch_gives_the_same_frames_as_each_utterance_alone():
+@pytest.mark.parametrize("feature_frontend", ["cnn", "log_mel"])
+def test_padded_batch_gives_the_same_frames_as_each_utterance_alone(feature_frontend):
     torch.manual_seed(0)
-    model = DistilXLSRModel(tiny_student_config()).eval()
+    model = DistilXLSRModel(tiny_student_config(feature_frontend=feature_frontend)).eval()
     lengths = [16000, 9000, 4321]
     batch = torch.zeros(3, 16000)
     mask = torch.zeros(3, 16000, dtype=torch.long)
