@@ -10,10 +10,8 @@ The head is SUPERB's (weighted sum of every layer, mean pooling over real frames
 checkpoints, resume and bad-input accounting as finetune_ctc.py; accuracy and macro-F1 per eval set.
 """
 
-import json
 import logging
-import os
-import time
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -21,47 +19,37 @@ import transformers
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from sklearn.metrics import accuracy_score, f1_score
-from tqdm.auto import tqdm
 from transformers import AutoModelForAudioClassification
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForSequenceClassification
-from modeling_distilxlsr.audio.augment import AugmentArguments, describe_augmentation
+from modeling_distilxlsr.audio.augment import AugmentArguments
 from modeling_distilxlsr.audio.sources import SkipCounter
+from modeling_distilxlsr.errors import OptionsError, UserError
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE, default_feature_extractor
 from modeling_distilxlsr.models.folder import load_config, save_for_hub
 from modeling_distilxlsr.training.arguments import RunArguments, parse_args, run_settings
-from modeling_distilxlsr.training.checkpoints import data_fingerprint, save_checkpoint
+from modeling_distilxlsr.training.checkpoints import data_fingerprint
 from modeling_distilxlsr.training.classification_data import (
     ClassificationCollator,
     balanced_class_weights,
     class_names,
     find_labelled_clips,
 )
-from modeling_distilxlsr.training.hub import check_hub_access, push_folder
+from modeling_distilxlsr.training.classification_outputs import finish_classification
+from modeling_distilxlsr.training.hub import check_hub_access
 from modeling_distilxlsr.training.loop import (
     TrainingState,
-    backward_and_step_optimizer_and_scheduler,
-    batch_or_stand_in,
+    check_resume_settings,
     collective_timeout,
-    count_nonfinite_step,
     finish_run,
-    keep_if_best,
-    nonfinite_summary,
-    open_output_dir,
+    output_dir_held,
     prepare_supervised_training,
-    resumable_batches,
     setup_logging,
     start_run,
     train_mode,
-    user_errors_as_messages,
 )
-from modeling_distilxlsr.training.model_card import (
-    card_metadata,
-    format_params,
-    readable_dataset_name,
-    render_card,
-)
-from modeling_distilxlsr.training.results import write_json
+from modeling_distilxlsr.training.model_card import format_params
+from modeling_distilxlsr.training.train_loop import TrainingLoop, keep_if_best, run_training_loop
 
 logger = logging.getLogger("finetune_classification")
 CLASSIFICATION_DEFAULTS = dict(
@@ -175,7 +163,7 @@ def load_data_and_model(run: RunArguments, task: ClassificationArguments, skips:
     """Labelled clips (class sub-folders or a manifest), the classes in order, and the classifier sized to them.
     Returns (model, class names, train clips, {eval source: clips}, class weights or None)."""
     if not task.train_data or not task.eval_data:
-        raise SystemExit("--train_data and --eval_data are required (class sub-folders or a labelled manifest).")
+        raise OptionsError("--train_data and --eval_data are required (class sub-folders or a labelled manifest).")
     max_samples = int(task.max_audio_seconds * SAMPLING_RATE)
     train = find_labelled_clips(task.train_data, skips, task.label_column, max_samples)
     eval_sets = {s: find_labelled_clips(s, skips, task.label_column, max_samples) for s in task.eval_data}
@@ -183,7 +171,7 @@ def load_data_and_model(run: RunArguments, task: ClassificationArguments, skips:
         names = class_names(train, eval_sets, task.labels)
         model = load_classifier(task, names)
     except ValueError as err:  # bad labels, or a --model that is not a model
-        raise SystemExit(f"error: {err}") from err
+        raise OptionsError(str(err)) from err
     weights = balanced_class_weights(train, names) if task.class_weights == "balanced" else None
     logger.info(
         "model %s: %s parameters (%s trainable); classes %s; train: %d clips; eval: %s",
@@ -208,138 +196,67 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
     set_seed(run.seed)
     if run.push_to_hub:
         check_hub_access(run.hub_model_id)
-    lock = open_output_dir(accelerator, run)
-
-    skips = SkipCounter()
-    model, names, train, eval_sets, weights = load_data_and_model(run, task, skips)
-    collator = ClassificationCollator(model.config.label2id)
-    model, optimizer, scheduler, train_loader, eval_loaders = prepare_supervised_training(
-        run, augment, model, collator, train, eval_sets, accelerator
-    )
-    state = TrainingState()
     groups = (run, augment, task)
-    data = data_fingerprint({"train": train, **eval_sets})
-    checkpoint_dir = start_run(accelerator, run, groups, state, "finetune_classification", skips, data)
+    with output_dir_held(accelerator, run):
+        check_resume_settings(run, groups)  # before the data and the model are loaded
 
-    def run_evals():
-        return {
-            name: evaluate(model, loader, accelerator, skips, len(names), task.freeze_encoder)
-            for name, loader in zip(eval_sets, eval_loaders, strict=True)
-        }
+        # 1. labelled clips and the classifier sized to their classes; loaders, optimizer and schedule, prepared
+        skips = SkipCounter()
+        model, names, train, eval_sets, weights = load_data_and_model(run, task, skips)
+        collator = ClassificationCollator(model.config.label2id)
+        model, optimizer, scheduler, train_loader, eval_loaders = prepare_supervised_training(
+            run, augment, model, collator, train, eval_sets, accelerator
+        )
 
-    if state.step == 0:
-        state.history.append({"step": 0, "eval": run_evals()})
-        logger.info("initial eval: %s", state.history[-1]["eval"])
-    train_mode(model, task.freeze_encoder)
-    progress = tqdm(total=run.max_steps, initial=state.step, disable=not accelerator.is_main_process, desc="classify")
-    started = time.time()
-    for batch in resumable_batches(accelerator, train_loader, state):
-        if state.step >= run.max_steps:
-            break
-        batch, all_skipped = batch_or_stand_in(accelerator, batch, collator, skips)
-        with accelerator.accumulate(model):
+        # 2. resume or start, train (the best model by the first eval set's accuracy kept in output_dir), finish
+        state = TrainingState()
+        data = data_fingerprint({"train": train, **eval_sets})
+        checkpoint_dir = start_run(accelerator, run, groups, state, "finetune_classification", skips, data)
+
+        def step_loss(batch):
             with accelerator.autocast():
                 logits = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
             class_weights = None if weights is None else weights.to(logits.device)
-            loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=class_weights)
-            stepped = backward_and_step_optimizer_and_scheduler(
-                accelerator, model, loss, all_skipped, optimizer, scheduler, run.max_grad_norm
-            )
-        if not all_skipped:
-            state.audio_seconds += batch["attention_mask"].sum().item() / SAMPLING_RATE
-        if not accelerator.sync_gradients:
-            continue
-        state.step += 1
-        count_nonfinite_step(state, stepped, run.max_nonfinite_steps)
-        progress.update(1)
-        if state.step % run.logging_steps == 0:
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-            accelerator.log({"train/loss": loss.item()}, step=state.step)
-        if state.step % run.eval_steps == 0 or state.step == run.max_steps:
-            results = run_evals()
-            state.history.append({"step": state.step, "eval": results})
-            logger.info("step %d eval: %s", state.step, results)
-            accuracy = next(iter(results.values()))["accuracy"]
-            keep_if_best(  # the best model in output_dir; accuracy is higher-better
-                accelerator,
-                model,
-                state,
-                -accuracy,
-                lambda m, sd: save_for_hub(m, run.output_dir, default_feature_extractor(), sd),
-            )
-        if state.step % run.save_steps == 0 or state.step == run.max_steps:
-            save_checkpoint(accelerator, checkpoint_dir, state, skips, run.save_total_limit, run_settings(*groups))
-    progress.close()
-    finish_classification(accelerator, model, groups, state, skips, time.time() - started, names)
-    finish_run(accelerator, lock)
+            return torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=class_weights), {}
 
+        def run_evals():
+            return {
+                "eval": {
+                    name: evaluate(model, loader, accelerator, skips, len(names), task.freeze_encoder)
+                    for name, loader in zip(eval_sets, eval_loaders, strict=True)
+                }
+            }
 
-def finish_classification(accelerator, model, groups, state, skips, elapsed: float, names: list[str]) -> None:
-    """After the last step: one skip summary for all ranks, the card and classification_results.json, the upload."""
-    run = groups[0]
-    skips.merge_ranks()
-    if not accelerator.is_main_process:
-        return
-    summary = skips.summary("clips")
-    logger.info(summary)
-    params = format_params(sum(p.numel() for p in model.parameters()))
-    write_card_and_results(groups, state, summary, elapsed, names, accelerator.num_processes, params)
-    if run.push_to_hub:
-        message = f"classifier, {state.step} steps"
-        logger.info("pushed to %s", push_folder(run.output_dir, run.hub_model_id, message))
+        def keep_best(fields):  # accuracy is higher-better
+            accuracy = next(iter(fields["eval"].values()))["accuracy"]
+            save = lambda m, sd: save_for_hub(m, run.output_dir, default_feature_extractor(), sd)  # noqa: E731
+            keep_if_best(accelerator, model, state, -accuracy, save)
 
-
-def write_card_and_results(groups, state, skips_summary, elapsed, names, num_processes, params):
-    run, augment, task = groups
-    evals = [row for row in state.history if "eval" in row]
-    initial, best = evals[0]["eval"], next(row["eval"] for row in evals if row["step"] == state.best_step)
-    table = ["| eval set | accuracy | macro-F1 | clips | accuracy before fine-tuning |", "|---|---|---|---|---|"]
-    for name, result in best.items():
-        table.append(
-            f"| {readable_dataset_name(name)} | {result['accuracy']:.3f} | {result['macro_f1']:.3f} | "
-            f"{result['clips']} | {initial[name]['accuracy']:.3f} |"
+        loop = TrainingLoop(
+            model,
+            optimizer,
+            scheduler,
+            train_loader,
+            collator,
+            step_loss,
+            evaluate=run_evals,
+            set_train_mode=lambda: train_mode(model, task.freeze_encoder),
+            after_eval=keep_best,
+            describe_eval=lambda fields: str(fields["eval"]),
+            name="classify",
         )
-    model_name = run.hub_model_id or os.path.basename(os.path.abspath(run.output_dir))
-    card_data = card_metadata(
-        task.train_data, task.model, "audio-classification", ["audio-classification"], metrics=["accuracy", "f1"],
-        model_name=model_name,
-    )  # fmt: skip
-    render_card(
-        "classification.md",
-        run.output_dir,
-        card_data,
-        model_name=model_name,
-        repo_id=run.hub_model_id or run.output_dir,
-        base_model=readable_dataset_name(task.model),
-        params=params,
-        classes=", ".join(f"`{n}`" for n in names),
-        head="frozen encoder, head only" if task.freeze_encoder else "the whole model but its CNN",
-        results_table="\n".join(table),
-        steps=f"best of {state.step} (step {state.best_step})",
-        skips=skips_summary,
-        augmentation=describe_augmentation(augment, distilling=False),
-    )
-    results = {
-        "classes": names,
-        "initial_eval": initial,
-        "best_eval": best,
-        "best_step": state.best_step,
-        "steps": state.step,
-        "num_processes": num_processes,
-        "train_seconds": elapsed,
-        "audio_hours": state.audio_seconds / 3600,
-        "skipped": skips_summary,
-        "nonfinite": nonfinite_summary(state),
-    }
-    write_json(os.path.join(run.output_dir, "classification_results.json"), results)
-    logger.info("done: %d steps -> %s; best %s", state.step, run.output_dir, json.dumps(best))
+        elapsed = run_training_loop(accelerator, run, loop, state, skips, checkpoint_dir, run_settings(*groups))
+        finish_classification(accelerator, model, groups, state, skips, elapsed, names)
+        finish_run(accelerator)
 
 
 def cli(argv=None):
     """`distilxlsr-classify` and `python finetune_classification.py`: flags, or a YAML/JSON config followed by flags."""
     groups = (RunArguments, AugmentArguments, ClassificationArguments)
-    with user_errors_as_messages():
+    try:
         main(*parse_args(groups, CLASSIFICATION_DEFAULTS, argv, required=("model",)))
+    except UserError as err:
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,14 @@
+import contextlib
+import io
+import logging
 import os
+import runpy
+import shutil
 import subprocess
 import sys
 import textwrap
+import traceback
+import warnings
 
 import pytest
 import torch
@@ -166,17 +173,85 @@ TWO_CPU_RANKS = (
     "no",
 )
 TWO_CPU_RANKS_ENV = {"ACCELERATE_USE_CPU": "1"}
+# Tests that start several processes (DDP ranks, two "machines"): one xdist worker runs them all, one after another
+# (`-n 2 --dist loadgroup`), so that two such launches never share the CPU's cores or accelerate's default port.
+TWO_PROCESS_GROUP = pytest.mark.xdist_group("several_processes")
 
 
 def run_script(args: list[str], timeout=600, env_extra=None, check=True) -> subprocess.CompletedProcess:
-    """Runs one of the repo's scripts (or `accelerate launch`) as a user would, from the repo root."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
-    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    """Runs one of the repo's scripts as a user would, from the repo root: `python SCRIPT.py ...` and `python -m
+    MODULE ...` inside this process (`run_in_process`: no fresh interpreter paying seconds of imports per run),
+    anything else (`accelerate launch` with several ranks, bash) as a subprocess."""
+    args = [str(arg) for arg in args]
+    if len(args) >= 2 and args[0] in (sys.executable, "python") and (args[1].endswith(".py") or args[1] == "-m"):
+        result = run_in_process(args[1:], env_extra)
+    else:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
+        result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-5000:]}\n{result.stderr[-8000:]}"
         )
     return result
+
+
+def run_in_process(args: list[str], env_extra=None) -> subprocess.CompletedProcess:
+    """`python SCRIPT.py ARGS` or `python -m MODULE ARGS` in this interpreter, as torchtune's recipe tests run
+    recipes (`runpy` with `sys.argv` set), and answered as `subprocess.run(capture_output=True, text=True)` would:
+    the exit status (a `SystemExit` message printed as Python prints it; an exception as its traceback, status 1),
+    stdout, and stderr with the log records and warnings the script would have printed there.
+
+    Between runs the process-wide state a fresh interpreter would not carry is reset: accelerate's singletons
+    (a second `Accelerator` would otherwise inherit the first one's device and precision), the working folder
+    (the repo root, as for a user), the environment, `sys.argv`, the root logger's handlers."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved = (os.getcwd(), dict(os.environ), list(sys.argv), list(root.handlers), root.level)
+    os.environ.update({"HF_HUB_OFFLINE": "1", **(env_extra or {})})
+    os.chdir(REPO_ROOT)
+    root.handlers = [handler]  # `logging.basicConfig` in the recipe then leaves them as they are
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    returncode = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")  # Python's defaults for a script, not pytest's capture
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: err.write(
+                warnings.formatwarning(message, category, filename, lineno, line)
+            )
+            try:
+                if args[0] == "-m":
+                    sys.argv = [args[1], *args[2:]]
+                    runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+                else:
+                    sys.argv = list(args)
+                    runpy.run_path(os.path.join(REPO_ROOT, args[0]), run_name="__main__")
+            except SystemExit as exit_:
+                if exit_.code is None or isinstance(exit_.code, int):
+                    returncode = exit_.code or 0
+                else:
+                    print(exit_.code, file=sys.stderr)
+                    returncode = 1
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+                returncode = 1
+    finally:
+        handler.flush()
+        cwd, environ, argv, handlers, level = saved
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.argv = argv
+        root.handlers, root.level = handlers, level
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return subprocess.CompletedProcess(args, returncode, out.getvalue(), err.getvalue())
 
 
 # A tiny distillation run (with `tiny_teacher_dir`), for tests of the training script.
@@ -209,3 +284,22 @@ def distill(teacher_dir, train_data, output_dir, *extra, launcher=(sys.executabl
         *map(str, extra),
     ]
     return run_script(args, **kwargs)
+
+
+# The finished tiny run several files resume, damage or refuse: 4 steps, checkpoints at steps 2 and 4.
+FINISHED_RUN_ARGS = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 100, "--save_total_limit", 5]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_teacher_dir, small_corpus, tmp_path_factory):
+    """A finished 4-step run (`FINISHED_RUN_ARGS`), made once for the session; tests copy it (`copy_run`) before
+    changing anything."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    distill(tiny_teacher_dir, small_corpus / "train", out, *FINISHED_RUN_ARGS)
+    return out
+
+
+def copy_run(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return out

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TWO_CPU_RANKS_ENV, run_script, tiny_student_config
+from conftest import REPO_ROOT, TWO_CPU_RANKS_ENV, TWO_PROCESS_GROUP, run_script, tiny_student_config
 
 CONFIGS = os.path.join(REPO_ROOT, "configs", "accelerate")
 EXPECTED = {
@@ -49,6 +49,7 @@ def test_fsdp_wraps_a_layer_class_the_models_have(model_class):
     assert torch.nn.Module in type(layers[0]).__mro__
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_the_cpu_config_starts_two_ranks(tiny_ctc_dir, tmp_path):
     import numpy as np

@@ -1,4 +1,5 @@
 import csv
+import logging
 import os
 import re
 import sys
@@ -187,3 +188,19 @@ def test_every_sentence_of_the_corpus_phonemises_inside_the_phone_set():
     phonemised = [to_phones(sentence) for sentence in load_sentences()]
     assert all(phonemised)
     assert {unicodedata.normalize("NFC", phone) for phone in " ".join(phonemised).split()} <= PT_BR_PHONES
+
+
+def test_a_corpus_split_lists_its_audio_without_warning_about_its_own_word_times(small_corpus, caplog):
+    from modeling_distilxlsr.audio.sources import scan_audio_folder
+
+    caplog.set_level(logging.WARNING)
+    files = scan_audio_folder(str(small_corpus / "train"))
+    assert files and all(f.endswith(".wav") or f.endswith(".flac") for f in files)
+    assert (small_corpus / "train" / WORD_TIMES_FILE).exists()
+    assert "left out" not in caplog.text  # metadata.csv and word_times.jsonl are the split's own companions
+    (small_corpus / "train" / "notes.txt").write_text("mine")
+    try:
+        scan_audio_folder(str(small_corpus / "train"))
+        assert "1 file(s) left out" in caplog.text and "notes.txt" in caplog.text  # anything else is still said
+    finally:
+        (small_corpus / "train" / "notes.txt").unlink()

@@ -14,6 +14,7 @@ from conftest import (
     TINY_RUN,
     TWO_CPU_RANKS,
     TWO_CPU_RANKS_ENV,
+    TWO_PROCESS_GROUP,
     distill,
     run_fresh_python,
     run_script,
@@ -142,6 +143,8 @@ def test_a_run_lowers_held_out_loss_and_raises_cosine(tiny_teacher_dir, small_co
     assert "2, 4" in card and f"{final['eval/loss']:.4f}" in card and "cosine" in card
     # A local teacher is named by its folder, never by this machine's path, and is no Hub base_model.
     assert os.path.basename(tiny_teacher_dir) in card and tiny_teacher_dir not in card
+    # The usage snippet loads the folder by its own name, not by the absolute path of the machine that wrote it
+    assert str(out) not in card and f'from_pretrained("{out.name}"' in card
     from huggingface_hub import ModelCard
 
     assert ModelCard.load(out / "README.md").data.base_model is None
@@ -216,6 +219,7 @@ def test_bad_files_are_skipped_and_counted(tiny_teacher_dir, small_corpus, tmp_p
     assert "skipped 3 of 10 files" in json.loads((out / "distill_results.json").read_text())["skipped"]
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_two_real_ddp_ranks_write_one_output_that_loads_in_a_fresh_process(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "out"
@@ -317,6 +321,7 @@ def test_killed_run_resumes_to_the_same_step_optimizer_state_and_lr(tiny_teacher
     assert b["audio_hours"] == pytest.approx(a["audio_hours"], rel=1e-6)  # same data position after resume
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_streaming_from_a_sharded_dataset_on_two_ranks_and_resume(tiny_teacher_dir, small_corpus, tmp_path):
     clips = [(p.name, p.read_bytes()) for p in sorted((small_corpus / "train").glob("*.flac"))[:40]]

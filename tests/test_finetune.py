@@ -7,7 +7,15 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT, TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, run_fresh_python, run_script, tiny_student_config
+from conftest import (
+    REPO_ROOT,
+    TWO_CPU_RANKS,
+    TWO_CPU_RANKS_ENV,
+    TWO_PROCESS_GROUP,
+    run_fresh_python,
+    run_script,
+    tiny_student_config,
+)
 
 from modeling_distilxlsr import DistilXLSRForDistillation
 from modeling_distilxlsr.models.folder import save_for_hub
@@ -241,6 +249,7 @@ def test_lm_text_ships_a_tuned_lm_with_the_model(asr_corpus, tmp_path):
     assert "## Decoding with the n-gram language model" in (out / "README.md").read_text(encoding="utf-8")
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_finetune_under_two_real_ddp_ranks(asr_corpus, tmp_path):
     # An eval set whose second batch (rank 1's) fails to decode entirely: 4 good clips, then 4 with NaN samples

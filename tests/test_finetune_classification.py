@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO_ROOT, TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, run_script
+from conftest import REPO_ROOT, TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, TWO_PROCESS_GROUP, run_script
 from safetensors.torch import load_file
 
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "distilled_student")
@@ -59,6 +59,7 @@ def test_a_frozen_probe_learns_the_classes_and_the_folder_classifies(tones, tmp_
     assert "macro-F1" in (out / "README.md").read_text()
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_two_ddp_ranks_and_class_weights(tones, tmp_path):
     train, dev = tones

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_RUN, TWO_CPU_RANKS_ENV
+from conftest import REPO_ROOT, TINY_RUN, TWO_CPU_RANKS_ENV, TWO_PROCESS_GROUP
 
 pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 
@@ -72,6 +72,7 @@ def distill_args(teacher_dir, train_data, out, *extra) -> list[str]:
     return [*args, *TINY_RUN, *map(str, extra)]
 
 
+@TWO_PROCESS_GROUP
 def test_distillation_on_two_machines_writes_once_and_resumes_exactly_after_both_are_killed(
     tiny_teacher_dir, small_corpus, tmp_path
 ):
@@ -116,6 +117,7 @@ def test_distillation_on_two_machines_writes_once_and_resumes_exactly_after_both
     assert second["steps"] == 24 and second["audio_hours"] == pytest.approx(first["audio_hours"], rel=1e-6)
 
 
+@TWO_PROCESS_GROUP
 def test_finetuning_on_two_machines_writes_once_and_resumes_from_a_checkpoint(small_corpus, tmp_path):
     out = tmp_path / "asr"
     args = ["finetune_ctc.py", "--model", FIXTURE, "--train_data", str(small_corpus / "train")]
@@ -140,9 +142,19 @@ def test_finetuning_on_two_machines_writes_once_and_resumes_from_a_checkpoint(sm
     assert scores[1] == pytest.approx(scores[0], rel=1e-4)
 
 
+@TWO_PROCESS_GROUP
 def test_a_machine_that_dies_stops_the_other_with_an_error_instead_of_a_hang(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "out"
-    args = ["--max_steps", 100000, "--eval_steps", 100000, "--save_steps", 4, "--ddp_timeout", 30]
+    args = [
+        "--max_steps",
+        100000,
+        "--eval_steps",
+        100000,
+        "--save_steps",
+        4,
+        "--ddp_timeout",
+        15,
+    ]  # short: a healthy collective here takes well under 1 s
     machines = start_two_machines(distill_args(tiny_teacher_dir, small_corpus / "train", out, *args), free_port())
     deadline = time.time() + 300
     while not (out / "checkpoints").exists() and time.time() < deadline:

@@ -12,20 +12,19 @@ import pytest
 import safetensors.torch
 import torch
 from accelerate import Accelerator
-from conftest import distill
+from conftest import FINISHED_RUN_ARGS, copy_run, distill
 
 from modeling_distilxlsr.models.folder import save_for_hub
 from modeling_distilxlsr.training.checkpoints import check_finite_safetensors
-from modeling_distilxlsr.training.loop import (
+from modeling_distilxlsr.training.loop import TrainingState, nonfinite_summary
+from modeling_distilxlsr.training.results import write_json
+from modeling_distilxlsr.training.train_loop import (
     NonFiniteLossError,
-    TrainingState,
     backward_and_step_optimizer_and_scheduler,
     count_nonfinite_step,
-    nonfinite_summary,
 )
-from modeling_distilxlsr.training.results import write_json
 
-COMMON = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 100, "--save_total_limit", 5]
+COMMON = FINISHED_RUN_ARGS
 
 
 def _strict_json(path):
@@ -111,10 +110,9 @@ def test_same_size_bit_rot_in_a_safetensors_file_is_found(tmp_path):
 
 @pytest.mark.slow
 def test_a_resume_passes_over_a_checkpoint_with_nan_weights_and_writes_valid_json(
-    tiny_teacher_dir, small_corpus, tmp_path
+    tiny_teacher_dir, small_corpus, finished_run, tmp_path
 ):
-    out = tmp_path / "run"
-    distill(tiny_teacher_dir, small_corpus / "train", out, *COMMON)
+    out = copy_run(finished_run, tmp_path)
     newest = out / "checkpoints" / "step_4"
     _bit_rot(newest / "model.safetensors")
     result = distill(

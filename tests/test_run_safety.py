@@ -12,23 +12,9 @@ import sys
 import pytest
 import safetensors.torch
 import torch
-from conftest import distill, run_script
+from conftest import FINISHED_RUN_ARGS, copy_run, distill, run_script
 
-COMMON = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 100, "--save_total_limit", 5]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_teacher_dir, small_corpus, tmp_path_factory):
-    """A finished 4-step run with checkpoints at steps 2 and 4; tests copy it before changing anything."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    distill(tiny_teacher_dir, small_corpus / "train", out, *COMMON)
-    return out
-
-
-def copy_run(finished_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(finished_run, out)
-    return out
+COMMON = FINISHED_RUN_ARGS
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, run_script
+from conftest import TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, TWO_PROCESS_GROUP, run_script
 
 from modeling_distilxlsr.inference.transcript_files import shard_path, split_by_length
 
@@ -45,6 +45,7 @@ def test_split_by_length_gives_every_file_once_and_balances_the_audio(tmp_path):
     assert abs(loads[0] - loads[1]) <= max(SECONDS)
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_two_processes_write_what_one_process_writes(tiny_ctc_dir, tmp_path):
     model_dir, _ = tiny_ctc_dir
@@ -61,6 +62,7 @@ def test_two_processes_write_what_one_process_writes(tiny_ctc_dir, tmp_path):
     assert not [name for name in os.listdir(tmp_path) if ".shard-" in name]  # merged, then removed
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_resume_keeps_written_rows_redoes_a_torn_line_and_refuses_other_settings(tiny_ctc_dir, tmp_path):
     model_dir, _ = tiny_ctc_dir
@@ -88,6 +90,7 @@ def test_resume_keeps_written_rows_redoes_a_torn_line_and_refuses_other_settings
     assert "Traceback" not in refused.stderr and _rows(out) == rows
 
 
+@TWO_PROCESS_GROUP
 @pytest.mark.slow
 def test_several_processes_need_an_output_file(tiny_ctc_dir, tmp_path):
     model_dir, _ = tiny_ctc_dir

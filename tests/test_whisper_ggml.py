@@ -2,18 +2,15 @@
 the same format, checked against the tensor names and types whisper.cpp's loader asks for (and, where pywhispercpp
 is installed, loaded and run by whisper.cpp itself)."""
 
-import os
 import re
 import struct
-import sys
 
 import numpy as np
 import pytest
 import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-from whisper_ggml import GGML_MAGIC, Q8_BLOCK, quantize_q8_0, write_ggml  # noqa: E402
+from benchmarks.whisper_ggml import GGML_MAGIC, Q8_BLOCK, quantize_q8_0, write_ggml
 
 TYPE_NAMES = {0: "f32", 1: "f16", 8: "q8_0"}
 ENCODER_BLOCK = ["attn_ln.weight", "attn_ln.bias", "attn.query.weight", "attn.query.bias", "attn.key.weight",

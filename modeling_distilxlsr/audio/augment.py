@@ -36,6 +36,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve
 
+from ..errors import UserError
 from ..models.audio_format import SAMPLING_RATE
 from .decode import AudioDecodeError, load_audio
 from .sources import SkipCounter, probe_audio, scan_audio_folder
@@ -43,7 +44,7 @@ from .sources import SkipCounter, probe_audio, scan_audio_folder
 logger = logging.getLogger(__name__)
 
 
-class AugmentationError(ValueError):
+class AugmentationError(UserError, ValueError):
     """Augmentation settings that cannot work (a bad range, an unknown kind, a folder with no usable audio)."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from accelerate.utils import gather_object
 
+from ..errors import UserError
 from ..models.audio_format import SAMPLING_RATE
 from .header_cache import header_samples, read_header
 
@@ -32,7 +33,16 @@ SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif
 FFMPEG_EXTENSIONS = (".m4a", ".mp4", ".aac", ".webm", ".wma", ".amr", ".3gp", ".mka", ".mkv", ".oga", ".ac3", ".caf")
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
 # Beside audio, a data folder holds these by convention: never "left out"
-COMPANION_FILES = ("metadata.csv", "metadata.jsonl", "readme.md", ".gitattributes", "dataset_info.json")
+# Files that belong beside the audio of a data folder, left out without a word: manifests, cards, and the corpus
+# maker's word timings (`corpus.synthesis.WORD_TIMES_FILE`, which this lower room cannot import).
+COMPANION_FILES = (
+    "metadata.csv",
+    "metadata.jsonl",
+    "readme.md",
+    ".gitattributes",
+    "dataset_info.json",
+    "word_times.jsonl",
+)
 PATH_COLUMNS = ("path", "file_name", "audio")
 TEXT_COLUMNS = ("transcription", "sentence", "text")
 
@@ -99,11 +109,11 @@ class SkipCounter:
         return f"skipped {skipped:,} of {self.total:,} {what}: {details}"
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     pass
 
 
-class NoUsableAudioError(ValueError):
+class NoUsableAudioError(UserError, ValueError):
     """A data source in which no file can be used (each one counted with its reason in the message)."""
 
 

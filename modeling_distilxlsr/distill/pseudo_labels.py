@@ -25,6 +25,7 @@ from scipy.special import softmax
 from ..audio.decode import AudioDecodeError, load_audio, normalize
 from ..audio.sources import SkipCounter, Utterance
 from ..cache import cache_dir
+from ..errors import UserError
 from ..inference.decoding import CTCDecoder, load_lm_decoder
 from ..models.audio_format import SAMPLING_RATE, default_feature_extractor
 from ..models.configuration_distilxlsr import cnn_output_frames
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 PSEUDO_LABEL_MODES = ("none", "greedy", "lm")
 
 
-class PseudoLabelError(ValueError):
+class PseudoLabelError(UserError, ValueError):
     """Pseudo-labels cannot be made as asked (no n-gram in the teacher folder for `lm`)."""
 
 

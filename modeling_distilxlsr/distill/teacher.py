@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCTC, PreTrainedModel, Wav2Vec2Processor
 
+from ..errors import UserError
 from ..models.configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, cnn_receptive_field
 from ..models.folder import load_config
 from ..models.modeling_distilxlsr import DistilXLSRModel
@@ -54,11 +55,11 @@ def load_teacher(
     return teacher
 
 
-class TeacherCTCError(ValueError):
+class TeacherCTCError(UserError, ValueError):
     """Output distillation was asked of a teacher that is not a fine-tuned CTC model."""
 
 
-class VocabularyMismatchError(ValueError):
+class VocabularyMismatchError(UserError, ValueError):
     """Two CTC vocabularies that must be one (the teacher's posteriors index the student's characters)."""
 
 

@@ -10,11 +10,14 @@ import os
 import numpy as np
 from scipy.special import softmax
 
+from ..errors import UserError
+from ..models.modeling_distilxlsr_parts import frame_attention_mask
+
 LM_INFO_FILE = "lm_info.json"
 DEFAULT_BEAM_WIDTH = 32
 
 
-class LanguageModelError(ValueError):
+class LanguageModelError(UserError, ValueError):
     pass
 
 
@@ -168,3 +171,12 @@ class CTCDecoder:
                 frames = best[item["start_offset"] : max(item["end_offset"], item["start_offset"] + 1)]
                 chunk["confidence"] = round(float(frames.mean()), 4)
         return {"text": decoded["text"], "chunks": chunks}
+
+
+def greedy_transcripts(model, batch: dict, tokenizer) -> list[str]:
+    """A padded batch's argmax CTC transcripts (repeats merged, blanks dropped), each item's padded frames left
+    out: its real frames follow from the config's kernels and strides."""
+    logits = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
+    real = frame_attention_mask(model.config, batch["attention_mask"], logits.shape[1])
+    ids = logits.argmax(-1).masked_fill(~real, tokenizer.pad_token_id)
+    return tokenizer.batch_decode(ids.cpu().numpy())

@@ -9,6 +9,7 @@ from huggingface_hub import hf_hub_download
 from safetensors import SafetensorError
 from transformers import AutoConfig, PretrainedConfig
 
+from ..errors import UserError
 from .audio_format import default_feature_extractor
 from .configuration_distilxlsr import HUB_CODE_FILES, DistilXLSRConfig
 
@@ -56,13 +57,13 @@ def load_config(name_or_path: str) -> PretrainedConfig:
     return config
 
 
-class ModelSaveError(OSError):
+class ModelSaveError(UserError, OSError):
     """The finished model could not be written (a full disk, a quota, a read-only folder)."""
 
 
 def save_for_hub(model, out_dir: str, processor=None, state_dict: dict | None = None) -> str:
-    """Writes model.safetensors, config.json (with `auto_map` for every Auto class, `AUTO_MAP`), the three code files
-    (`HUB_CODE_FILES`), and the processor (or the default feature extractor).
+    """Writes model.safetensors, config.json (with `auto_map` for every Auto class, `AUTO_MAP`), the model code
+    files (`HUB_CODE_FILES`), and the processor (or the default feature extractor).
     `state_dict`: the full weights when the model is sharded (FSDP, DeepSpeed ZeRO-3), from
     `accelerator.get_state_dict`."""
     weights = state_dict if state_dict is not None else model.state_dict()

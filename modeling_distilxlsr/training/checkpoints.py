@@ -20,6 +20,7 @@ import zipfile
 from accelerate.utils import gather_object, load
 from safetensors import SafetensorError, safe_open
 
+from ..errors import UserError
 from .arguments import FREE, SCHEDULE
 from .results import write_json
 
@@ -30,7 +31,7 @@ STATE_FILE = "training_state.json"
 ARGS_FILE = "training_args.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 

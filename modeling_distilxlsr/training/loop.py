@@ -1,7 +1,6 @@
 """Pieces the three training recipes share: resumable loop state, the run's start (output folder, resume) and end,
 weight-decay groups, the batches of a resumed epoch. Not part of the Hub files."""
 
-import atexit
 import contextlib
 import logging
 import math
@@ -11,20 +10,14 @@ import uuid
 from datetime import timedelta
 
 import torch
-from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, send_to_device
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from ..audio.augment import AugmentationError, make_augmenter
+from ..audio.augment import make_augmenter
 from ..audio.dataset import AudioDataset, make_loader
-from ..audio.sources import ManifestError, NoUsableAudioError
-from ..audio.streaming import StreamingAudioDataset
-from ..distill.pseudo_labels import PseudoLabelError
-from ..distill.teacher import TeacherCTCError, VocabularyMismatchError
-from ..models.folder import ModelSaveError
 from .arguments import field_defaults, resume_policies, run_settings
 from .checkpoints import (
-    CheckpointError,
     compare_data,
     list_checkpoints,
     load_checkpoint,
@@ -62,35 +55,6 @@ class TrainingState:
     def load_state_dict(self, state: dict):
         for key, value in state.items():
             setattr(self, key, value)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many optimizer steps in a row with a NaN/Inf loss or gradients: the run has diverged."""
-
-
-# What a user can fix from the message alone (a changed setting, a damaged checkpoint, a bad manifest or folder,
-# impossible augmentation settings, a diverged run): one line on stderr, as argparse's usage errors, not a traceback.
-USER_ERRORS = (
-    CheckpointError,
-    ManifestError,
-    NoUsableAudioError,
-    AugmentationError,
-    NonFiniteLossError,
-    OutputDirError,
-    ModelSaveError,
-    TeacherCTCError,
-    VocabularyMismatchError,
-    PseudoLabelError,
-)
-
-
-@contextlib.contextmanager
-def user_errors_as_messages():
-    """Around a recipe's `main`: a `USER_ERRORS` exception exits with status 1 and `error: <message>`."""
-    try:
-        yield
-    except USER_ERRORS as err:
-        raise SystemExit(f"error: {err}") from err
 
 
 def collective_timeout(seconds: int):
@@ -143,10 +107,12 @@ def setup_logging(accelerator, script_logger_name: str):
     )
 
 
-def open_output_dir(accelerator, run):
-    """Claims `run.output_dir` for this run before anything expensive happens (see `output_dir.claim_output_dir`):
-    the main process takes the lock, and every rank fails with the same message if it cannot. Returns the lock
-    (None on other ranks); `finish_run` releases it."""
+@contextlib.contextmanager
+def output_dir_held(accelerator, run):
+    """Claims `run.output_dir` for this run before anything expensive happens (see `output_dir.claim_output_dir`),
+    and releases it however the run ends: the main process takes the lock, and every rank fails with the same
+    `OutputDirError` if it cannot. Released on an error too: a lock left behind would name a process that is still
+    alive (a notebook's, a test's) and refuse every later run into the folder."""
 
     checkpoint_dir = os.path.join(run.output_dir, "checkpoints")
     resuming = bool(run.resume_from_checkpoint) and (
@@ -156,14 +122,17 @@ def open_output_dir(accelerator, run):
     if accelerator.is_main_process:
         try:
             lock = claim_output_dir(run.output_dir, resuming, run.overwrite_output_dir)
-            atexit.register(lock.release)
         except Exception as err:  # passed to every rank, raised there
-            error = [f"{type(err).__name__}: {err}"]
+            error = [str(err) if isinstance(err, OutputDirError) else f"{type(err).__name__}: {err}"]
     if accelerator.num_processes > 1:
         broadcast_object_list(error)
     if error[0]:
-        raise SystemExit(error[0])
-    return lock
+        raise OutputDirError(error[0])
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def check_resume_settings(run, groups: tuple) -> None:
@@ -211,9 +180,8 @@ def start_run(
     return checkpoint_dir
 
 
-def finish_run(accelerator, lock=None):
-    """`accelerator.end_training()`, after a barrier, then a moment with the GIL released before the process exits,
-    and the output folder's lock released.
+def finish_run(accelerator):
+    """`accelerator.end_training()`, after a barrier, then a moment with the GIL released before the process exits.
 
     gloo's worker threads free the tensors of a finished collective (e.g. the final `gather_object` of skip counts)
     after the caller has moved on, and need the GIL for it; at exit the DDP reducer tears the process group down
@@ -221,22 +189,8 @@ def finish_run(accelerator, lock=None):
     (pytorch/pytorch#56297)."""
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    if lock is not None:
-        lock.release()
     if accelerator.num_processes > 1:
         time.sleep(0.5)
-
-
-def batch_or_stand_in(accelerator, batch: dict, collator, skips) -> tuple[dict, bool]:
-    """Counts the clips of `batch` that failed to decode; a batch whose clips all failed is replaced by the
-    collator's stand-in (run with zero loss weight: every rank must still run forward and backward, or DDP's
-    gradient all-reduce hangs). Returns the batch to run and whether it is the stand-in."""
-
-    for reason, name in batch["skipped"]:
-        skips.skip(reason, name, once=True)
-    if "input_values" in batch:
-        return batch, False
-    return send_to_device(collator.stand_in(), accelerator.device), True
 
 
 def prepare_supervised_training(run, augment, model, collator, train: list, eval_sets: dict, accelerator):
@@ -255,52 +209,6 @@ def prepare_supervised_training(run, augment, model, collator, train: list, eval
         model, optimizer, train_loader, scheduler, *eval_loaders
     )
     return model, optimizer, scheduler, train_loader, eval_loaders
-
-
-def backward_and_step_optimizer_and_scheduler(
-    accelerator, model, loss, stand_in: bool, optimizer, scheduler, max_grad_norm: float
-) -> bool:
-    """Backward (a stand-in batch with zero weight), then, at the end of an accumulation, clip; then the optimizer
-    step, the LR scheduler step and zeroed gradients (accelerate's prepared optimizer and scheduler skip their step
-    inside an accumulation).
-
-    Returns False when the update is skipped: the gradients' total norm is NaN/Inf (a non-finite loss on any rank, or
-    an overflow). The norm is taken after DDP's all-reduce, so every rank sees the same value and skips together;
-    the gradients are dropped and neither optimizer nor schedule steps, as torch.amp's GradScaler does with an
-    overflow. (transformers' Trainer would apply the NaN update and train on garbage from then on.)"""
-    accelerator.backward(loss * (0.0 if stand_in else 1.0))
-    if accelerator.sync_gradients:
-        norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        if norm is not None and not torch.isfinite(torch.as_tensor(norm)).all():
-            optimizer.zero_grad()
-            return False
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad()
-    return True
-
-
-def count_nonfinite_step(state: TrainingState, stepped: bool, limit: int) -> None:
-    """After each optimizer step: a skipped update (`backward_and_step_optimizer_and_scheduler`) is logged with its
-    step and counted (the summary and results report them); `limit` skipped in a row stop the run with
-    `NonFiniteLossError` before anything is saved from it (a model that only gives NaN is not a result)."""
-    if stepped:
-        state.nonfinite_in_a_row = 0
-        return
-    state.nonfinite_steps.append(state.step)
-    state.nonfinite_in_a_row += 1
-    logger.warning(
-        "step %d: non-finite (NaN/Inf) loss or gradients: update skipped (%d in a row, %d in all)",
-        state.step,
-        state.nonfinite_in_a_row,
-        len(state.nonfinite_steps),
-    )
-    if state.nonfinite_in_a_row >= limit:
-        raise NonFiniteLossError(
-            f"step {state.step}: the loss or its gradients were NaN/Inf at {limit} steps in a row (steps "
-            f"{state.nonfinite_steps[-limit]}-{state.step}); the run stops and saves nothing. Lower the learning rate, "
-            "check the data, or resume from an earlier checkpoint (--max_nonfinite_steps sets the limit)."
-        )
 
 
 def session_summary(state: TrainingState, start: tuple[int, float], elapsed: float) -> str:
@@ -322,37 +230,3 @@ def nonfinite_summary(state: TrainingState) -> str:
         return "0 updates skipped for a non-finite loss"
     shown = ", ".join(map(str, steps[:10])) + (", ..." if len(steps) > 10 else "")
     return f"{len(steps)} update(s) skipped for a non-finite loss (steps {shown})"
-
-
-def keep_if_best(accelerator, model, state: TrainingState, score: float, save) -> None:
-    """When `score` (lower is better) beats the best so far, records it and calls `save(unwrapped model,
-    full state dict)` on the main process; the state dict is gathered on every rank (sharded weights)."""
-    if state.best_metric is None or score < state.best_metric:
-        state.best_metric, state.best_step = score, state.step
-        state_dict = accelerator.get_state_dict(model)
-        if accelerator.is_main_process:
-            save(accelerator.unwrap_model(model), state_dict)
-    accelerator.wait_for_everyone()
-
-
-def resumable_batches(accelerator, loader, state: TrainingState):
-    """Batches epoch after epoch, from where `state` says: after a resume, the same epoch (same shuffle) past the
-    batches already seen. The caller stops when it has done its steps.
-
-    A `StreamingAudioDataset` is one endless pass (it reshuffles itself); its loader is not prepared by accelerate
-    (each rank reads its own part of the stream), so batches are moved to the device here."""
-
-    if isinstance(loader.dataset, StreamingAudioDataset):
-        loader.dataset.resume_after(state.batches_in_epoch)
-        for batch in loader:
-            state.batches_in_epoch += 1
-            yield send_to_device(batch, accelerator.device)
-        raise RuntimeError("The audio stream ended: no DataLoader worker has any data left.")
-    while True:
-        loader.set_epoch(state.epoch)
-        batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
-        for batch in batches:
-            state.batches_in_epoch += 1
-            yield batch
-        state.epoch += 1
-        state.batches_in_epoch = 0

@@ -76,3 +76,11 @@ def card_metadata(train_data: str | None, base_model: str | None, pipeline_tag: 
 
 def format_params(count: int) -> str:
     return f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.1f}K"
+
+
+def card_repo_id(hub_model_id: str | None, output_dir: str) -> str:
+    """What a card's usage snippet loads: the Hub id, else the output folder as the user gave it when relative, else
+    its own name: an absolute path names a folder of the machine that wrote the card, nobody else's."""
+    if hub_model_id:
+        return hub_model_id
+    return output_dir if not os.path.isabs(output_dir) else os.path.basename(os.path.normpath(output_dir))

@@ -16,12 +16,14 @@ import shutil
 import socket
 import time
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".distilxlsr.lock"
 
 
-class OutputDirError(RuntimeError):
+class OutputDirError(UserError, RuntimeError):
     pass
 
 
