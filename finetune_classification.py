@@ -227,24 +227,16 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
                 }
             }
 
-        def keep_best(fields):  # accuracy is higher-better
+        def keep_best(fields):  # the first eval set's accuracy (higher-better) picks the model in output_dir
             accuracy = next(iter(fields["eval"].values()))["accuracy"]
             save = lambda m, sd: save_for_hub(m, run.output_dir, default_feature_extractor(), sd)  # noqa: E731
             keep_if_best(accelerator, model, state, -accuracy, save)
 
-        loop = TrainingLoop(
-            model,
-            optimizer,
-            scheduler,
-            train_loader,
-            collator,
-            step_loss,
-            evaluate=run_evals,
-            set_train_mode=lambda: train_mode(model, task.freeze_encoder),
-            after_eval=keep_best,
-            describe_eval=lambda fields: str(fields["eval"]),
-            name="classify",
-        )
+        def set_train_mode():
+            train_mode(model, task.freeze_encoder)
+
+        loop = TrainingLoop(model, optimizer, scheduler, train_loader, collator, step_loss, run_evals, set_train_mode,
+                            keep_best, lambda fields: str(fields["eval"]), "classify")  # fmt: skip
         elapsed = run_training_loop(accelerator, run, loop, state, skips, checkpoint_dir, run_settings(*groups))
         finish_classification(accelerator, model, groups, state, skips, elapsed, names)
         finish_run(accelerator)

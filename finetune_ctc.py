@@ -238,24 +238,16 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
                 }
             }
 
-        def keep_best(fields):
+        def keep_best(fields):  # the first eval set's CER (PER for phones) picks the model in output_dir
             first = next(iter(fields["eval"].values()))
             save = lambda m, sd: save_for_hub(m, run.output_dir, processor, sd)  # noqa: E731
             keep_if_best(accelerator, model, state, first[METRICS[finetune.target][0]], save)
 
-        loop = TrainingLoop(
-            model,
-            optimizer,
-            scheduler,
-            train_loader,
-            collator,
-            step_loss,
-            evaluate=run_evals,
-            set_train_mode=lambda: train_mode(model, finetune.freeze_encoder),
-            after_eval=keep_best,
-            describe_eval=lambda fields: brief(fields["eval"]),
-            name="ctc",
-        )
+        def set_train_mode():
+            train_mode(model, finetune.freeze_encoder)
+
+        loop = TrainingLoop(model, optimizer, scheduler, train_loader, collator, step_loss, run_evals, set_train_mode,
+                            keep_best, lambda fields: brief(fields["eval"]), "ctc")  # fmt: skip
         elapsed = run_training_loop(accelerator, run, loop, state, skips, checkpoint_dir, run_settings(*groups))
         model = accelerator.unwrap_model(model)
         finish_finetuning(accelerator, model, processor, normalizer, groups, state, skips, elapsed)

@@ -321,17 +321,11 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
             step = distill_step_loss(student, teacher_targets, batch, distill, accelerator, distill.freeze_cnn)
             return step.loss, step.log_parts(distill.pred_layer_ids)
 
-        loop = TrainingLoop(
-            student,
-            optimizer,
-            scheduler,
-            train_loader,
-            collator,
-            step_loss,
-            evaluate=lambda: evaluate(student, teacher_targets, eval_loader, distill, accelerator, skips),
-            set_train_mode=student.train,
-            name="distil",
-        )
+        def evaluate_held_out():
+            return evaluate(student, teacher_targets, eval_loader, distill, accelerator, skips)
+
+        loop = TrainingLoop(student, optimizer, scheduler, train_loader, collator, step_loss, evaluate_held_out,
+                            student.train, name="distil")  # fmt: skip
         elapsed = run_training_loop(accelerator, run, loop, state, skips, checkpoint_dir, run_settings(*groups))
         finish_distillation(
             accelerator, student, groups, state, skips, (session_start, elapsed), teacher_params, processor

@@ -204,3 +204,16 @@ def test_a_corpus_split_lists_its_audio_without_warning_about_its_own_word_times
         assert "1 file(s) left out" in caplog.text and "notes.txt" in caplog.text  # anything else is still said
     finally:
         (small_corpus / "train" / "notes.txt").unlink()
+
+
+def test_a_missing_corpus_is_made_on_first_use_saying_so_and_reused_silently_after(tmp_path, capsys):
+    from modeling_distilxlsr.corpus.synthesis import ensure_corpus
+
+    corpus = tmp_path / "cache" / "corpus"
+    small = dict(num_sentences=12, dev_sentences=2, test_sentences=2, utterances_per_sentence=1)
+    ensure_corpus(str(corpus), **small)
+    assert "making the synthetic pt-BR corpus" in capsys.readouterr().out
+    assert (corpus / "test" / "metadata.csv").exists()
+    before = sorted(os.listdir(corpus / "train"))
+    ensure_corpus(str(corpus), **small)
+    assert "making" not in capsys.readouterr().out and sorted(os.listdir(corpus / "train")) == before

@@ -362,3 +362,24 @@ def test_a_config_file_followed_by_flags_that_override_it():
     assert parse_args(groups, DISTILL_DEFAULTS, [smoke])[0].output_dir == "out/smoke"
     with pytest.raises(SystemExit):  # an unknown flag is still an error
         parse_args(groups, DISTILL_DEFAULTS, [smoke, "--no_such_flag", "1"])
+
+
+def test_default_target_layers_follow_the_teachers_depth_and_a_wrong_choice_is_one_clear_error(tiny_teacher_dir):
+    """No config, no --pred_layer_ids: DistilHuBERT's thirds of whatever teacher is given (2/4/6 of the shipped
+    6-layer teacher, where a fixed 8/16/24 ended in a ValueError traceback); a layer the teacher lacks is an
+    `OptionsError`, which the recipe prints as one `error:` line."""
+    from modeling_distilxlsr.audio.augment import AugmentArguments
+    from modeling_distilxlsr.distill.build import build_teacher_and_student
+    from modeling_distilxlsr.errors import OptionsError
+    from modeling_distilxlsr.training.arguments import RunArguments, parse_args
+    from train_distill import DISTILL_DEFAULTS, DistillArguments
+
+    groups = (RunArguments, AugmentArguments, DistillArguments)
+    _, _, distill = parse_args(groups, DISTILL_DEFAULTS, ["--train_data", "DATA"])
+    assert distill.pred_layer_ids is None and distill.teacher is None
+    targets, student, *_ = build_teacher_and_student(distill, "cpu")  # the shipped teacher
+    assert distill.pred_layer_ids == [2, 4, 6] and list(student.config.pred_layer_ids) == [2, 4, 6]
+    assert targets.pred_layer_ids == [2, 4, 6]
+    _, _, distill = parse_args(groups, DISTILL_DEFAULTS, ["--teacher", tiny_teacher_dir, "--pred_layer_ids", "2", "9"])
+    with pytest.raises(OptionsError, match=r"asks for teacher layer\(s\) \[9\].*only 4 layers"):
+        build_teacher_and_student(distill, "cpu")

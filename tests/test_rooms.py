@@ -59,7 +59,7 @@ OPTIONAL_DEPENDENCIES = {
     "matplotlib",
     "sklearn",
 }
-RECIPES = {"train_distill", "finetune_ctc", "finetune_classification", "transcribe", "align", "benchmarks"}
+RECIPES = {"train_distill", "finetune_ctc", "finetune_classification", "transcribe", "align", "benchmarks", "tools"}
 MAX_LINES = 400
 
 
@@ -260,7 +260,7 @@ def test_no_test_or_benchmark_edits_sys_path_and_every_import_is_at_the_top():
     for pytest and for `python benchmarks/x.py` alike), with every import at the top of the file: a `sys.path`
     edit would hide an import that only works from one folder."""
     problems = []
-    for folder in ("tests", "benchmarks"):
+    for folder in ("tests", "benchmarks", "tools"):
         for name in sorted(os.listdir(os.path.join(REPO_ROOT, folder))):
             if not name.endswith(".py"):
                 continue

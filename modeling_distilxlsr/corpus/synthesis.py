@@ -203,12 +203,13 @@ def default_corpus_dir() -> str:
     return os.path.join(cache_dir(), f"corpus-pt-br-{CORPUS_VERSION}")
 
 
-def ensure_corpus(corpus_dir: str, quiet: bool = False) -> str:
-    """Makes the corpus on first use (saying so), reuses it afterwards."""
+def ensure_corpus(corpus_dir: str, quiet: bool = False, **plan_options) -> str:
+    """Makes the corpus on first use (saying so), reuses it afterwards. `plan_options` go to `plan_corpus` (the
+    default corpus takes none)."""
     if not os.path.isfile(os.path.join(corpus_dir, "test", "metadata.csv")):
         if not quiet:
             print(f"No data given: making the synthetic pt-BR corpus in {corpus_dir} (once, about a minute).")
-        make_corpus(corpus_dir, quiet=quiet)
+        make_corpus(corpus_dir, quiet=quiet, **plan_options)
     for split in ("train", "dev", "test"):  # a corpus made before the phonemes column gains it (audio unchanged)
         path = os.path.join(corpus_dir, split, "metadata.csv")
         with open(path, encoding="utf-8") as f:

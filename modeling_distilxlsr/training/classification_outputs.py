@@ -7,7 +7,7 @@ import os
 
 from ..audio.augment import describe_augmentation
 from .hub import push_folder
-from .loop import nonfinite_summary
+from .loop import best_model_results
 from .model_card import card_metadata, card_repo_id, format_params, readable_dataset_name, render_card
 from .results import write_json
 
@@ -31,8 +31,8 @@ def finish_classification(accelerator, model, groups, state, skips, elapsed: flo
 
 def write_card_and_results(groups, state, skips_summary, elapsed, names, num_processes, params):
     run, augment, task = groups
-    evals = [row for row in state.history if "eval" in row]
-    initial, best = evals[0]["eval"], next(row["eval"] for row in evals if row["step"] == state.best_step)
+    results = {"classes": names, **best_model_results(state, skips_summary, elapsed, num_processes)}
+    initial, best = results["initial_eval"], results["best_eval"]
     table = ["| eval set | accuracy | macro-F1 | clips | accuracy before fine-tuning |", "|---|---|---|---|---|"]
     for name, result in best.items():
         table.append(
@@ -59,17 +59,5 @@ def write_card_and_results(groups, state, skips_summary, elapsed, names, num_pro
         skips=skips_summary,
         augmentation=describe_augmentation(augment, distilling=False),
     )
-    results = {
-        "classes": names,
-        "initial_eval": initial,
-        "best_eval": best,
-        "best_step": state.best_step,
-        "steps": state.step,
-        "num_processes": num_processes,
-        "train_seconds": elapsed,
-        "audio_hours": state.audio_seconds / 3600,
-        "skipped": skips_summary,
-        "nonfinite": nonfinite_summary(state),
-    }
     write_json(os.path.join(run.output_dir, "classification_results.json"), results)
     logger.info("done: %d steps -> %s; best %s", state.step, run.output_dir, json.dumps(best))

@@ -14,7 +14,7 @@ from ..lm.build import attach_lm, build_lm
 from ..lm.tune import tune_lm
 from ..text.normalizer import TextNormalizer
 from .hub import push_folder
-from .loop import nonfinite_summary
+from .loop import best_model_results
 from .model_card import card_metadata, card_repo_id, format_params, readable_dataset_name, render_card, train_data_name
 from .results import write_json
 
@@ -94,8 +94,9 @@ def results_table(initial: dict, best: dict, metrics: tuple[str, ...]) -> tuple[
 
 def write_card_and_results(groups, state, skips_summary, elapsed, model, processor):
     run, augment, finetune = groups
-    evals = [row for row in state.history if "eval" in row]
-    initial, best = evals[0]["eval"], next(row["eval"] for row in evals if row["step"] == state.best_step)
+    # the launch's process count, as train_distill.py records it
+    results = best_model_results(state, skips_summary, elapsed, PartialState().num_processes)
+    initial, best = results["initial_eval"], results["best_eval"]
     metrics = ("wer", "cer") if finetune.target == "characters" else METRICS[finetune.target]
     table, eval_results = results_table(initial, best, metrics)
     model_name = run.hub_model_id or os.path.basename(os.path.abspath(run.output_dir))
@@ -134,19 +135,8 @@ def write_card_and_results(groups, state, skips_summary, elapsed, model, process
         skips=skips_summary,
         augmentation=describe_augmentation(augment, distilling=False),
     )
-    results = {
-        "initial_eval": initial,
-        "best_eval": best,
-        "best_step": state.best_step,
-        "steps": state.step,
-        "target": finetune.target,
-        "num_processes": PartialState().num_processes,  # the launch's, as train_distill.py records it
-        "train_seconds": elapsed,
-        "audio_hours": state.audio_seconds / 3600,
-        "skipped": skips_summary,
-        "nonfinite": nonfinite_summary(state),
-        "text_normalizer": TextNormalizer(
-            finetune.digits, finetune.keep_apostrophe, finetune.ambiguous_numbers
-        ).settings(),
-    }
+    results["target"] = finetune.target
+    results["text_normalizer"] = TextNormalizer(
+        finetune.digits, finetune.keep_apostrophe, finetune.ambiguous_numbers
+    ).settings()
     write_json(os.path.join(run.output_dir, "ctc_results.json"), results)

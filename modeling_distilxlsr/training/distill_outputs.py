@@ -93,18 +93,9 @@ def write_asr_folder(student, state_dict, processor, groups, state, final_eval, 
         "distilled_asr.md",
         run.output_dir,
         card_data,
-        model_name=run.hub_model_id or os.path.basename(os.path.abspath(run.output_dir)),
-        repo_id=card_repo_id(run.hub_model_id, run.output_dir),
-        teacher=readable_dataset_name(distill.teacher),
-        teacher_params=format_params(teacher_params),
-        backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
-        num_layers=config.num_hidden_layers,
-        hidden_size=config.hidden_size,
+        **card_facts(groups, student, state, teacher_params, skips_summary),
         vocab_size=config.vocab_size,
         losses="; ".join(losses),
-        train_data=train_data_name(distill.train_data),
-        hours_seen=f"{state.audio_seconds / 3600:.2f}",
-        steps=state.step,
         eval_kl=f"{final_eval.get('eval/logit_kl', float('nan')):.4f}",
         test=(
             f"CER {test['cer']:.3f}, WER {test['wer']:.3f} ({test['utterances']} utterances of "
@@ -112,9 +103,6 @@ def write_asr_folder(student, state_dict, processor, groups, state, final_eval, 
             if test
             else "not measured (no --test_data)"
         ),
-        cnn=cnn_description(config, distill),
-        skips=skips_summary,
-        augmentation=describe_augmentation(augment, distilling=True),
     )
     return test
 
@@ -139,24 +127,33 @@ def write_model_folder(student, state_dict, groups, state, final_eval: dict, ski
         "distilled.md",
         run.output_dir,
         card_data,
-        model_name=run.hub_model_id or os.path.basename(os.path.abspath(run.output_dir)),
-        repo_id=card_repo_id(run.hub_model_id, run.output_dir),
-        teacher=readable_dataset_name(distill.teacher),
+        **card_facts(groups, student, state, teacher_params, skips_summary),
         teacher_note=" (**random weights: a smoke run, not a usable model**)" if distill.teacher_random_init else "",
-        teacher_params=format_params(teacher_params),
-        backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
-        num_layers=config.num_hidden_layers,
-        hidden_size=config.hidden_size,
         pred_layer_ids=", ".join(map(str, config.pred_layer_ids)),
         target_norm=distill.normalize_targets,
-        train_data=train_data_name(distill.train_data),
-        hours_seen=f"{state.audio_seconds / 3600:.2f}",
-        steps=state.step,
         eval_loss=f"{final_eval['eval/loss']:.4f}",
         eval_cosine=", ".join(
             [f"layer {i}: {final_eval[f'eval/cosine_layer_{i}']:.3f}" for i in distill.pred_layer_ids]
             + ([f"CNN output: {final_eval['eval/cosine_cnn']:.3f}"] if "eval/cosine_cnn" in final_eval else [])
         ),
+    )
+
+
+def card_facts(groups, student, state, teacher_params: int, skips_summary: str) -> dict:
+    """What both distillation cards say: names, teacher and student sizes, data, steps, CNN, skips, augmentation."""
+    run, augment, distill = groups
+    config = student.config
+    return dict(
+        model_name=run.hub_model_id or os.path.basename(os.path.abspath(run.output_dir)),
+        repo_id=card_repo_id(run.hub_model_id, run.output_dir),
+        teacher=readable_dataset_name(distill.teacher),
+        teacher_params=format_params(teacher_params),
+        backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        train_data=train_data_name(distill.train_data),
+        hours_seen=f"{state.audio_seconds / 3600:.2f}",
+        steps=state.step,
         cnn=cnn_description(config, distill),
         skips=skips_summary,
         augmentation=describe_augmentation(augment, distilling=True),

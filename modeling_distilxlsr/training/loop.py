@@ -230,3 +230,20 @@ def nonfinite_summary(state: TrainingState) -> str:
         return "0 updates skipped for a non-finite loss"
     shown = ", ".join(map(str, steps[:10])) + (", ..." if len(steps) > 10 else "")
     return f"{len(steps)} update(s) skipped for a non-finite loss (steps {shown})"
+
+
+def best_model_results(state: TrainingState, skips_summary: str, elapsed: float, num_processes: int) -> dict:
+    """What the results file of a run that keeps its best model (`keep_if_best`) says: the eval results before
+    training and at the best step, steps, time, audio, skips, skipped updates."""
+    evals = [row for row in state.history if "eval" in row]
+    return {
+        "initial_eval": evals[0]["eval"],
+        "best_eval": next(row["eval"] for row in evals if row["step"] == state.best_step),
+        "best_step": state.best_step,
+        "steps": state.step,
+        "num_processes": num_processes,
+        "train_seconds": elapsed,
+        "audio_hours": state.audio_seconds / 3600,
+        "skipped": skips_summary,
+        "nonfinite": nonfinite_summary(state),
+    }

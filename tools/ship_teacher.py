@@ -1,6 +1,6 @@
 """Copies a trained mini-lab CTC teacher into the package as the shipped default teacher (`corpus/teacher_pt_br/`).
 
-    python benchmarks/ship_teacher.py TEACHER_DIR [--fp32]
+    python tools/ship_teacher.py TEACHER_DIR [--fp32]
 
 The weights are stored in fp16 (half the size; a 1.75M-parameter model is 3.5 MB) and the config says float32, so
 that every loader (transformers' `from_pretrained` with its default dtype, the pipeline, ours) gets float32 weights:
