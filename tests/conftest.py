@@ -183,12 +183,20 @@ TWO_CPU_RANKS_ENV = {"ACCELERATE_USE_CPU": "1"}
 TWO_PROCESS_GROUP = pytest.mark.xdist_group("several_processes")
 
 
-def run_script(args: list[str], timeout=600, env_extra=None, check=True) -> subprocess.CompletedProcess:
+def run_script(
+    args: list[str], timeout=600, env_extra=None, check=True, fresh_process=False
+) -> subprocess.CompletedProcess:
     """Runs one of the repo's scripts as a user would, from the repo root: `python SCRIPT.py ...` and `python -m
     MODULE ...` inside this process (`run_in_process`: no fresh interpreter paying seconds of imports per run),
-    anything else (`accelerate launch` with several ranks, bash) as a subprocess."""
+    anything else (`accelerate launch` with several ranks, bash) as a subprocess. `fresh_process`, or a PYTHONPATH
+    in `env_extra` (it changes what imports, which only a new interpreter sees): a subprocess, for tests where the
+    process is what is tested."""
     args = [str(arg) for arg in args]
-    if len(args) >= 2 and args[0] in (sys.executable, "python") and (args[1].endswith(".py") or args[1] == "-m"):
+    in_process = not fresh_process and "PYTHONPATH" not in (env_extra or {})
+    python_script = (
+        len(args) >= 2 and args[0] in (sys.executable, "python") and (args[1].endswith(".py") or args[1] == "-m")
+    )
+    if in_process and python_script:
         result = run_in_process(args[1:], env_extra)
     else:
         env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
@@ -208,14 +216,14 @@ def run_in_process(args: list[str], env_extra=None) -> subprocess.CompletedProce
 
     Between runs the process-wide state a fresh interpreter would not carry is reset: accelerate's singletons
     (a second `Accelerator` would otherwise inherit the first one's device and precision), the working folder
-    (the repo root, as for a user), the environment, `sys.argv`, the root logger's handlers."""
+    (the repo root, as for a user), the environment, `sys.argv` and `sys.path`, the root logger's handlers."""
     from accelerate.state import AcceleratorState, GradientState
 
     out, err = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    saved = (os.getcwd(), dict(os.environ), list(sys.argv), list(root.handlers), root.level)
+    saved = (os.getcwd(), dict(os.environ), list(sys.argv), list(sys.path), list(root.handlers), root.level)
     os.environ.update({"HF_HUB_OFFLINE": "1", **(env_extra or {})})
     os.chdir(REPO_ROOT)
     root.handlers = [handler]  # `logging.basicConfig` in the recipe then leaves them as they are
@@ -234,9 +242,11 @@ def run_in_process(args: list[str], env_extra=None) -> subprocess.CompletedProce
                 if args[0] == "-m":
                     sys.argv = [args[1], *args[2:]]
                     runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-                else:
+                else:  # as `python SCRIPT.py` does: the script's folder first on the path (benchmarks import siblings)
                     sys.argv = list(args)
-                    runpy.run_path(os.path.join(REPO_ROOT, args[0]), run_name="__main__")
+                    script = os.path.join(REPO_ROOT, args[0])
+                    sys.path.insert(0, os.path.dirname(script))
+                    runpy.run_path(script, run_name="__main__")
             except SystemExit as exit_:
                 if exit_.code is None or isinstance(exit_.code, int):
                     returncode = exit_.code or 0
@@ -248,11 +258,11 @@ def run_in_process(args: list[str], env_extra=None) -> subprocess.CompletedProce
                 returncode = 1
     finally:
         handler.flush()
-        cwd, environ, argv, handlers, level = saved
+        cwd, environ, argv, path, handlers, level = saved
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(environ)
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
         root.handlers, root.level = handlers, level
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()

@@ -255,7 +255,7 @@ def test_a_commented_lazy_import_of_an_optional_dependency_is_allowed(tmp_path):
     assert import_rule_violations(package) == []
 
 
-def test_no_test_or_benchmark_edits_sys_path_and_every_import_is_at_the_top():
+def test_no_test_benchmark_or_tool_edits_sys_path():
     """tests/ and benchmarks/ import the package and each other as installed modules (the repo root is on the path
     for pytest and for `python benchmarks/x.py` alike), with every import at the top of the file: a `sys.path`
     edit would hide an import that only works from one folder."""
