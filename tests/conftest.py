@@ -2,6 +2,7 @@ import contextlib
 import io
 import logging
 import os
+import pathlib
 import runpy
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import textwrap
 import traceback
 import warnings
 
+import filelock
 import pytest
 import torch
 
@@ -109,10 +111,12 @@ def tiny_teacher_dir(tmp_path_factory):
     """A saved tiny wav2vec2 teacher folder, as `--teacher` takes it."""
     from transformers import Wav2Vec2Model
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher")
-    Wav2Vec2Model(tiny_teacher_config()).save_pretrained(path)
-    return str(path)
+    def make(path):
+        torch.manual_seed(0)
+        Wav2Vec2Model(tiny_teacher_config()).save_pretrained(path)
+
+    # one folder for every worker: the runs `finished_run` makes name it, and the tests that resume them must too
+    return str(made_once(tmp_path_factory, "teacher", make))
 
 
 def save_tiny_ctc_teacher(path) -> str:
@@ -136,16 +140,34 @@ def tiny_ctc_teacher_dir(tmp_path_factory):
     return save_tiny_ctc_teacher(tmp_path_factory.mktemp("ctc_teacher"))
 
 
+def made_once(tmp_path_factory, name: str, make) -> pathlib.Path:
+    """`make(path)` run once for the whole test run, also when pytest-xdist's workers each hold their own session:
+    xdist's documented recipe (the workers' common temporary folder, a file lock, a mark that it is done). For what
+    is expensive to make and read-only to the tests (corpora, a finished run that tests copy first)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by all workers of this run
+    path, done = root / "made_once" / name, root / "made_once" / f"{name}.done"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(path) + ".lock"):
+        if not done.exists():
+            if path.exists():
+                shutil.rmtree(path)  # a half-made one (an interrupted make)
+            make(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory):
     """A small corpus from the real corpus maker: 60 sentences, each spoken once (about 2 s of synthesis)."""
     from modeling_distilxlsr.corpus.synthesis import make_corpus
 
-    path = tmp_path_factory.mktemp("corpus") / "pt-br"
-    make_corpus(
-        str(path), seed=0, quiet=True, num_sentences=60, dev_sentences=8, test_sentences=8, utterances_per_sentence=1
-    )
-    return path
+    def make(path):
+        make_corpus(str(path / "pt-br"), seed=0, quiet=True, num_sentences=60, dev_sentences=8, test_sentences=8,
+                    utterances_per_sentence=1)  # fmt: skip
+
+    return made_once(tmp_path_factory, "corpus", make) / "pt-br"
 
 
 def write_parquet_stream(folder, clips: list[tuple[str, bytes]], num_shards: int = 4) -> str:
@@ -307,11 +329,13 @@ FINISHED_RUN_ARGS = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 100, "
 
 @pytest.fixture(scope="session")
 def finished_run(tiny_teacher_dir, small_corpus, tmp_path_factory):
-    """A finished 4-step run (`FINISHED_RUN_ARGS`), made once for the session; tests copy it (`copy_run`) before
+    """A finished 4-step run (`FINISHED_RUN_ARGS`), made once for the test run; tests copy it (`copy_run`) before
     changing anything."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    distill(tiny_teacher_dir, small_corpus / "train", out, *FINISHED_RUN_ARGS)
-    return out
+
+    def make(path):
+        distill(tiny_teacher_dir, small_corpus / "train", path / "run", *FINISHED_RUN_ARGS)
+
+    return made_once(tmp_path_factory, "finished", make) / "run"
 
 
 def copy_run(finished_run, tmp_path):

@@ -192,20 +192,21 @@ def test_every_sentence_of_the_corpus_phonemises_inside_the_phone_set():
     assert {unicodedata.normalize("NFC", phone) for phone in " ".join(phonemised).split()} <= PT_BR_PHONES
 
 
-def test_a_corpus_split_lists_its_audio_without_warning_about_its_own_word_times(small_corpus, caplog):
+def test_a_corpus_split_lists_its_audio_without_warning_about_its_own_word_times(small_corpus, tmp_path, caplog):
+    import shutil
+
     from modeling_distilxlsr.audio.sources import scan_audio_folder
 
     caplog.set_level(logging.WARNING)
-    files = scan_audio_folder(str(small_corpus / "train"))
-    assert files and all(f.endswith(".wav") or f.endswith(".flac") for f in files)
-    assert (small_corpus / "train" / WORD_TIMES_FILE).exists()
+    split = tmp_path / "train"
+    shutil.copytree(small_corpus / "train", split)  # a copy: the session's corpus is shared and read-only
+    files = scan_audio_folder(str(split))
+    assert files and all(f.endswith((".wav", ".flac")) for f in files)
+    assert (split / WORD_TIMES_FILE).exists()
     assert "left out" not in caplog.text  # metadata.csv and word_times.jsonl are the split's own companions
-    (small_corpus / "train" / "notes.txt").write_text("mine")
-    try:
-        scan_audio_folder(str(small_corpus / "train"))
-        assert "1 file(s) left out" in caplog.text and "notes.txt" in caplog.text  # anything else is still said
-    finally:
-        (small_corpus / "train" / "notes.txt").unlink()
+    (split / "notes.txt").write_text("mine")
+    scan_audio_folder(str(split))
+    assert "1 file(s) left out" in caplog.text and "notes.txt" in caplog.text  # anything else is still said
 
 
 def test_a_missing_corpus_is_made_on_first_use_saying_so_and_reused_silently_after(tmp_path, capsys):

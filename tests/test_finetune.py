@@ -12,6 +12,7 @@ from conftest import (
     TWO_CPU_RANKS,
     TWO_CPU_RANKS_ENV,
     TWO_PROCESS_GROUP,
+    made_once,
     run_fresh_python,
     run_script,
     tiny_student_config,
@@ -94,14 +95,15 @@ def test_non_utf8_manifest_is_a_clear_error(tiny_distilled, tmp_path):
     assert result.returncode != 0 and "train.csv, line 2: not valid UTF-8" in result.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def asr_corpus(tmp_path_factory):
     """200 sentences: 160 for training (x2 voices), 20 dev, 20 test with unseen sentences and voices."""
     from modeling_distilxlsr.corpus.synthesis import make_corpus
 
-    path = tmp_path_factory.mktemp("asr-corpus") / "pt-br"
-    make_corpus(str(path), seed=0, quiet=True, num_sentences=200, dev_sentences=20, test_sentences=20)
-    return path
+    def make(path):
+        make_corpus(str(path / "pt-br"), seed=0, quiet=True, num_sentences=200, dev_sentences=20, test_sentences=20)
+
+    return made_once(tmp_path_factory, "asr-corpus", make) / "pt-br"  # 40 s of synthesis: once, not per worker
 
 
 @pytest.fixture(scope="module")
