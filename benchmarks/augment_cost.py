@@ -12,24 +12,13 @@ synthetic corpus' train split), same clips and crops with and without augmentati
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
 
+from modeling_distilxlsr.inference.cpu_features import describe_cpu
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_name() -> str:
-    try:
-        info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} cores, {' '.join(isa)}"
 
 
 def main():
@@ -66,7 +55,9 @@ def main():
         rows[name] = (time.process_time() - started) / args.batches
     audio_seconds = float(np.mean([b["attention_mask"].sum().item() / 16000 for b in batches["--augment"]]))
     step = None if args.skip_step else step_cpu_seconds(batches["--augment"][: min(2, args.batches)])
-    print(f"CPU: {cpu_name()}; torch {torch.__version__}; batches of {args.batch_size} clips, {audio_seconds:.1f} s")
+    print(
+        f"CPU: {describe_cpu()}; torch {torch.__version__}; batches of {args.batch_size} clips, {audio_seconds:.1f} s"
+    )
     print()
     print("| batch preparation | CPU s / batch | extra for --augment |")
     print("|---|---|---|")

@@ -14,11 +14,12 @@ OUT/lm_decoding.md.
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
+
+from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LM_TEXTS = {
@@ -26,15 +27,6 @@ LM_TEXTS = {
     "train + dev transcripts": ("train", "dev"),
     "train + dev + test (leaks test sentences: a ceiling)": ("train", "dev", "test"),
 }
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} cores"
-    except OSError:
-        return platform.processor() or "unknown CPU"
 
 
 def run(args: list[str]) -> None:
@@ -92,7 +84,8 @@ def main():
             )
             print(json.dumps(rows[-1]), flush=True)
     lines = [
-        f"CPU: {cpu_name()}; {args.order}-gram, beam width {args.beam_width}; test split (unseen sentences and voices)",
+        f"CPU: {describe_cpu()}; {args.order}-gram, beam width {args.beam_width}; "
+        "test split (unseen sentences and voices)",
         "",
         "| model | LM text | LM sentences | greedy WER | LM WER | WER change | greedy CER | LM CER | RTF greedy | "
         "RTF LM | RTF ratio |",
@@ -110,7 +103,7 @@ def main():
     with open(os.path.join(args.out, "lm_decoding.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.out, "lm_decoding.json"), "w") as f:
-        json.dump({"cpu": cpu_name(), "rows": rows}, f, indent=2)
+        json.dump({"cpu": describe_cpu(), "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
