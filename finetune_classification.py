@@ -217,7 +217,7 @@ def main(run: RunArguments, augment: AugmentArguments, task: ClassificationArgum
             with accelerator.autocast():
                 logits = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
             class_weights = None if weights is None else weights.to(logits.device)
-            return torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=class_weights), {}
+            return torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=class_weights), lambda: {}
 
         def run_evals():
             return {

@@ -225,10 +225,10 @@ def main(run: RunArguments, augment: AugmentArguments, finetune: FinetuneArgumen
             with accelerator.autocast():
                 outputs = model(batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
             if unlabeled_batches is None:
-                return outputs.loss, {}
+                return outputs.loss, lambda: {}
             logit_kl = unlabeled_kd_loss(model, teacher, unlabeled_batches, finetune, accelerator, skips)
             loss = outputs.loss + finetune.logit_loss_weight * logit_kl
-            return loss, {"train/ctc_loss": outputs.loss.detach(), "train/logit_kl": logit_kl.detach()}
+            return loss, lambda: {"train/ctc_loss": outputs.loss.detach(), "train/logit_kl": logit_kl.detach()}
 
         def run_evals():
             return {

@@ -319,7 +319,7 @@ def main(run: RunArguments, augment: AugmentArguments, distill: DistillArguments
 
         def step_loss(batch):
             step = distill_step_loss(student, teacher_targets, batch, distill, accelerator, distill.freeze_cnn)
-            return step.loss, step.log_parts(distill.pred_layer_ids)
+            return step.loss, lambda: step.log_parts(distill.pred_layer_ids)
 
         def evaluate_held_out():
             return evaluate(student, teacher_targets, eval_loader, distill, accelerator, skips)

@@ -62,7 +62,7 @@ def write_asr_folder(student, state_dict, processor, groups, state, final_eval, 
     """The student with the teacher's CTC head as a `DistilXLSRForCTC` folder (processor and tokenizer included, the
     prediction heads dropped): `pipeline("automatic-speech-recognition")` and `transcribe.py` take it as is. Then,
     with `test_source`, its test CER/WER through the transformers pipeline, printed; returned for the results."""
-    run, augment, distill = groups
+    run, _, distill = groups
     asr_model = DistilXLSRForCTC(student.config)
     weights = {k: v for k, v in state_dict.items() if not k.startswith("prediction_heads.")}
     asr_model.load_state_dict(weights)
@@ -109,7 +109,7 @@ def write_asr_folder(student, state_dict, processor, groups, state, final_eval, 
 
 def write_model_folder(student, state_dict, groups, state, final_eval: dict, skips_summary: str, teacher_params: int):
     """The hub-ready folder: weights + config + code + feature extractor, curves, and the model card."""
-    run, augment, distill = groups
+    run, _, distill = groups
     save_for_hub(student, run.output_dir, state_dict=state_dict)
     plot_curves(
         state.history,

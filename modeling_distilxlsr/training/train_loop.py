@@ -30,17 +30,18 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 @dataclass
 class TrainingLoop:
-    """What a recipe hands the shared loop. `step_loss(batch)` returns the loss `backward()` sees and its parts to
-    log ({name: 0-d tensor}, read only on logging steps); `evaluate()` the fields of a history row; `after_eval`
-    (optional) gets them after each evaluation but the initial one (keeping the best model); `set_train_mode` puts
-    the model back in training mode after an evaluation."""
+    """What a recipe hands the shared loop. `step_loss(batch)` returns the loss `backward()` sees and a function
+    giving its parts to log ({name: 0-d tensor}), called only when a row is logged, so that a step that logs
+    nothing builds nothing; `evaluate()` the fields of a history row; `after_eval` (optional) gets them after each
+    evaluation but the initial one (keeping the best model); `set_train_mode` puts the model back in training mode
+    after an evaluation."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
     train_loader: object
     collator: object
-    step_loss: Callable[[dict], tuple[torch.Tensor, dict]]
+    step_loss: Callable[[dict], tuple[torch.Tensor, Callable[[], dict]]]
     evaluate: Callable[[], dict]
     set_train_mode: Callable[[], None]
     after_eval: Callable[[dict], None] | None = None
@@ -67,7 +68,7 @@ def run_training_loop(accelerator, run, loop: TrainingLoop, state: TrainingState
             skips.total += batch["num_items"]
         batch, stand_in = batch_or_stand_in(accelerator, batch, loop.collator, skips)
         with accelerator.accumulate(loop.model):
-            loss, parts = loop.step_loss(batch)
+            loss, log_parts = loop.step_loss(batch)
             stepped = backward_and_step_optimizer_and_scheduler(
                 accelerator, loop.model, loss, stand_in, loop.optimizer, loop.scheduler, run.max_grad_norm
             )
@@ -83,7 +84,7 @@ def run_training_loop(accelerator, run, loop: TrainingLoop, state: TrainingState
             state.audio_seconds += accelerator.reduce(audio_since_log, reduction="sum").item()
             audio_since_log.zero_()
             row = {"step": state.step, "train/loss": loss.item(), "lr": loop.scheduler.get_last_lr()[0]}
-            row.update({name: value.item() for name, value in parts.items()})
+            row.update({name: value.item() for name, value in log_parts().items()})
             row["audio_hours"] = state.audio_seconds / 3600
             state.history.append(row)
             accelerator.log(row, step=state.step)
