@@ -1,18 +1,18 @@
 """Transcribe audio files or folders with a fine-tuned CTC model.
 
     python transcribe.py MODEL_DIR_OR_HUB_ID audio/ more.wav [--format text|jsonl|csv|srt|vtt] [--output FILE]
-                         [--batch_size 8] [--chunk_length_s 20] [--return_timestamps word]
+                         [--batch_size 8] [--chunk_length_s 20] [--return_timestamps word] [--no_vad]
                          [--beam_width 32] [--hotwords W...] [--no_lm] [--lm lm.arpa]
                          [--backend auto|torch|onnx] [--dtype fp32|bf16|int8]
 
-Any sample rate and channel count (decoded with soundfile, mixed to mono, resampled to 16 kHz); long audio is cut
-into overlapping chunks (the transformers ASR pipeline's rule), so an hour-long file needs no more memory than a 20 s
-one. Every
-file gets its own result or its own reported failure (unreadable, empty, too short for the model...): on stderr,
-counted in the summary, and as `status`/`error` fields in JSONL and CSV; no result ever moves to another file. A
-folder that ships an n-gram LM (`distilxlsr-lm attach`) is decoded with it by beam search, on every backend; `--no_lm`
-decodes greedily. DistilXLSR folders load with this package's own code; any other custom model code runs only with
---trust_remote_code.
+Any sample rate and channel count (decoded with soundfile, mixed to mono, resampled to 16 kHz). Each file's speech
+regions (Silero VAD) are decoded one by one, so silence costs no accuracy and no word runs across a pause; a region
+longer than a chunk is cut into overlapping chunks (the transformers ASR pipeline's rule), so an hour-long file needs
+no more memory than a 20 s one. Every file gets its own result or its own reported failure (unreadable, empty, too
+short for the model...): on stderr, counted in the summary, and as `status`/`error` fields in JSONL and CSV; no result
+ever moves to another file. A folder that ships an n-gram LM (`distilxlsr-lm attach`) is decoded with it by beam
+search, on every backend; `--no_lm` decodes greedily. DistilXLSR folders load with this package's own code; any other
+custom model code runs only with --trust_remote_code.
 
 `--backend auto` (the default) runs the fastest path this model and machine offer: torch fp32, torch bf16 autocast (on
 CPUs with native bf16) and, when the folder holds them, its ONNX fp32/int8 graphs, timed once on 10 s of the input and
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Files per batch (batched by length). Default: as many as a quarter of the available memory holds.",
     )
     parser.add_argument("--chunk_length_s", type=float, default=20.0, help="0 to disable chunking.")
+    parser.add_argument(
+        "--no_vad",
+        action="store_true",
+        help="Decode each file whole. By default each file's speech regions (Silero VAD) are decoded one by one: "
+        "silence costs no accuracy, and segments, rows' `segments` and subtitle cues follow the regions.",
+    )
     parser.add_argument("--return_timestamps", choices=["char", "word"])
     parser.add_argument(
         "--lm", help="An external KenLM n-gram (ARPA or binary) to beam-search with, instead of the folder's own."
@@ -248,6 +254,7 @@ def load_decoder(args, backend, model: str) -> CTCDecoder:
 def run_settings(args) -> dict:
     """What makes two runs' transcripts comparable: a resume must use the same (checked by transcript_files)."""
     keys = ("model", "backend", "dtype", "lm", "no_lm", "beam_width", "hotwords", "hotword_weight", "chunk_length_s")
+    keys += ("no_vad", "format")  # format: a resume reads the rows OUT holds, in OUT's format
     return {key: getattr(args, key) for key in keys} | {"return_timestamps": args.return_timestamps}
 
 
@@ -368,7 +375,9 @@ def main(argv=None) -> int:
     if state.is_main_process:
         print(f"decoding: {'beam search with an n-gram LM' if decoder.lm else 'greedy CTC'}", file=sys.stderr)
     throughput = Throughput()  # from here: model loading is not transcription
-    results = transcribe(backend, mine, decoder, args.batch_size, args.chunk_length_s or None, throughput)
+    results = transcribe(
+        backend, mine, decoder, args.batch_size, args.chunk_length_s or None, throughput, vad=not args.no_vad
+    )
     if args.format in SUBTITLE_FORMATS:
         skips = write_subtitles(results, args)
         print(f"{skips.summary()}\n{throughput.summary()}", file=sys.stderr)

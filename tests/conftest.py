@@ -25,6 +25,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+SPEECH_FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "speech_pt_br.flac")
+
+
+def speech(seconds: float, seed: int, sample_rate: int = 16_000):
+    """`seconds` of pt-BR speech (the shipped fixture: three corpus voices, 11.8 s), from an offset `seed` picks:
+    audio the VAD keeps, so that transcription decodes it (random noise is, rightly, found to hold no speech)."""
+    import librosa
+    import numpy as np
+    import soundfile as sf
+
+    audio, _ = sf.read(SPEECH_FIXTURE, dtype="float32")
+    samples = int(seconds * 16_000)
+    if samples > len(audio):
+        audio = np.tile(audio, samples // len(audio) + 1)
+    start = (seed * 23_456) % max(1, len(audio) - samples)
+    clip = audio[start : start + samples]
+    return clip if sample_rate == 16_000 else librosa.resample(clip, orig_sr=16_000, target_sr=sample_rate)
+
+
 def tiny_teacher_config(**overrides):
     """A 4-layer XLSR-shaped wav2vec2 (pre-LN, CNN with bias and LayerNorm), small enough for CPU tests."""
     from transformers import Wav2Vec2Config

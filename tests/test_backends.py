@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import run_script
+from conftest import run_script, speech
 
 from modeling_distilxlsr.inference.backend_choice import (
     BackendTiming,
@@ -100,12 +100,11 @@ def test_the_cache_is_keyed_by_model_and_cpu(tiny_ctc_dir, tmp_path):
 
 
 def _clips(folder, seconds=(2.0, 0.4, 3.1, 1.2, 0.7)):
-    rng = np.random.default_rng(0)
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i, s in enumerate(seconds):
         path = os.path.join(folder, f"clip{i}.wav")
-        sf.write(path, (rng.standard_normal(int(s * 16000)) * 0.1).astype(np.float32), 16000)
+        sf.write(path, speech(s, i), 16000)
         paths.append(path)
     return paths
 

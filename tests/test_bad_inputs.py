@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import run_script
+from conftest import run_script, speech
 
 
 def noise(seconds, seed, sample_rate=16_000):
@@ -33,7 +33,7 @@ def ffmpeg_encoded(seconds, seed, *codec):
 
     def make(path):
         wav = path + ".source.wav"
-        write(wav, noise(seconds, seed))
+        write(wav, speech(seconds, seed))
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", wav, *codec, path], check=True)
         os.remove(wav)
 
@@ -116,16 +116,16 @@ def test_audio_files_a_metadata_csv_leaves_out_are_counted(tmp_path):
 
 # (file name, maker, expected status, reason the error must start with)
 TRANSCRIBE_INPUTS = [
-    ("a_good.wav", lambda p: write(p, noise(1.0, 1)), "ok", None),
+    ("a_good.wav", lambda p: write(p, speech(1.0, 1)), "ok", None),
     ("b_zero_frames.wav", lambda p: write(p, np.zeros(0, "float32")), "failed", "empty (no audio frames)"),
-    ("c_good.wav", lambda p: write(p, noise(0.7, 2)), "ok", None),
+    ("c_good.wav", lambda p: write(p, speech(0.7, 2)), "ok", None),
     ("d_under_receptive_field.wav", lambda p: write(p, noise(0.01, 3)), "failed", "too short"),
-    ("e_good_8k_stereo.wav", lambda p: write(p, np.stack([noise(0.9, 4, 8000)] * 2, 1), 8000), "ok", None),
+    ("e_good_8k_stereo.wav", lambda p: write(p, np.stack([speech(0.9, 4, 8000)] * 2, 1), 8000), "ok", None),
     ("f_zero_bytes.wav", lambda p: open(p, "wb").close(), "failed", "unreadable"),
     ("g_corrupt.flac", lambda p: open(p, "wb").write(b"fLaC" + os.urandom(300)), "failed", "unreadable"),
     ("h_nan.wav", lambda p: write(p, np.full(16000, np.nan, "float32"), subtype="FLOAT"), "failed", "NaN/Inf"),
     ("i_silence.wav", lambda p: write(p, np.zeros(16000, "float32")), "ok", None),
-    ("j_good_last.wav", lambda p: write(p, noise(1.3, 5)), "ok", None),
+    ("j_good_last.wav", lambda p: write(p, speech(1.3, 5)), "ok", None),
     ("k_aac.m4a", ffmpeg_encoded(1.1, 6, "-c:a", "aac"), "ok", None),
     ("l_dangling_link.wav", dangling_link, "failed", "missing: no such file (a symbolic link to"),
     ("m_wma.wma", ffmpeg_encoded(0.8, 7), "ok", None),

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, run_script, speech
 
 pytestmark = pytest.mark.slow  # a real server per test module
 
@@ -61,8 +61,7 @@ class Server:
 
 
 def _wav(seconds: float, seed: int, rate: int = 16000, channels: int = 1) -> bytes:
-    rng = np.random.default_rng(seed)
-    audio = (rng.standard_normal((int(seconds * rate), channels)) * 0.1).astype(np.float32)
+    audio = np.stack([speech(seconds, seed, rate)] * channels, 1)
     buffer = io.BytesIO()
     sf.write(buffer, audio.squeeze(), rate, format="WAV")
     return buffer.getvalue()

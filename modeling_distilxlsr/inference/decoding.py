@@ -6,6 +6,7 @@ character timestamps, as the transformers ASR pipeline decodes. Building, attach
 import hashlib
 import json
 import os
+import zlib
 
 import numpy as np
 from scipy.special import softmax
@@ -15,6 +16,7 @@ from ..models.modeling_distilxlsr_parts import frame_attention_mask
 
 LM_INFO_FILE = "lm_info.json"
 DEFAULT_BEAM_WIDTH = 32
+WORD_PAUSE_SECONDS = 0.3  # a run of blank frames this long ends a word, as the word delimiter does
 
 
 class LanguageModelError(UserError, ValueError):
@@ -125,26 +127,76 @@ def load_lm_decoder(tokenizer=None, lm_path: str | None = None, model_dir: str |
     return build_decoder(tokenizer, lm_path) if lm_path else load_folder_decoder(model_dir)
 
 
+def split_words_at_pauses(logits: np.ndarray, blank_id: int, delimiter_id: int, min_frames: int) -> np.ndarray:
+    """`logits` where every run of at least `min_frames` blank frames between two letters of one word gets the word
+    delimiter in its middle frame (that frame's blank and delimiter scores swapped, so it stays a distribution for
+    beam search). Only `|` ends a word in CTC decoding, and a model trained on connected speech often emits blanks,
+    not `|`, across a pause: without this a word runs across a 1 s pause (`passadaquoal`)."""
+    best = logits.argmax(-1)
+    letters = np.flatnonzero(best != blank_id)
+    if len(letters) < 2 or min_frames <= 0:
+        return logits
+    edited = None
+    for left, right in zip(letters[:-1], letters[1:], strict=True):
+        if right - left - 1 < min_frames or delimiter_id in (best[left], best[right]):
+            continue
+        if edited is None:
+            edited = logits.copy()
+        middle = (left + right) // 2
+        edited[middle, [blank_id, delimiter_id]] = edited[middle, [delimiter_id, blank_id]]
+    return logits if edited is None else edited
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def segment_scores(logits: np.ndarray, text: str, blank_id: int) -> dict:
+    """What OpenAI's verbose_json gives each segment, for a CTC decode: `tokens` (the greedy path's labels, repeats
+    merged and blanks dropped), `avg_logprob` (the mean log-probability of the frames that emitted them; Whisper's is
+    the mean over its sampled tokens), `compression_ratio` (the text's length over its zlib-compressed length, as
+    Whisper computes it: repetitive gibberish scores high) and `temperature` (0: no sampling)."""
+    log_probs = log_softmax(logits.astype(np.float64))
+    best = log_probs.argmax(-1)
+    emitted = [t for t in range(len(best)) if best[t] != blank_id and (t == 0 or best[t] != best[t - 1])]
+    data = text.encode("utf-8")
+    return {
+        "tokens": [int(best[t]) for t in emitted],
+        "avg_logprob": round(float(np.mean([log_probs[t, best[t]] for t in emitted])), 4) if emitted else 0.0,
+        "compression_ratio": round(len(data) / len(zlib.compress(data)), 4) if data else 0.0,
+        "temperature": 0.0,
+    }
+
+
 class CTCDecoder:
     """Logits of one utterance (frames x vocabulary) -> `{"text"}`, plus `{"chunks": [{"text", "timestamp": (start,
     end)}]}` with `timestamps` "word" or "char" (seconds, rounded to 10 ms as the pipeline rounds them). Greedy: the
     tokenizer's CTC decode (repeats merged, blanks dropped) and its offsets. With `lm` (pyctcdecode): the best beam
     of `decode_beams(**beam_options)` and its word frames. `confidence`: each greedy word chunk also gets the mean
-    probability of its frames' labels (LM decoding gives none: its beam scores are not per-word probabilities)."""
+    probability of its frames' labels (LM decoding gives none: its beam scores are not per-word probabilities).
+    Either way a run of `word_pause_s` of blank frames inside a word splits it (`split_words_at_pauses`).
+    `decode_regions` decodes a file's speech regions one by one and joins them, with a segment per region."""
 
     def __init__(self, tokenizer, lm=None, beam_options: dict | None = None, timestamps: str | None = None,
-                 frame_seconds: float = 0.02, confidence: bool = False):  # fmt: skip
+                 frame_seconds: float = 0.02, confidence: bool = False,
+                 word_pause_s: float = WORD_PAUSE_SECONDS):  # fmt: skip
         if timestamps not in (None, "word", "char"):
             raise ValueError(f"timestamps must be None, 'word' or 'char', got {timestamps!r}")
         if lm is not None and timestamps == "char":
             raise ValueError("character timestamps need greedy decoding (--no_lm); the LM decoder gives words")
         self.tokenizer, self.lm, self.beam_options = tokenizer, lm, beam_options or {}
         self.timestamps, self.frame_seconds, self.confidence = timestamps, frame_seconds, confidence
+        self.blank_id = tokenizer.pad_token_id
+        self.delimiter_id = tokenizer.get_vocab().get(getattr(tokenizer, "word_delimiter_token", None))
+        splits = word_pause_s and self.delimiter_id is not None and self.blank_id is not None
+        self.pause_frames = round(word_pause_s / frame_seconds) if splits else 0
 
     def _seconds(self, frame: int) -> float:
         return round(frame * self.frame_seconds, 2)
 
     def __call__(self, logits: np.ndarray) -> dict:
+        logits = split_words_at_pauses(logits, self.blank_id, self.delimiter_id, self.pause_frames)
         if self.lm is not None:
             text, _, word_frames, *_ = self.lm.decode_beams(logits, **self.beam_options)[0]
             result = {"text": text}
@@ -171,6 +223,35 @@ class CTCDecoder:
                 frames = best[item["start_offset"] : max(item["end_offset"], item["start_offset"] + 1)]
                 chunk["confidence"] = round(float(frames.mean()), 4)
         return {"text": decoded["text"], "chunks": chunks}
+
+    def decode_regions(self, regions: list, logits: list[np.ndarray], sampling_rate: int) -> dict:
+        """One file's result from the logits of each of its speech regions (`audio.vad.SpeechRegion`s, in order):
+        the texts joined, word chunks in the file's time, and one OpenAI-style segment per region that holds words
+        (`no_speech_prob`: one minus the VAD's mean speech probability over the region)."""
+        result = {"text": "", "segments": []}
+        if self.timestamps:
+            result["chunks"] = []
+        texts = []
+        for region, region_logits in zip(regions, logits, strict=True):
+            piece = self(region_logits)
+            if not piece["text"].strip():
+                continue
+            texts.append(piece["text"])
+            offset = region.start / sampling_rate
+            for chunk in piece.get("chunks", []):
+                start, end = chunk["timestamp"]
+                result["chunks"].append({**chunk, "timestamp": (round(start + offset, 2), round(end + offset, 2))})
+            result["segments"].append(
+                {
+                    "start": round(offset, 2),
+                    "end": round(region.end / sampling_rate, 2),
+                    "text": piece["text"],
+                    "no_speech_prob": round(1.0 - region.speech_prob, 4),
+                    **segment_scores(region_logits, piece["text"], self.blank_id),
+                }
+            )
+        result["text"] = " ".join(texts)
+        return result
 
 
 def greedy_transcripts(model, batch: dict, tokenizer) -> list[str]:

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_audio_s", type=float, default=3600.0)
     parser.add_argument("--timeout_s", type=float, default=300.0)
     parser.add_argument("--chunk_length_s", type=float, default=20.0)
+    parser.add_argument("--no_vad", action="store_true", help="Decode uploads whole, not speech region by region.")
     parser.add_argument("--stream_idle_s", type=float, default=30.0, help="A WebSocket silent this long is closed.")
     parser.add_argument("--endpoint_silence_s", type=float, default=0.6, help="Trailing silence that ends a result.")
     parser.add_argument("--partial_every_s", type=float, default=0.5, help="New audio between two live partials.")
@@ -92,6 +93,7 @@ def main(argv=None) -> None:
         max_audio_seconds=args.max_audio_s,
         request_timeout_seconds=args.timeout_s,
         max_batch=args.max_batch,
+        vad=not args.no_vad,
         batch_window_ms=args.batch_window_ms,
         max_queue=args.max_queue,
         chunk_length_s=args.chunk_length_s,

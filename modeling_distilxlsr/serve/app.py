@@ -11,7 +11,8 @@ tools written for faster-whisper behind speaches / faster-whisper-server work un
 FastAPI + uvicorn: the stack speaches itself uses, with multipart uploads (python-multipart) and an asyncio loop the
 dynamic batcher (`batcher.py`) shares. Audio is decoded exactly as `transcribe.py` decodes it (soundfile, else
 ffmpeg: any format, rate and channel count), long files in the same overlapping chunks, decoded with the same
-`CTCDecoder` (the folder's LM when it ships one). Errors use OpenAI's shape, `{"error": {"message", "type",
+`CTCDecoder` (the folder's LM when it ships one), speech region by speech region (`audio/vad.py`; `vad=False` in
+`ServerLimits`, `--no_vad`, decodes uploads whole). Errors use OpenAI's shape, `{"error": {"message", "type",
 "code"}}`: 400 unreadable audio (naming the cause) or a bad field, 413 an upload or a duration over the limits, 503
 with Retry-After when the queue is full, 504 past the request timeout.
 """
@@ -30,7 +31,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from ..audio.decode import AudioDecodeError, audio_seconds, read_for_transcription
-from ..inference.subtitles import segments_from_words, to_srt, to_vtt, words_from_chunks
+from ..inference.subtitles import cues_from_words, to_srt, to_vtt, words_from_chunks
+from ..inference.transcription import regions_of
 from ..models.audio_format import SAMPLING_RATE
 from .batcher import DynamicBatcher, QueueFull
 from .streaming import StreamProtocolError, StreamSession
@@ -52,6 +54,7 @@ class ServerLimits:
     stream_idle_seconds: float = 30.0  # a WebSocket that sends nothing for this long is closed
     endpoint_silence_seconds: float = 0.6
     partial_every_seconds: float = 0.5  # new audio between two partials: lower is quicker captions, more compute
+    vad: bool = True  # decode an upload's speech regions one by one (silence costs no accuracy)
 
 
 class ApiError(Exception):
@@ -173,14 +176,31 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
     ):
         check_fields(model, model_name, language, response_format, granularities or [])
         audio = await decode_upload(file, backend.min_samples, limits.max_audio_seconds)
-        try:
-            future = batcher.submit(audio)
-        except QueueFull as err:
-            message = f"The server is busy ({err}); retry shortly."
-            raise ApiError(503, message, "queue_full", {"Retry-After": "1"}) from None
-        logits = await wait_or_leave(request, future, limits.request_timeout_seconds)
-        result = await run_in_threadpool(decoder, logits)
+        regions = await run_in_threadpool(regions_of, audio, limits.vad, backend.min_samples)
+        logits = await regions_logits(request, [audio[r.start : r.end] for r in regions])
+        result = await run_in_threadpool(decoder.decode_regions, regions, logits, SAMPLING_RATE)
         return format_result(result, response_format, granularities or ["segment"], len(audio) / SAMPLING_RATE)
+
+    async def regions_logits(request: Request, pieces: list) -> list:
+        """The logits of an upload's speech regions, `max_batch` of them in the queue at a time (a long recording's
+        hundred regions never fill the queue others wait in); 503 with Retry-After when it is full."""
+        deadline = asyncio.get_running_loop().time() + limits.request_timeout_seconds
+        logits = []
+        for first in range(0, len(pieces), limits.max_batch):
+            try:
+                futures = [batcher.submit(piece) for piece in pieces[first : first + limits.max_batch]]
+            except QueueFull as err:
+                message = f"The server is busy ({err}); retry shortly."
+                raise ApiError(503, message, "queue_full", {"Retry-After": "1"}) from None
+            for future in futures:
+                left = deadline - asyncio.get_running_loop().time()
+                try:
+                    logits.append(await wait_or_leave(request, future, left, limits.request_timeout_seconds))
+                except ApiError:
+                    for other in futures:
+                        other.cancel()
+                    raise
+        return logits
 
     @app.websocket("/v1/audio/stream")
     async def stream(websocket: WebSocket):
@@ -286,9 +306,9 @@ def too_long(seconds: float, max_seconds: float, told: str = "decoded") -> str:
     return f"The audio is {seconds:.0f} s long ({told}); this server takes at most {max_seconds:.0f} s."
 
 
-async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float):
+async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float, whole_timeout: float | None = None):
     """The clip's logits; the future is cancelled (its work dropped if not started) when the client disconnects or
-    the timeout passes."""
+    `timeout` passes (the request's `whole_timeout` is what the 504 names)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -300,7 +320,8 @@ async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float
                 raise ApiError(499, "The client disconnected.", "client_closed") from None
             if loop.time() > deadline:
                 future.cancel()
-                raise ApiError(504, f"Not transcribed within {timeout:.0f} s.", "timeout") from None
+                limit = whole_timeout or timeout
+                raise ApiError(504, f"Not transcribed within {limit:.0f} s.", "timeout") from None
         except RuntimeError as err:  # the batch's error for this clip
             raise ApiError(500, str(err), "inference_failed") from err
 
@@ -312,23 +333,20 @@ def format_result(result: dict, response_format: str, granularities: list[str], 
     if response_format == "text":
         return PlainTextResponse(text + "\n")
     words = words_from_chunks(result.get("chunks", []))
-    segments = segments_from_words(words)
     if response_format == "srt":
-        return PlainTextResponse(to_srt(segments), media_type="application/x-subrip")
+        return PlainTextResponse(to_srt(cues_from_words(words)), media_type="application/x-subrip")
     if response_format == "vtt":
-        return PlainTextResponse(to_vtt(segments), media_type="text/vtt")
+        return PlainTextResponse(to_vtt(cues_from_words(words)), media_type="text/vtt")
     body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text}
-    if "segment" in granularities:
+    if "segment" in granularities:  # OpenAI's segment fields, one segment per speech region (`decode_regions`)
         body["segments"] = [
             {
                 "id": i,
                 "seek": 0,
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "confidence": _mean([w.confidence for w in s.words]),
+                **segment,
+                "confidence": _mean([w.confidence for w in words if segment["start"] <= w.start < segment["end"]]),
             }
-            for i, s in enumerate(segments)
+            for i, segment in enumerate(result.get("segments", []))
         ]
     if "word" in granularities:
         body["words"] = [{"word": w.text, "start": w.start, "end": w.end, "confidence": w.confidence} for w in words]
