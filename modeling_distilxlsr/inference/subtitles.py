@@ -69,8 +69,17 @@ def words_from_chunks(chunks: list[dict]) -> list[Word]:
 
 
 def _fits(words: list[Word], rules: CueRules) -> bool:
-    chars = len(" ".join(w.text for w in words))
-    return chars <= rules.max_line_chars * rules.max_lines and words[-1].end - words[0].start <= rules.max_seconds
+    """Within the cue's time limit, and its lines within the line limit (one word longer than a line alone)."""
+    if words[-1].end - words[0].start > rules.max_seconds:
+        return False
+    lines = (
+        Segment(0.0, 0.0, words).lines(rules.max_line_chars)
+        if rules.max_lines > 1
+        else [" ".join(w.text for w in words)]
+    )
+    return len(words) == 1 or (
+        len(lines) <= rules.max_lines and all(len(line) <= rules.max_line_chars for line in lines)
+    )
 
 
 def _blocks(words: list[Word], rules: CueRules) -> list[list[Word]]:

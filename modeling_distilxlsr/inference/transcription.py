@@ -53,6 +53,7 @@ def batch_logits(backend: Backend, decoded: dict, chunk_samples: int | None, max
     padded batches of `max_batch` at most, longer ones alone, in chunks. A batch that fails is retried piece by
     piece."""
     short = [p for p, audio in decoded.items() if not chunk_samples or len(audio) <= chunk_samples]
+    short.sort(key=lambda p: len(decoded[p]))  # a long file's regions: batched with their like, little padding
     groups = [short[i : i + max_batch] for i in range(0, len(short), max_batch)]
     groups += [[p] for p in decoded if p not in set(short)]
     while groups:
