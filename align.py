@@ -5,9 +5,11 @@
 
 The transcript is normalised as the labels were (numbers spelled out, punctuation dropped: `TextNormalizer`), the
 audio decoded as transcribe.py decodes it (any format, long audio in the same chunks), and each word gets the span
-of the CTC Viterbi path over its characters (`inference/alignment.py`). One JSON line per file: `words` (and with
---chars, `chars`) as {text, start, end, score}, `unaligned` (words the model cannot spell, with why), `error` when the
-file or transcript cannot be aligned at all. Usable where whisperX wants a Portuguese alignment model.
+of the CTC Viterbi path over its characters (`inference/alignment.py`). One JSON line per file: `words` as the user
+wrote them, {text, start, end, score, spoken} (and with --chars, `chars`), `unaligned` (words and characters the model
+cannot spell, with why), `match_score` (0 when the text is what the model hears; `mismatch: true` and a line on
+stderr under the threshold), `error` when the file or transcript cannot be aligned at all (no speech in the audio,
+nothing to align). Usable where whisperX wants a Portuguese alignment model.
 """
 
 import argparse
@@ -15,7 +17,7 @@ import json
 import sys
 
 from modeling_distilxlsr.audio.sources import ManifestError, list_sources
-from modeling_distilxlsr.inference.alignment import align_audio_file
+from modeling_distilxlsr.inference.alignment import MISMATCH_BELOW, align_audio_file
 from modeling_distilxlsr.inference.backends import load_backend
 from modeling_distilxlsr.inference.transcription import DEFAULT_CHUNK_SECONDS
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
@@ -41,12 +43,15 @@ def pairs(args, parser) -> list[tuple[str, str]]:
             return [(source, text or "") for source, text, _ in list_sources(args.manifest)]
         except ManifestError as err:
             parser.error(str(err))
-    if not (args.audio and args.text):
+    if args.audio is None or args.text is None:  # "" is a transcript (one with nothing to align), not a missing one
         parser.error("give AUDIO and TEXT, or --manifest")
     text = args.text
     if text.startswith("@"):
-        with open(text[1:], encoding="utf-8") as f:
-            text = f.read()
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            parser.error(f"cannot read the transcript {text[1:]!r}: {err}")
     return [(args.audio, text)]
 
 
@@ -60,15 +65,24 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: cannot load {args.model!r} for {args.backend}: {err}") from err
     normalizer, chunk = TextNormalizer(), int(args.chunk_length_s * SAMPLING_RATE) if args.chunk_length_s else None
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    failed = unaligned = 0
+    failed = unaligned = mismatched = 0
     for path, text in items:
         row = align_audio_file(backend, normalizer, path, text, chunk, args.chars)
         failed += "error" in row
         unaligned += len(row.get("unaligned", []))
+        if row.get("mismatch"):
+            mismatched += 1
+            print(f"{path}: match score {row['match_score']}: the text is probably not what is said", file=sys.stderr)
+        if "error" in row:
+            print(f"{path}: {row['error']}", file=sys.stderr)
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
     if args.output:
         out.close()
-    print(f"aligned {len(items) - failed} of {len(items)} files; {unaligned} word(s) left unaligned", file=sys.stderr)
+    print(
+        f"aligned {len(items) - failed} of {len(items)} files ({mismatched} probably against the wrong text: "
+        f"match score under {MISMATCH_BELOW}); {unaligned} word(s) or character(s) left unaligned",
+        file=sys.stderr,
+    )
     return 1 if items and failed == len(items) else 0
 
 

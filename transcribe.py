@@ -281,7 +281,8 @@ def previous_rows(args, files: list[str], is_main_process: bool) -> dict[str, di
     others = sum(path not in inputs for path in rows)
     print(
         f"--resume: {len(rows)} row(s) kept from {args.output} ({others} of files not among this run's inputs, kept "
-        f"in place); {sum(path not in rows for path in files)} input file(s) to transcribe, appended in input order",
+        f"first, in place); {sum(path not in rows for path in files)} input file(s) to transcribe; this run's inputs "
+        "in input order",
         file=sys.stderr,
     )
     write_output(args.output, args.format, resumed_order(out_order, files, rows), rows)

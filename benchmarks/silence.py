@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import soundfile as sf
+from render_tables import silence_table
 
 from modeling_distilxlsr.audio.decode import load_audio
 from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
@@ -128,6 +129,7 @@ def main(argv=None):
         for wave in waves:
             speech_regions(padded(wave, 1.0, 2.0, args.floor_db, rng))
         report["vad_seconds_padded_clips"] = round(time.perf_counter() - started, 3)
+    print("\n" + silence_table(report))
     print(
         f"CPU: {report['cpu']}; finding regions took {report['vad_seconds_long_file']} s on the long file, "
         f"{report['vad_seconds_padded_clips']} s on the padded clips"

@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import run_script
+from conftest import run_script, speech
 
-from modeling_distilxlsr.inference.alignment import align, viterbi_path
+from modeling_distilxlsr.inference.alignment import MISMATCH_BELOW, align, viterbi_path, written_words
+from modeling_distilxlsr.text.normalizer import TextNormalizer
 
 VOCAB = {"[PAD]": 0, "|": 1, "a": 2, "b": 3, "c": 4}
 
@@ -61,21 +62,41 @@ def test_words_the_model_cannot_spell_and_transcripts_longer_than_the_audio_are_
     assert too_long.unaligned == ["abcabc"]
 
 
+def test_the_match_score_is_zero_for_what_is_said_and_far_below_the_threshold_for_other_text():
+    frames = [0, 0, 2, 2, 3, 3, 0, 1, 3, 3, 2, 0, 0]  # "ab ba"
+    right = align(_logits(frames), ["ab", "ba"], VOCAB, 0, 1, 0.02)
+    wrong = align(_logits(frames), ["cc", "c"], VOCAB, 0, 1, 0.02)
+    assert -0.2 < right.match_score <= 0 and wrong.match_score < MISMATCH_BELOW < right.match_score
+
+
+def test_written_words_keep_the_users_spelling_and_list_what_no_label_spells():
+    normalizer = TextNormalizer()
+    words, unspelt = written_words("Na sexta-feira, o João pagou R$ 1.500 em 東京.", normalizer)
+    assert [w.text for w in words] == ["Na", "sexta-feira,", "o", "João", "pagou", "R$ 1.500", "em"]
+    assert words[1].spoken == ("sexta", "feira") and words[3].spoken == ("joão",)
+    assert " ".join(s for w in words for s in w.spoken) == normalizer("Na sexta-feira, o João pagou R$ 1.500 em")
+    assert unspelt == ["東 (in '東京.': not in the model's alphabet)", "京 (in '東京.': not in the model's alphabet)"]
+    assert written_words("25 reais", normalizer)[0][0].spoken == ("vinte", "e", "cinco")
+
+
 @pytest.mark.slow
 def test_align_command_on_a_file_and_a_manifest(tiny_ctc_dir, tmp_path):
     model_dir, _ = tiny_ctc_dir
-    rng = np.random.default_rng(0)
-    sf.write(tmp_path / "a.wav", (rng.standard_normal(32000) * 0.1).astype(np.float32), 16000)
-    sf.write(tmp_path / "b.wav", (rng.standard_normal(3200) * 0.1).astype(np.float32), 16000)
+    sf.write(tmp_path / "a.wav", speech(2.0, 0), 16000)
+    sf.write(tmp_path / "b.wav", speech(0.3, 1), 16000)
+    sf.write(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
     result = run_script(
         [sys.executable, "align.py", str(model_dir), str(tmp_path / "a.wav"), "O gato, 2 vezes!", "--chars"]
     )
     row = json.loads(result.stdout)
-    assert [w["text"] for w in row["words"]] == ["o", "gato", "dois", "vezes"]  # normalised as the labels are
+    assert [w["text"] for w in row["words"]] == ["O", "gato,", "2", "vezes!"]  # as written, one row per word
+    assert [w["spoken"] for w in row["words"]] == ["o", "gato", "dois", "vezes"]  # what the labels align
     starts = [w["start"] for w in row["words"]]
     assert starts == sorted(starts) and row["words"][-1]["end"] <= 2.0 and len(row["chars"]) == 14
+    assert row["match_score"] <= 0  # a random-weight model: whether it is marked a mismatch is not the point here
     (tmp_path / "pairs.csv").write_text(
-        "path,text\na.wav,o gato\nb.wav,uma frase longa demais para um décimo de segundo\nmissing.wav,oi\n",
+        "path,text\na.wav,o gato\nb.wav,uma frase longa demais para um décimo de segundo\nmissing.wav,oi\n"
+        "silence.wav,nada foi dito\n",
         encoding="utf-8",
     )
     out = tmp_path / "out.jsonl"
@@ -85,4 +106,17 @@ def test_align_command_on_a_file_and_a_manifest(tiny_ctc_dir, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [len(r["words"]) if "words" in r else None for r in rows][0] == 2
     assert "more frames than the audio has" in rows[1]["error"] and "missing" in rows[2]["error"]
-    assert "aligned 1 of 3 files" in result.stderr
+    assert "no speech in the audio" in rows[3]["error"]  # text on silence is never aligned to it
+    assert "aligned 1 of 4 files" in result.stderr
+
+
+@pytest.mark.slow
+def test_align_says_what_is_wrong_with_an_empty_or_missing_transcript_in_one_line(tiny_ctc_dir, tmp_path):
+    model_dir, _ = tiny_ctc_dir
+    sf.write(tmp_path / "a.wav", speech(1.0, 0), 16000)
+    command = [sys.executable, "align.py", str(model_dir), str(tmp_path / "a.wav")]
+    empty = run_script([*command, ""], check=False)
+    assert "nothing to align" in json.loads(empty.stdout)["error"] and "Traceback" not in empty.stderr
+    missing = run_script([*command, f"@{tmp_path / 'missing.txt'}"], check=False)
+    assert missing.returncode == 2 and "cannot read the transcript" in missing.stderr
+    assert "Traceback" not in missing.stderr

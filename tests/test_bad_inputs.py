@@ -40,6 +40,22 @@ def ffmpeg_encoded(seconds, seed, *codec):
     return make
 
 
+def cut_to_a_third(seconds, seed, fmt):
+    """A FLAC or MP3 of speech with its last two thirds of bytes gone: decoders stop at the cut without an error."""
+
+    def make(path):
+        whole = path + f".whole.{fmt}"
+        if fmt == "mp3":
+            ffmpeg_encoded(seconds, seed)(whole)
+        else:
+            write(whole, speech(seconds, seed))
+        data = open(whole, "rb").read()
+        open(path, "wb").write(data[: len(data) // 3])
+        os.remove(whole)
+
+    return make
+
+
 def dangling_link(path):
     os.symlink(path + ".moved-away", path)
 
@@ -60,6 +76,8 @@ TRAINING_INPUTS = [
     ("nan.wav", lambda p: write(p, np.full(16000, np.nan, "float32"), subtype="FLOAT"), "NaN/Inf samples"),
     ("all_zero.wav", lambda p: write(p, np.zeros(16000, "float32")), "silent or DC only"),
     ("dc_only.wav", lambda p: write(p, np.full(16000, 0.25, "float32")), "silent or DC only"),
+    ("cut.flac", cut_to_a_third(3.0, 9, "flac"), "truncated"),
+    ("cut.mp3", cut_to_a_third(3.0, 10, "mp3"), "truncated"),
     (
         "dc_and_-90dB_noise.wav",
         lambda p: write(p, 0.25 + noise(1.0, 6) * 1e-4, subtype="FLOAT"),
@@ -129,6 +147,8 @@ TRANSCRIBE_INPUTS = [
     ("k_aac.m4a", ffmpeg_encoded(1.1, 6, "-c:a", "aac"), "ok", None),
     ("l_dangling_link.wav", dangling_link, "failed", "missing: no such file (a symbolic link to"),
     ("m_wma.wma", ffmpeg_encoded(0.8, 7), "ok", None),
+    ("n_cut.flac", cut_to_a_third(3.0, 9, "flac"), "failed", "truncated"),
+    ("o_cut.mp3", cut_to_a_third(3.0, 10, "mp3"), "failed", "truncated"),
 ]
 
 

@@ -107,3 +107,47 @@ def test_cnn_profile_gives_every_layer_and_the_cnns_share_of_the_forward_pass(tm
     rows = [line for line in result.stdout.splitlines() if line.startswith("| conv ")]
     assert len(rows) == 14 and rows[0].startswith("| conv 1 (1->")  # 7 layers, two students
     assert result.stdout.count("| whole forward pass") == 2 and "| 100% |" in result.stdout
+
+
+def test_silence_benchmark_finds_padded_clips_decode_by_regions_as_the_clips_alone(small_corpus, tmp_path):
+    """benchmarks/silence.py on 6 unseen-voice clips with the shipped teacher (a trained model): padded with 1 s and
+    2 s of silence, the clips decode by regions as they do alone; no word or cue spans the long file's pauses; the
+    table renders from the results file."""
+    import sys
+
+    from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
+
+    out = tmp_path / "silence.json"
+    command = [sys.executable, "benchmarks/silence.py", shipped_teacher_dir(), "--test", str(small_corpus / "test")]
+    result = run_script([*command, "--clips", "6", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["clips"] == 6
+    assert abs(report["regions/padded_1s_2s"]["cer"] - report["regions/trimmed"]["cer"]) < 0.01
+    long_file = report["regions/long_file"]
+    assert long_file["words"] > 10 and long_file["words_across_0.3s_pause"] == long_file["cues_across_0.5s_pause"] == 0
+    assert "| speech regions (default) |" in result.stdout  # the table render_tables.py writes into the README
+
+
+def test_the_benchmark_readmes_tables_are_what_their_results_files_render():
+    """A table between `<!-- table: results/... -->` markers is rewritten from its file by render_tables.py: the
+    README in the repository is that rendering (run `python benchmarks/render_tables.py` after a benchmark)."""
+    import sys
+
+    result = run_script([sys.executable, "benchmarks/render_tables.py", "--check"], check=False)
+    assert result.returncode == 0, result.stderr
+    assert open("benchmarks/README.md", encoding="utf-8").read().count("<!-- table: results/") >= 2
+
+
+def test_alignment_mismatch_benchmark_tells_right_from_shuffled_transcripts(small_corpus, tmp_path):
+    """benchmarks/alignment_mismatch.py on 4 unseen-voice clips with the shipped teacher: each clip's own transcript
+    scores above every other clip's."""
+    import sys
+
+    from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
+
+    out = tmp_path / "mismatch.json"
+    command = [sys.executable, "benchmarks/alignment_mismatch.py", shipped_teacher_dir(), "--test"]
+    result = run_script([*command, str(small_corpus / "test"), "--clips", "4", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["clips"] == 4 and report["auroc"] == 1.0 and report["wrong_marked"] == 1.0
+    assert "| teacher_pt_br | 4 | 1.000 |" in result.stdout

@@ -139,6 +139,7 @@ BAD_UPLOADS = [
     ("over the upload limit", "2MB", {}, 413, "at most 1.0 MB"),
     ("over the duration limit", "25s", {}, 413, "this server takes at most 20 s"),
     ("a 2-hour file", "2h", {}, 413, "The audio is 7200 s long (by its header)"),  # 180 KB FLAC: never decoded
+    ("a FLAC cut to a third", "cut", {}, 400, "truncated: decoded"),
 ]
 
 
@@ -160,9 +161,52 @@ def test_bad_uploads_get_clear_http_errors_and_the_server_stays_up(server, name,
             for _ in range(12):
                 f.write(np.zeros(8000 * 600, np.int16))
         data = buffer.getvalue()
+    elif data == "cut":
+        buffer = io.BytesIO()
+        sf.write(buffer, speech(3.0, 2), 16000, format="FLAC")
+        data = buffer.getvalue()[: len(buffer.getvalue()) // 3]
     response = _post(server, data, **fields)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+def _raw_post(server, body: bytes, boundary: str) -> tuple[int, dict]:
+    """A request written byte by byte (httpx always ends a form properly): its status and JSON body."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(head.encode() + body)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1] or b"{}")
+
+
+def _form(boundary: str, filename: str, data: bytes, closed: bool = True) -> bytes:
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode("utf-8", "surrogateescape")
+    return part + data + (f"\r\n--{boundary}--\r\n".encode() if closed else b"")
+
+
+def test_a_cut_off_upload_is_an_error_and_a_nul_byte_in_its_name_is_just_a_name(server):
+    boundary = "xYzBoundary42"
+    clip = _wav(2.0, 3)
+    status, body = _raw_post(server, _form(boundary, "clip.wav", clip[: len(clip) // 2], closed=False), boundary)
+    assert status == 400 and body["error"]["code"] == "incomplete_upload", body
+    assert _raw_post(server, _form(boundary, "clip.wav", clip), boundary)[0] == 200  # the same, whole
+    status, body = _raw_post(server, _form(boundary, "a\x00b.wav", clip), boundary)
+    assert status == 200 and isinstance(body["text"], str), body
+    status, body = _raw_post(server, _form(boundary, "../../etc/x\x00.w\x00av", clip), boundary)
+    assert status == 200, body
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
 
 

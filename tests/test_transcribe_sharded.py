@@ -6,10 +6,9 @@ import os
 import shutil
 import sys
 
-import numpy as np
 import pytest
 import soundfile as sf
-from conftest import TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, TWO_PROCESS_GROUP, run_script
+from conftest import TWO_CPU_RANKS, TWO_CPU_RANKS_ENV, TWO_PROCESS_GROUP, run_script, speech
 
 from modeling_distilxlsr.inference.transcript_files import shard_path, split_by_length
 
@@ -17,12 +16,11 @@ SECONDS = (2.0, 0.4, 3.1, 1.2, 0.7, 2.6, 0.9, 1.6)
 
 
 def _audio_folder(folder) -> list[str]:
-    rng = np.random.default_rng(1)
     os.makedirs(folder / "sub", exist_ok=True)
     paths = []
     for i, seconds in enumerate(SECONDS):
         path = str(folder / ("sub" if i % 3 == 0 else "") / f"clip{i}.wav")
-        sf.write(path, (rng.standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32), 16000)
+        sf.write(path, speech(seconds, i), 16000)
         paths.append(path)
     (folder / "broken.wav").write_bytes(b"RIFF0000WAVEfmt ")  # fails alone, wherever it lands
     return sorted([*paths, str(folder / "broken.wav")])
@@ -116,3 +114,23 @@ def test_resume_on_other_files_keeps_every_earlier_row_in_place_and_appends_the_
     assert rows[: len(before)] == before  # nothing dropped, nothing moved
     assert [r["path"] for r in rows] == first + sorted(str(p) for p in moved)
     assert "6 row(s) kept" in result.stderr and "3 input file(s) to transcribe" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_resume_after_a_kill_ends_in_input_order_and_another_format_is_refused_in_one_line(tiny_ctc_dir, tmp_path):
+    """The killed run had written the 2nd and 4th files (a sharded run writes by length, not input order): the resume
+    puts every row in input order. A resume that asks for csv where the run wrote jsonl is one `error:` line."""
+    model_dir, _ = tiny_ctc_dir
+    files = _audio_folder(tmp_path / "audio")
+    reference = tmp_path / "reference.jsonl"
+    _transcribe(model_dir, tmp_path / "audio", reference)
+    out = tmp_path / "out.jsonl"
+    shutil.copy(f"{reference}.settings.json", f"{out}.settings.json")
+    with open(shard_path(str(out), 0, 1), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(_rows(reference)[i]) + "\n" for i in (3, 1))
+    _transcribe(model_dir, tmp_path / "audio", out, "--resume")
+    assert [r["path"] for r in _rows(out)] == files and _rows(out) == _rows(reference)
+    other = [sys.executable, "transcribe.py", str(model_dir), str(tmp_path / "audio"), "--format", "csv"]
+    refused = run_script([*other, "--output", str(out), "--resume", "--backend", "torch"], check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "format: 'jsonl' -> 'csv'" in refused.stderr and _rows(out) == _rows(reference)

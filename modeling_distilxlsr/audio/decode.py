@@ -75,6 +75,8 @@ def load_audio(source) -> np.ndarray:
             audio, sample_rate = ffmpeg_decode(source), SAMPLING_RATE
         except AudioDecodeError as ffmpeg_error:
             raise AudioDecodeError("unreadable", f"{err}; {ffmpeg_error.detail}") from err
+    if isinstance(source, str):
+        check_complete(source, len(audio) / sample_rate)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
     if not np.isfinite(audio).all():
@@ -82,6 +84,19 @@ def load_audio(source) -> np.ndarray:
     if sample_rate != SAMPLING_RATE:
         audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLING_RATE, res_type="soxr_hq")
     return audio.astype(np.float32)
+
+
+def check_complete(path: str, decoded_seconds: float) -> None:
+    """`AudioDecodeError("truncated")` when a file decodes to less than its header declares: a FLAC or MP3 cut to a
+    third of its bytes decodes (libsndfile or ffmpeg, which both stop at the cut without an error) to a third of its
+    audio, which would otherwise be transcribed as if it were all of it. 2% and 0.1 s of slack: an MP3's declared
+    length is an estimate from its bitrate or Xing header."""
+    declared = audio_seconds(path)
+    if declared is not None and decoded_seconds < declared * 0.98 - 0.1:
+        raise AudioDecodeError(
+            "truncated",
+            f"decoded {decoded_seconds:.2f} s of the {declared:.2f} s its header declares (a cut or damaged file)",
+        )
 
 
 def normalize(audio: np.ndarray) -> np.ndarray:

@@ -7,18 +7,28 @@ build for this torch (2.13) and its forced_align is deprecated upstream; in nump
 over the trellis states: 10 s (500 frames) of a 100-character transcript is ~100k cells.
 A word whose characters the tokenizer lacks is left out of the target and reported as unaligned; a transcript with
 more characters than the audio has frames cannot be aligned at all and is reported so, never forced.
+
+Alignment can say no: `match_score` is the forced path's log-probability per frame minus the free (greedy) path's,
+0 when the transcript is what the model hears and far below it when it is not (a wrong or shuffled transcript, text
+on silence); `MISMATCH_BELOW` marks a result as a probable mismatch (`benchmarks/alignment_mismatch.py` measures
+how well it separates right from shuffled transcripts). Words come back as the user wrote them: each written word
+(`sexta-feira`, `25`, capitals) spans the label words it is spoken as, and every character no label can spell is
+listed as unaligned.
 """
 
 import itertools
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import log_softmax
 
 from ..audio.decode import AudioDecodeError, read_for_transcription
+from ..audio.vad import speech_regions
 from .transcription import chunked_logits
 
 NEG_INF = -1e30
+MISMATCH_BELOW = -1.0  # match_score under this: probably not what was said (see the module docstring)
 
 
 @dataclass
@@ -35,6 +45,7 @@ class Alignment:
     chars: list[AlignedUnit] = field(default_factory=list)
     unaligned: list[str] = field(default_factory=list)  # words left out, with the reason
     error: str | None = None
+    match_score: float | None = None  # forced path log-probability per frame minus the free path's (<= 0)
 
 
 def viterbi_path(log_probs: np.ndarray, targets: list[int], blank: int) -> np.ndarray | None:
@@ -105,6 +116,10 @@ def align(logits: np.ndarray, words: list[str], vocab: dict[str, int], blank: in
         result.unaligned.extend(kept)
         result.error = f"the transcript needs more frames than the audio has ({len(log_probs)})"
         return result
+    states = np.full(2 * len(targets) + 1, blank)
+    states[1::2] = targets
+    forced = log_probs[np.arange(len(path)), states[path]].sum()
+    result.match_score = round(float((forced - log_probs.max(-1).sum()) / len(path)), 4)
     probs = np.exp(log_probs)
     spans: dict[int, list[int]] = {}  # target index -> its frames
     for t, state in enumerate(path):
@@ -137,9 +152,71 @@ def align(logits: np.ndarray, words: list[str], vocab: dict[str, int], blank: in
     return result
 
 
+@dataclass(frozen=True)
+class WrittenWord:
+    """A word as the user wrote it, and the label words it is spoken as (`25` -> vinte e cinco)."""
+
+    text: str
+    spoken: tuple[str, ...]
+
+
+def written_words(text: str, normalizer) -> tuple[list[WrittenWord] | None, list[str]]:
+    """The transcript's written words, each with its label words, and the characters no label spells (listed as
+    unaligned). A word is normalised on its own; where that differs from the whole text's normalisation (a reading
+    that spans words, `R$ 1.500`), words are taken together, up to 4 at a time, until they agree. None when no
+    grouping agrees: the caller aligns the normalised words as they are."""
+    whole = (normalizer.normalize(text).text or "").split()
+    tokens = text.split()
+    missing = [
+        f"{c} (in {token!r}: not in the model's alphabet)"
+        for token in tokens
+        for c in dict.fromkeys(token)
+        if unspellable(c, normalizer)
+    ]
+    written, at, i = [], 0, 0
+    while i < len(tokens):
+        for size in range(1, 5):
+            spoken = (normalizer.normalize(" ".join(tokens[i : i + size])).text or "").split()
+            if whole[at : at + len(spoken)] == spoken:
+                break
+        else:
+            return None, missing
+        if spoken:
+            written.append(WrittenWord(" ".join(tokens[i : i + size]), tuple(spoken)))
+        at, i = at + len(spoken), i + size
+    return (written if at == len(whole) else None), missing
+
+
+def unspellable(char: str, normalizer) -> bool:
+    """A character the normaliser removes without a trace: not a letter of the alphabet (or one reduced to it), a
+    digit (spelt out), a space or punctuation."""
+    if char.isspace() or char.isdigit() or unicodedata.category(char)[0] in "PZ" or char in "$%ºª°":
+        return False
+    base = unicodedata.normalize("NFD", char.lower())[0]
+    return base not in normalizer.alphabet
+
+
+def written_alignment(result: Alignment, words: list[WrittenWord]) -> list[dict]:
+    """The aligned label words of `result` grouped back into the user's words (start of the first, end of the last,
+    the mean score); a written word any of whose label words the model cannot spell is left out (`result.unaligned`
+    names that label word)."""
+    aligned = iter(result.words)
+    left_out = {entry.split(" (")[0] for entry in result.unaligned}
+    rows = []
+    for word in words:
+        labels = [next(aligned) for label in word.spoken if label not in left_out]
+        if len(labels) < len(word.spoken):
+            continue
+        rows.append({"text": word.text, "start": labels[0].start, "end": labels[-1].end,
+                     "score": round(float(np.mean([u.score for u in labels])), 4),
+                     "spoken": " ".join(word.spoken)})  # fmt: skip
+    return rows
+
+
 def align_audio_file(backend, normalizer, path: str, text: str, chunk_samples: int | None, with_chars: bool) -> dict:
-    """`align.py`'s row for one file: the transcript normalised as the labels were (`normalizer`), the audio decoded
-    and run (in chunks of `chunk_samples`) as transcribe.py runs it, then `align`. `error` names what failed."""
+    """`align.py`'s row for one file: the transcript normalised as the labels were (`normalizer`), word by written
+    word, the audio decoded and run (in chunks of `chunk_samples`) as transcribe.py runs it, then `align`. `error`
+    names what failed; `mismatch` is set when the match score says the text is probably not what was said."""
     row = {"path": path, "text": text}
     normalised = normalizer.normalize(text)
     if not normalised.text:
@@ -148,15 +225,22 @@ def align_audio_file(backend, normalizer, path: str, text: str, chunk_samples: i
         audio = read_for_transcription(path, backend.min_samples)
     except AudioDecodeError as err:
         return row | {"error": str(err)}
+    if not speech_regions(audio):
+        return row | {"error": "no speech in the audio (Silero VAD found none): nothing to align the text to"}
     logits = chunked_logits(backend, audio, chunk_samples)
     tokenizer = backend.tokenizer
     vocab = tokenizer.get_vocab()
     delimiter = vocab.get(getattr(tokenizer, "word_delimiter_token", None) or "|")
-    result = align(logits, normalised.text.split(), vocab, tokenizer.pad_token_id, delimiter, backend.frame_seconds)
-    row["words"] = [vars(w) for w in result.words]
+    words, unspelt = written_words(text, normalizer)
+    labels = [label for word in words for label in word.spoken] if words else normalised.text.split()
+    result = align(logits, labels, vocab, tokenizer.pad_token_id, delimiter, backend.frame_seconds)
+    row["words"] = written_alignment(result, words) if words else [vars(w) for w in result.words]
     if with_chars:
         row["chars"] = [vars(c) for c in result.chars]
-    row["unaligned"] = result.unaligned
+    row["unaligned"] = result.unaligned + unspelt
+    row["match_score"] = result.match_score
+    if result.match_score is not None and result.match_score < MISMATCH_BELOW:
+        row["mismatch"] = True
     if result.error:
         row["error"] = result.error
     return row

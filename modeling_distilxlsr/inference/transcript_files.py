@@ -3,8 +3,9 @@
 With `--output`, every process appends its rows to its own JSONL shard as it goes (`OUT.shard-00001-of-00002.jsonl`)
 and the main process merges the shards into OUT at the end, in input order. A run that is killed leaves its shards;
 `--resume` folds them (and OUT) into the rows already done, drops a last line torn by the kill, and transcribes only
-the rest. A resume never drops a row: the rows OUT already holds keep their place (inputs or not), and this run's
-inputs that OUT lacks follow them, in input order. The run's settings are kept beside OUT (`OUT.settings.json`): a
+the rest. A resume never drops a row: OUT's rows of files that are not this run's inputs keep their place, and this
+run's inputs follow in input order (the rows a killed run wrote among them: a resume of the same inputs ends in input
+order). The run's settings are kept beside OUT (`OUT.settings.json`): a
 resume with other settings is refused rather than mixing two models' transcripts in one file.
 """
 
@@ -98,9 +99,12 @@ def rows_done(output: str, fmt: str) -> tuple[dict[str, dict], int, list[str]]:
 
 
 def resumed_order(out_order: list[str], files: list[str], rows: dict[str, dict]) -> list[str]:
-    """The rows a resumed OUT holds, in order: OUT's own rows where they are (`out_order`, whatever this run's
-    inputs), then this run's inputs in input order, then rows only a killed run's shards hold. Nothing is dropped."""
-    order = dict.fromkeys(out_order)
+    """The rows a resumed OUT holds, in order: OUT's rows of files that are not this run's inputs first, where they
+    were (a resume on more files keeps the earlier ones), then this run's inputs in input order (a killed run's rows
+    among them, so a resume of the same inputs ends in input order, as a run that was never killed), then rows only
+    a killed run's shards hold. Nothing is dropped."""
+    inputs = set(files)
+    order = dict.fromkeys(p for p in out_order if p not in inputs)
     order.update(dict.fromkeys(files))
     order.update(dict.fromkeys(rows))
     return list(order)

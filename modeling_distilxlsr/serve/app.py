@@ -68,9 +68,23 @@ def error_response(status: int, message: str, code: str, headers: dict | None = 
     return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status, headers=headers)
 
 
+def multipart_boundary(headers: dict) -> bytes | None:
+    """The boundary of a multipart/form-data request, from its Content-Type."""
+    kind = headers.get(b"content-type", b"")
+    if not kind.lower().startswith(b"multipart/form-data"):
+        return None
+    for part in kind.split(b";")[1:]:
+        name, _, value = part.strip().partition(b"=")
+        if name.lower() == b"boundary" and value:
+            return value.strip(b'"')
+    return None
+
+
 class UploadLimit:
-    """ASGI middleware: a request body over `max_bytes` is refused with 413 before it is read into memory or onto
-    disk: at once from its Content-Length, or as soon as a chunked upload passes the limit."""
+    """ASGI middleware over request bodies: one over `max_bytes` is refused with 413 before it is read into memory or
+    onto disk (at once from its Content-Length, or as soon as a chunked upload passes the limit), and a multipart
+    body that ends before its closing boundary (a cut-off upload: python-multipart hands the form what arrived) with
+    400, before any of it is transcribed."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -78,34 +92,46 @@ class UploadLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._refuse(int(length), send)
-        seen, refused = 0, False
+        boundary = multipart_boundary(headers)
+        closing = b"--" + boundary + b"--" if boundary else None
+        seen, tail, refusal = 0, b"", None
 
         async def counting_receive():
-            nonlocal seen, refused
+            nonlocal seen, tail, refusal
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                body = message.get("body", b"")
+                seen += len(body)
+                tail = (tail + body)[-(len(closing) + 1024) :] if closing else b""
                 if seen > self.max_bytes:
-                    refused = True
-                    raise ApiError(413, self._message(seen), "upload_too_large")
+                    refusal = (413, self._message(seen), "upload_too_large")
+                elif closing and not message.get("more_body", False) and closing not in tail:
+                    message_text = "The upload ended before the form's closing boundary (a cut-off request)."
+                    refusal = (400, message_text, "incomplete_upload")
+                if refusal:
+                    raise ApiError(*refusal)
+            elif message["type"] == "http.disconnect" and closing and seen and closing not in tail:
+                refusal = (400, "The client went away before its upload was complete.", "incomplete_upload")
+                raise ApiError(*refusal)
             return message
 
         async def send_unless_refused(message):
             # FastAPI's form parser turns the error raised above into its own 400 "error parsing the body": once
-            # the body is refused, whatever the app answers is dropped for the 413 below.
-            if not refused:
+            # the body is refused, whatever the app answers is dropped for the refusal below.
+            if not refusal:
                 await send(message)
 
         try:
             await self.app(scope, counting_receive, send_unless_refused)
         except Exception:
-            if not refused:
+            if not refusal:
                 raise
-        if refused:
-            await error_response(413, self._message(seen), "upload_too_large")(scope, receive, send)
+        if refusal:
+            await error_response(*refusal)(scope, receive, send)
 
     def _message(self, size: int) -> str:
         return f"The upload is {size / 1e6:.1f} MB or more; this server takes at most {self.max_bytes / 1e6:.1f} MB."
@@ -281,7 +307,10 @@ def check_fields(model, model_name: str, language, response_format: str, granula
 async def decode_upload(file: UploadFile, min_samples: int, max_seconds: float):
     """The upload as 16 kHz mono float audio, decoded as transcribe.py decodes files (a temporary file: ffmpeg
     needs to seek in MP4/M4A); 400 naming why it cannot be, 413 over the duration limit."""
-    suffix = os.path.splitext(file.filename or "")[1][:16]
+    # the client's name never goes into a path (a NUL byte, a slash...): only its extension's letters and digits,
+    # which ffmpeg reads the container from
+    extension = "".join(c for c in os.path.splitext(file.filename or "")[1] if c.isascii() and c.isalnum())[:12]
+    suffix = f".{extension}" if extension else ""
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
         while block := await file.read(1 << 20):
             tmp.write(block)
