@@ -29,7 +29,7 @@ def _free_port() -> int:
 class Server:
     def __init__(self, model_dir, *extra):
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if '--ssl_certfile' in extra else 'http'}://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "modeling_distilxlsr.serve", str(model_dir), "--port", str(self.port)]
         self.process = subprocess.Popen(
             [*command, "--backend", "torch", *map(str, extra)],
@@ -44,7 +44,7 @@ class Server:
             if self.process.poll() is not None:
                 raise AssertionError(f"the server exited:\n{self.process.stdout.read()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=1, verify=False).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
@@ -120,6 +120,35 @@ def test_the_openai_client_works_unchanged(server):
         model="whisper-1", file=("a.wav", clip), response_format="verbose_json", timestamp_granularities=["word"]
     )
     assert verbose.text == plain.text and [w.word for w in verbose.words] == plain.text.split()
+    # any model id an app defaults to is served by the one model, and retrieve() finds it
+    for model in ("gpt-4o-transcribe", "gpt-4o-mini-transcribe", "Systran/faster-whisper-small"):
+        assert client.audio.transcriptions.create(model=model, file=("a.wav", clip)).text == plain.text
+        assert client.models.retrieve(model).id == model
+    assert client.models.list().data[0].created > 0
+    # Whisper clients' usual filter runs on the segments
+    segments = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", clip), response_format="verbose_json"
+    ).segments
+    kept = [s for s in segments if s.no_speech_prob < 0.6 and s.avg_logprob > -100]
+    assert segments and len(kept) == len(segments) and all(isinstance(s.tokens, list) for s in segments)
+    assert all(s.temperature == 0.0 and s.compression_ratio > 0 for s in segments)
+    # stream=True: OpenAI's events, a delta per speech region, then the whole text
+    two_regions = _two_utterances()
+    events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("b.wav", two_regions),
+                                                     stream=True))  # fmt: skip
+    assert [e.type for e in events][-1] == "transcript.text.done"
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    assert len(deltas) == 2 and "".join(deltas) == events[-1].text
+    assert events[-1].text == client.audio.transcriptions.create(model="x", file=("b.wav", two_regions)).text
+    with pytest.raises(Exception, match="does not translate"):
+        client.audio.translations.create(model="whisper-1", file=("a.wav", clip))
+
+
+def _two_utterances() -> bytes:
+    audio = np.concatenate([speech(1.5, 0), np.zeros(16000, np.float32), speech(1.5, 4)])
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, 16000, format="WAV")
+    return buffer.getvalue()
 
 
 def test_an_ffmpeg_format_is_transcribed(server, tmp_path):
@@ -135,7 +164,7 @@ BAD_UPLOADS = [
     ("0-frame WAV", None, {}, 400, "empty (no audio frames)"),
     ("unknown response format", "ok", {"response_format": "mp3"}, 400, "response_format 'mp3'"),
     ("another language", "ok", {"language": "en"}, 400, "transcribes Portuguese"),
-    ("another model", "ok", {"model": "large-v3"}, 400, "this server serves"),
+    ("no file", "none", {}, 400, "Invalid request: file: Field required"),
     ("over the upload limit", "2MB", {}, 413, "at most 1.0 MB"),
     ("over the duration limit", "25s", {}, 413, "this server takes at most 20 s"),
     ("a 2-hour file", "2h", {}, 413, "The audio is 7200 s long (by its header)"),  # 180 KB FLAC: never decoded
@@ -161,6 +190,11 @@ def test_bad_uploads_get_clear_http_errors_and_the_server_stays_up(server, name,
             for _ in range(12):
                 f.write(np.zeros(8000 * 600, np.int16))
         data = buffer.getvalue()
+    elif data == "none":
+        response = httpx.post(f"{server.url}/v1/audio/transcriptions", data={"model": "whisper-1"}, timeout=60)
+        assert response.status_code == status and response.json()["error"]["code"] == "missing_field"
+        assert message in response.json()["error"]["message"]
+        return
     elif data == "cut":
         buffer = io.BytesIO()
         sf.write(buffer, speech(3.0, 2), 16000, format="FLAC")
@@ -307,6 +341,69 @@ async def _stream(url: str, audio: np.ndarray, chunk_seconds: float = 0.25, conf
         await ws.send(json.dumps({"eof": 1}))
         messages.append(json.loads(await ws.recv()))
     return messages
+
+
+@pytest.fixture(scope="module")
+def exposed(tiny_ctc_dir, tmp_path_factory):
+    """A server as one exposes it: TLS (a self-signed certificate made here), two API keys, one allowed origin."""
+    model_dir, _ = tiny_ctc_dir
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
+    running = Server(model_dir, "--ssl_certfile", cert, "--ssl_keyfile", key, "--api_key", "k-one", "--api_key",
+                     "k-two", "--allowed_origins", "https://app.example")  # fmt: skip
+    yield running
+    running.stop()
+
+
+def test_an_exposed_server_asks_every_route_and_the_websocket_for_a_key_and_speaks_tls(exposed):
+    import ssl
+
+    import websockets
+
+    url, clip = exposed.url, _wav(1.0, 2)
+    assert url.startswith("https://")
+
+    def call(method, path, key=None, **kwargs):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.request(method, f"{url}{path}", headers=headers, verify=False, timeout=60, **kwargs)
+
+    upload = {"files": {"file": ("a.wav", clip, "audio/wav")}}
+    routes = [("GET", "/v1/models", {}), ("GET", "/v1/models/whisper-1", {}), ("GET", "/metrics", {}),
+              ("POST", "/v1/audio/transcriptions", upload), ("POST", "/v1/audio/translations", upload)]  # fmt: skip
+    for method, path, kwargs in routes:
+        for key in (None, "wrong"):
+            refused = call(method, path, key, **kwargs)
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key", path
+    assert call("POST", "/v1/audio/transcriptions", "k-two", **upload).status_code == 200
+    assert call("GET", "/v1/models", "k-one").json()["data"]
+    assert call("GET", "/").status_code == call("GET", "/health").status_code == 200  # the page and health stay open
+    for path in ("/docs", "/redoc", "/openapi.json"):  # off on a server meant to be exposed
+        assert call("GET", path, "k-one").status_code == 404
+    metrics = call("GET", "/metrics", "k-one").text
+    assert 'distilxlsr_requests_total{route="/v1/audio/transcriptions",status="200"}' in metrics
+    assert 'status="401"' in metrics and "distilxlsr_audio_seconds_total" in metrics
+
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    ws = url.replace("https", "wss")
+
+    async def handshake(path, origin=None):
+        try:
+            async with websockets.connect(f"{ws}{path}", ssl=tls, origin=origin) as socket:
+                await socket.send(json.dumps({"eof": 1}))
+                return json.loads(await socket.recv())
+        except websockets.exceptions.InvalidStatus as err:
+            return err.response.status_code
+
+    assert asyncio.run(handshake("/v1/audio/stream")) == 403  # no key
+    assert asyncio.run(handshake("/v1/audio/stream?api_key=wrong")) == 403
+    assert "text" in asyncio.run(handshake("/v1/audio/stream?api_key=k-one"))
+    assert "text" in asyncio.run(handshake("/?api_key=k-one"))  # Vosk clients' default path
+    assert asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin="https://evil.example")) == 403
+    assert "text" in asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin="https://app.example"))
+    assert "text" in asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin=url))  # the page's own
 
 
 def test_live_stream_gives_partials_and_a_result_at_each_pause(server):

@@ -2,7 +2,8 @@
 
     distilxlsr-serve out/asr --host 127.0.0.1 --port 8000 [--backend auto|torch|onnx] [--dtype fp32|bf16|int8]
                      [--no_lm] [--max_batch 8] [--batch_window_ms 20] [--max_queue 16] [--max_upload_mb 100]
-                     [--max_audio_s 3600] [--timeout_s 300]
+                     [--max_audio_s 3600] [--timeout_s 300] [--api_key KEY] [--allowed_origins URL...]
+                     [--ssl_certfile cert.pem --ssl_keyfile key.pem] [--docs] [--no_vad]
 
 The model loads as `transcribe.py` loads it (this package's classes, never a folder's code; the folder's LM unless
 --no_lm), and `--backend auto` is `transcribe.py`'s choice: the cached one for this model and CPU when transcribe.py
@@ -22,6 +23,7 @@ from ..audio.stand_in import stand_in_signals
 from ..inference.backend_choice import auto_backend
 from ..inference.backends import BACKENDS, backend_name, load_backend
 from ..inference.decoding import DEFAULT_BEAM_WIDTH, CTCDecoder, LanguageModelError, has_lm, load_lm_decoder
+from .access import AccessRules
 from .app import ServerLimits, create_app
 
 logger = logging.getLogger("distilxlsr.serve")
@@ -52,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--endpoint_silence_s", type=float, default=0.6, help="Trailing silence that ends a result.")
     parser.add_argument("--partial_every_s", type=float, default=0.5, help="New audio between two live partials.")
     parser.add_argument("--log_level", default="info")
+    parser.add_argument(
+        "--api_key",
+        action="append",
+        help="A key clients must send (`Authorization: Bearer KEY`; repeat for several). Default: "
+        "$DISTILXLSR_API_KEYS (comma-separated), else none: fine on localhost, never on an open address.",
+    )
+    parser.add_argument(
+        "--allowed_origins",
+        nargs="+",
+        default=[],
+        help="Web origins whose pages may open the live WebSocket besides this server's own (`*`: any).",
+    )
+    parser.add_argument("--ssl_certfile", help="Serve HTTPS/WSS with this certificate (PEM): browsers give the "
+                        "microphone only to https pages or localhost.")  # fmt: skip
+    parser.add_argument("--ssl_keyfile", help="The certificate's private key (PEM).")
+    parser.add_argument("--docs", action="store_true", help="Serve /docs, /redoc and /openapi.json (off by default).")
     return parser
 
 
@@ -101,11 +119,19 @@ def main(argv=None) -> None:
         endpoint_silence_seconds=args.endpoint_silence_s,
         partial_every_seconds=args.partial_every_s,
     )
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        sys.exit("error: --ssl_certfile and --ssl_keyfile go together")
+    keys = args.api_key or [k.strip() for k in os.environ.get("DISTILXLSR_API_KEYS", "").split(",") if k.strip()]
+    access = AccessRules(api_keys=tuple(keys), allowed_origins=tuple(args.allowed_origins))
+    if not keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving on %s without an API key: anyone who reaches it can use it (--api_key)", args.host)
     model_name = args.model_name or os.path.basename(os.path.normpath(args.model))
-    logger.info("serving %s (%s, %s) on http://%s:%d", model_name, backend.name, "LM" if lm else "greedy",
+    scheme = "https" if args.ssl_certfile else "http"
+    logger.info("serving %s (%s, %s) on %s://%s:%d", model_name, backend.name, "LM" if lm else "greedy", scheme,
                 args.host, args.port)  # fmt: skip
-    uvicorn.run(create_app(backend, decoder, model_name, limits), host=args.host, port=args.port,
-                log_level=args.log_level)  # fmt: skip
+    app = create_app(backend, decoder, model_name, limits, access, docs=args.docs)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ssl_certfile=args.ssl_certfile,
+                ssl_keyfile=args.ssl_keyfile)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 """The HTTP server: OpenAI's audio transcription API over a CTC model folder, so that the `openai` client, curl and
 tools written for faster-whisper behind speaches / faster-whisper-server work unchanged.
 
-    POST /v1/audio/transcriptions   form: file, model, language, response_format (json | text | srt | vtt |
-                                    verbose_json), timestamp_granularities[] (word | segment), prompt, temperature
-    GET  /v1/models                 the one model served
+    POST /v1/audio/transcriptions   form: file, model (any id: one model is served), language, response_format
+                                    (json | text | srt | vtt | verbose_json), timestamp_granularities[] (word |
+                                    segment), stream (OpenAI's transcript.text.delta / .done events, one delta per
+                                    speech region), prompt, temperature
+    POST /v1/audio/translations     400 in OpenAI's shape: this model transcribes; it does not translate
+    GET  /v1/models, /v1/models/ID  the one model served (under the id asked for)
+    GET  /metrics                   Prometheus' text format (`metrics.py`)
     GET  /health                    {"status": "ok", queue and batch figures}
     GET  /                          a web page: microphone (live) or a dropped file, words with times, SRT/VTT
-    WS   /v1/audio/stream               live transcription, Vosk-server's protocol (`streaming.py`)
+    WS   /v1/audio/stream, /        live transcription, Vosk-server's protocol (`streaming.py`; / is where Vosk
+                                    clients connect by default)
+
+With API keys (`access.py`) every route but the page and /health needs one; WebSockets are taken only from the
+page's own origin unless others are allowed; /docs, /redoc and /openapi.json are served only with `docs=True`.
 
 FastAPI + uvicorn: the stack speaches itself uses, with multipart uploads (python-multipart) and an asyncio loop the
 dynamic batcher (`batcher.py`) shares. Audio is decoded exactly as `transcribe.py` decodes it (soundfile, else
@@ -21,6 +29,7 @@ import asyncio
 import json
 import os
 import tempfile
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
@@ -28,13 +37,16 @@ from typing import Annotated
 import psutil
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from ..audio.decode import AudioDecodeError, audio_seconds, read_for_transcription
 from ..inference.subtitles import cues_from_words, to_srt, to_vtt, words_from_chunks
 from ..inference.transcription import regions_of
 from ..models.audio_format import SAMPLING_RATE
+from .access import AccessControl, AccessRules
 from .batcher import DynamicBatcher, QueueFull
+from .metrics import CountRequests, ServerMetrics
 from .streaming import StreamProtocolError, StreamSession
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -141,9 +153,11 @@ class UploadLimit:
         await response({"type": "http"}, None, send)
 
 
-def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = None) -> FastAPI:
+def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = None,
+               access: AccessRules | None = None, docs: bool = False) -> FastAPI:  # fmt: skip
     """The app for one loaded backend (`inference.backends`) and its `CTCDecoder` (word timestamps on)."""
     limits = limits or ServerLimits()
+    created = int(time.time())
     chunk_samples = int(limits.chunk_length_s * SAMPLING_RATE) if limits.chunk_length_s else None
     batcher = DynamicBatcher(
         backend, chunk_samples, limits.max_batch, limits.batch_window_ms, limits.max_queue, SAMPLING_RATE
@@ -155,13 +169,23 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         yield
         await batcher.stop()
 
-    app = FastAPI(title="DistilXLSR transcription server", lifespan=lifespan)
+    urls = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="DistilXLSR transcription server", lifespan=lifespan, **urls)
     app.state.batcher = batcher
+    metrics = ServerMetrics(lambda: batcher.waiting)
     app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(AccessControl, rules=access or AccessRules())
+    app.add_middleware(CountRequests, metrics=metrics)  # outermost: refusals are counted too
 
     @app.exception_handler(ApiError)
     async def api_error(request, err: ApiError):
         return error_response(err.status, err.message, err.code, err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_form(request, err: RequestValidationError):  # FastAPI's 422 {"detail"}, in OpenAI's shape
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in err.errors())
+        missing = all(e["type"] == "missing" for e in err.errors())
+        return error_response(400, f"Invalid request: {problems}.", "missing_field" if missing else "bad_field")
 
     page = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html"), encoding="utf-8").read()
 
@@ -185,9 +209,26 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
             "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),  # resident: to watch it after a burst
         }
 
+    def model_card(model_id: str) -> dict:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "distilxlsr"}
+
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "distilxlsr"}]}
+        return {"object": "list", "data": [model_card(model_name)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        """Any id: whatever model an app asks for, this server transcribes with the one it serves."""
+        return model_card(model_id)
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return metrics.response()
+
+    @app.post("/v1/audio/translations")
+    async def translations():
+        message = f"{model_name} transcribes Portuguese speech; it does not translate (use /v1/audio/transcriptions)."
+        raise ApiError(400, message, "translation_not_supported")
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(
@@ -199,13 +240,39 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
         prompt: Annotated[str | None, Form()] = None,  # accepted for compatibility; a CTC model takes no prompt
         temperature: Annotated[float | None, Form()] = None,  # likewise: CTC decoding has no sampling
+        stream: Annotated[bool, Form()] = False,
     ):
-        check_fields(model, model_name, language, response_format, granularities or [])
+        started = time.perf_counter()
+        check_fields(language, response_format, granularities or [])
         audio = await decode_upload(file, backend.min_samples, limits.max_audio_seconds)
         regions = await run_in_threadpool(regions_of, audio, limits.vad, backend.min_samples)
-        logits = await regions_logits(request, [audio[r.start : r.end] for r in regions])
+        pieces = [audio[r.start : r.end] for r in regions]
+        metrics.audio_seconds.inc(len(audio) / SAMPLING_RATE)
+        if stream:
+            return StreamingResponse(stream_events(request, pieces), media_type="text/event-stream")
+        logits = await regions_logits(request, pieces)
         result = await run_in_threadpool(decoder.decode_regions, regions, logits, SAMPLING_RATE)
+        metrics.latency.observe(time.perf_counter() - started)
         return format_result(result, response_format, granularities or ["segment"], len(audio) / SAMPLING_RATE)
+
+    async def stream_events(request: Request, pieces: list):
+        """OpenAI's streamed transcription (`stream=true`, as for gpt-4o-transcribe): a `transcript.text.delta`
+        per speech region as soon as it is decoded, then `transcript.text.done` with the whole text. Written as
+        SSE lines by hand: the format is one `data:` line per event (sse-starlette would add a dependency for
+        it). An error after the stream started is an `error` event: the status line has already gone."""
+        texts = []
+        try:
+            for first in range(0, len(pieces), limits.max_batch):
+                for region_logits in await regions_logits(request, pieces[first : first + limits.max_batch]):
+                    text = (await run_in_threadpool(decoder, region_logits))["text"]
+                    if text.strip():
+                        delta = text if not texts else " " + text
+                        texts.append(text)
+                        yield sse_event({"type": "transcript.text.delta", "delta": delta})
+        except ApiError as err:
+            yield sse_event({"type": "error", "error": {"message": err.message, "code": err.code}})
+            return
+        yield sse_event({"type": "transcript.text.done", "text": " ".join(texts)})
 
     async def regions_logits(request: Request, pieces: list) -> list:
         """The logits of an upload's speech regions, `max_batch` of them in the queue at a time (a long recording's
@@ -229,9 +296,17 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         return logits
 
     @app.websocket("/v1/audio/stream")
-    async def stream(websocket: WebSocket):
+    @app.websocket("/")
+    async def live(websocket: WebSocket):
         """Vosk-server's protocol (`streaming.py`): partials while speaking, a result at each endpoint."""
         await websocket.accept()
+        metrics.streams.inc()
+        try:
+            await live_session(websocket)
+        finally:
+            metrics.streams.dec()
+
+    async def live_session(websocket: WebSocket):
         session = StreamSession(
             decoder,
             endpoint_silence_s=limits.endpoint_silence_seconds,
@@ -251,6 +326,7 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
                 if message["type"] == "websocket.disconnect":
                     return
                 if message.get("bytes") is not None:
+                    metrics.audio_seconds.inc(len(message["bytes"]) / 2 / session.client_rate)
                     kind, audio = session.feed(message["bytes"])
                     if kind == "final":
                         await websocket.send_json(session.result(await logits_of(audio)))
@@ -290,7 +366,13 @@ def _is_eof(text: str) -> bool:
     return isinstance(data, dict) and bool(data.get("eof"))
 
 
-def check_fields(model, model_name: str, language, response_format: str, granularities: list[str]) -> None:
+def sse_event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def check_fields(language, response_format: str, granularities: list[str]) -> None:
+    """The form's fields this server can honour; `model` is not among them: any id is transcribed with the one model
+    served (apps default to whisper-1, gpt-4o-transcribe, Systran/faster-whisper-small...)."""
     if response_format not in RESPONSE_FORMATS:
         raise ApiError(
             400, f"response_format {response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}.", "bad_field"
@@ -300,8 +382,6 @@ def check_fields(model, model_name: str, language, response_format: str, granula
         raise ApiError(400, f"timestamp_granularities[] {unknown}: use word and/or segment.", "bad_field")
     if language and language.lower() not in LANGUAGES:
         raise ApiError(400, f"language {language!r}: this model transcribes Portuguese (pt).", "unsupported_language")
-    if model and model not in (model_name, "whisper-1"):  # whisper-1: what OpenAI examples send
-        raise ApiError(400, f"model {model!r}: this server serves {model_name!r} (GET /v1/models).", "model_not_found")
 
 
 async def decode_upload(file: UploadFile, min_samples: int, max_seconds: float):
