@@ -28,7 +28,6 @@ with Retry-After when the queue is full, 504 past the request timeout.
 import asyncio
 import json
 import os
-import tempfile
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,16 +37,16 @@ import psutil
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
-from ..audio.decode import AudioDecodeError, audio_seconds, read_for_transcription
-from ..inference.subtitles import cues_from_words, to_srt, to_vtt, words_from_chunks
 from ..inference.transcription import regions_of
 from ..models.audio_format import SAMPLING_RATE
 from .access import AccessControl, AccessRules
 from .batcher import DynamicBatcher, QueueFull
 from .metrics import CountRequests, ServerMetrics
+from .responses import format_result, sse_event
 from .streaming import StreamProtocolError, StreamSession
+from .uploads import ApiError, UploadLimit, decode_upload, error_response
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
@@ -67,90 +66,6 @@ class ServerLimits:
     endpoint_silence_seconds: float = 0.6
     partial_every_seconds: float = 0.5  # new audio between two partials: lower is quicker captions, more compute
     vad: bool = True  # decode an upload's speech regions one by one (silence costs no accuracy)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.headers = status, message, code, headers
-
-
-def error_response(status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status, headers=headers)
-
-
-def multipart_boundary(headers: dict) -> bytes | None:
-    """The boundary of a multipart/form-data request, from its Content-Type."""
-    kind = headers.get(b"content-type", b"")
-    if not kind.lower().startswith(b"multipart/form-data"):
-        return None
-    for part in kind.split(b";")[1:]:
-        name, _, value = part.strip().partition(b"=")
-        if name.lower() == b"boundary" and value:
-            return value.strip(b'"')
-    return None
-
-
-class UploadLimit:
-    """ASGI middleware over request bodies: one over `max_bytes` is refused with 413 before it is read into memory or
-    onto disk (at once from its Content-Length, or as soon as a chunked upload passes the limit), and a multipart
-    body that ends before its closing boundary (a cut-off upload: python-multipart hands the form what arrived) with
-    400, before any of it is transcribed."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(int(length), send)
-        boundary = multipart_boundary(headers)
-        closing = b"--" + boundary + b"--" if boundary else None
-        seen, tail, refusal = 0, b"", None
-
-        async def counting_receive():
-            nonlocal seen, tail, refusal
-            message = await receive()
-            if message["type"] == "http.request":
-                body = message.get("body", b"")
-                seen += len(body)
-                tail = (tail + body)[-(len(closing) + 1024) :] if closing else b""
-                if seen > self.max_bytes:
-                    refusal = (413, self._message(seen), "upload_too_large")
-                elif closing and not message.get("more_body", False) and closing not in tail:
-                    message_text = "The upload ended before the form's closing boundary (a cut-off request)."
-                    refusal = (400, message_text, "incomplete_upload")
-                if refusal:
-                    raise ApiError(*refusal)
-            elif message["type"] == "http.disconnect" and closing and seen and closing not in tail:
-                refusal = (400, "The client went away before its upload was complete.", "incomplete_upload")
-                raise ApiError(*refusal)
-            return message
-
-        async def send_unless_refused(message):
-            # FastAPI's form parser turns the error raised above into its own 400 "error parsing the body": once
-            # the body is refused, whatever the app answers is dropped for the refusal below.
-            if not refusal:
-                await send(message)
-
-        try:
-            await self.app(scope, counting_receive, send_unless_refused)
-        except Exception:
-            if not refusal:
-                raise
-        if refusal:
-            await error_response(*refusal)(scope, receive, send)
-
-    def _message(self, size: int) -> str:
-        return f"The upload is {size / 1e6:.1f} MB or more; this server takes at most {self.max_bytes / 1e6:.1f} MB."
-
-    async def _refuse(self, size: int, send):
-        response = error_response(413, self._message(size), "upload_too_large")
-        await response({"type": "http"}, None, send)
 
 
 def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = None,
@@ -366,10 +281,6 @@ def _is_eof(text: str) -> bool:
     return isinstance(data, dict) and bool(data.get("eof"))
 
 
-def sse_event(data: dict) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
 def check_fields(language, response_format: str, granularities: list[str]) -> None:
     """The form's fields this server can honour; `model` is not among them: any id is transcribed with the one model
     served (apps default to whisper-1, gpt-4o-transcribe, Systran/faster-whisper-small...)."""
@@ -382,37 +293,6 @@ def check_fields(language, response_format: str, granularities: list[str]) -> No
         raise ApiError(400, f"timestamp_granularities[] {unknown}: use word and/or segment.", "bad_field")
     if language and language.lower() not in LANGUAGES:
         raise ApiError(400, f"language {language!r}: this model transcribes Portuguese (pt).", "unsupported_language")
-
-
-async def decode_upload(file: UploadFile, min_samples: int, max_seconds: float):
-    """The upload as 16 kHz mono float audio, decoded as transcribe.py decodes files (a temporary file: ffmpeg
-    needs to seek in MP4/M4A); 400 naming why it cannot be, 413 over the duration limit."""
-    # the client's name never goes into a path (a NUL byte, a slash...): only its extension's letters and digits,
-    # which ffmpeg reads the container from
-    extension = "".join(c for c in os.path.splitext(file.filename or "")[1] if c.isascii() and c.isalnum())[:12]
-    suffix = f".{extension}" if extension else ""
-    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-        while block := await file.read(1 << 20):
-            tmp.write(block)
-        tmp.flush()
-        if tmp.tell() == 0:
-            raise ApiError(400, "The uploaded file is empty.", "empty_file")
-        declared = await run_in_threadpool(audio_seconds, tmp.name)
-        if declared is not None and declared > max_seconds:  # refused before decoding: no memory spent on it
-            raise ApiError(413, too_long(declared, max_seconds, "by its header"), "audio_too_long")
-        try:
-            audio = await run_in_threadpool(read_for_transcription, tmp.name, min_samples)
-        except AudioDecodeError as err:
-            reason = str(err).replace(tmp.name, file.filename or "the upload")  # the client's name, not our temp file
-            raise ApiError(400, f"Cannot transcribe {file.filename!r}: {reason}", "unreadable_audio") from err
-    seconds = len(audio) / SAMPLING_RATE
-    if seconds > max_seconds:  # a header that understated the length
-        raise ApiError(413, too_long(seconds, max_seconds), "audio_too_long")
-    return audio
-
-
-def too_long(seconds: float, max_seconds: float, told: str = "decoded") -> str:
-    return f"The audio is {seconds:.0f} s long ({told}); this server takes at most {max_seconds:.0f} s."
 
 
 async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float, whole_timeout: float | None = None):
@@ -433,35 +313,3 @@ async def wait_or_leave(request: Request, future: asyncio.Future, timeout: float
                 raise ApiError(504, f"Not transcribed within {limit:.0f} s.", "timeout") from None
         except RuntimeError as err:  # the batch's error for this clip
             raise ApiError(500, str(err), "inference_failed") from err
-
-
-def format_result(result: dict, response_format: str, granularities: list[str], duration: float):
-    text = result["text"]
-    if response_format == "json":
-        return {"text": text}
-    if response_format == "text":
-        return PlainTextResponse(text + "\n")
-    words = words_from_chunks(result.get("chunks", []))
-    if response_format == "srt":
-        return PlainTextResponse(to_srt(cues_from_words(words)), media_type="application/x-subrip")
-    if response_format == "vtt":
-        return PlainTextResponse(to_vtt(cues_from_words(words)), media_type="text/vtt")
-    body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text}
-    if "segment" in granularities:  # OpenAI's segment fields, one segment per speech region (`decode_regions`)
-        body["segments"] = [
-            {
-                "id": i,
-                "seek": 0,
-                **segment,
-                "confidence": _mean([w.confidence for w in words if segment["start"] <= w.start < segment["end"]]),
-            }
-            for i, segment in enumerate(result.get("segments", []))
-        ]
-    if "word" in granularities:
-        body["words"] = [{"word": w.text, "start": w.start, "end": w.end, "confidence": w.confidence} for w in words]
-    return body
-
-
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return round(sum(values) / len(values), 4) if values else None

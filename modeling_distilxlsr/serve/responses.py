@@ -1,0 +1,44 @@
+"""The shapes a transcription goes out in: OpenAI's json, text, srt, vtt and verbose_json (segments with
+Whisper's fields, one per speech region; words with confidences), and the SSE events of `stream=true`."""
+
+import json
+
+from fastapi.responses import PlainTextResponse
+
+from ..inference.subtitles import cues_from_words, to_srt, to_vtt, words_from_chunks
+
+
+def sse_event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def format_result(result: dict, response_format: str, granularities: list[str], duration: float):
+    text = result["text"]
+    if response_format == "json":
+        return {"text": text}
+    if response_format == "text":
+        return PlainTextResponse(text + "\n")
+    words = words_from_chunks(result.get("chunks", []))
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(cues_from_words(words)), media_type="application/x-subrip")
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(cues_from_words(words)), media_type="text/vtt")
+    body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text}
+    if "segment" in granularities:  # OpenAI's segment fields, one segment per speech region (`decode_regions`)
+        body["segments"] = [
+            {
+                "id": i,
+                "seek": 0,
+                **segment,
+                "confidence": _mean([w.confidence for w in words if segment["start"] <= w.start < segment["end"]]),
+            }
+            for i, segment in enumerate(result.get("segments", []))
+        ]
+    if "word" in granularities:
+        body["words"] = [{"word": w.text, "start": w.start, "end": w.end, "confidence": w.confidence} for w in words]
+    return body
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 4) if values else None
