@@ -352,7 +352,8 @@ def exposed(tiny_ctc_dir, tmp_path_factory):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
     running = Server(model_dir, "--ssl_certfile", cert, "--ssl_keyfile", key, "--api_key", "k-one", "--api_key",
-                     "k-two", "--allowed_origins", "https://app.example")  # fmt: skip
+                     "k-two", "--allowed_origins", "https://app.example", "--upload_idle_s", 2,
+                     "--max_connections", 4)  # fmt: skip
     yield running
     running.stop()
 
@@ -404,6 +405,40 @@ def test_an_exposed_server_asks_every_route_and_the_websocket_for_a_key_and_spea
     assert asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin="https://evil.example")) == 403
     assert "text" in asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin="https://app.example"))
     assert "text" in asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin=url))  # the page's own
+
+
+def test_stalled_uploads_time_out_and_connections_in_flight_are_capped(exposed):
+    """Uploads that stop half-way get 408 after --upload_idle_s (2 s), and while they hold the connections
+    --max_connections (4) allows (uvicorn counts the new one too: 3 held and a fourth is one too many), another
+    request is turned away at once with 503 instead of queueing without bound."""
+    import ssl
+
+    host, port = exposed.url.removeprefix("https://").split(":")
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    boundary = "stalledBoundary"
+    body = _form(boundary, "a.wav", _wav(2.0, 1))
+    head = (
+        f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer k-one\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    stalled = []
+    for _ in range(3):
+        connection = tls.wrap_socket(socket.create_connection((host, int(port)), timeout=30))
+        connection.sendall(head + body[: len(body) // 2])  # half the body, then nothing
+        stalled.append(connection)
+    time.sleep(0.5)
+    busy = httpx.get(f"{exposed.url}/health", verify=False, timeout=10)
+    assert busy.status_code == 503  # uvicorn's limit: the stalled uploads hold every slot
+    started = time.time()
+    for connection in stalled:
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        connection.close()
+        assert answer.startswith(b"HTTP/1.1 408") and b"upload_timeout" in answer, answer[:300]
+    assert time.time() - started < 10
+    assert httpx.get(f"{exposed.url}/health", verify=False, timeout=10).status_code == 200  # slots freed
 
 
 def test_live_stream_gives_partials_and_a_result_at_each_pause(server):

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk_length_s", type=float, default=20.0)
     parser.add_argument("--no_vad", action="store_true", help="Decode uploads whole, not speech region by region.")
     parser.add_argument("--stream_idle_s", type=float, default=30.0, help="A WebSocket silent this long is closed.")
+    parser.add_argument("--max_stream_s", type=float, default=3600.0, help="A WebSocket open this long is closed.")
+    parser.add_argument("--upload_idle_s", type=float, default=30.0, help="An upload stalled this long gets 408.")
+    parser.add_argument(
+        "--max_connections", type=int, default=64, help="Connections in flight; beyond, 503 at once (uvicorn)."
+    )
     parser.add_argument("--endpoint_silence_s", type=float, default=0.6, help="Trailing silence that ends a result.")
     parser.add_argument("--partial_every_s", type=float, default=0.5, help="New audio between two live partials.")
     parser.add_argument("--log_level", default="info")
@@ -116,6 +121,8 @@ def main(argv=None) -> None:
         max_queue=args.max_queue,
         chunk_length_s=args.chunk_length_s,
         stream_idle_seconds=args.stream_idle_s,
+        max_stream_seconds=args.max_stream_s,
+        upload_idle_seconds=args.upload_idle_s,
         endpoint_silence_seconds=args.endpoint_silence_s,
         partial_every_seconds=args.partial_every_s,
     )
@@ -131,7 +138,7 @@ def main(argv=None) -> None:
                 args.host, args.port)  # fmt: skip
     app = create_app(backend, decoder, model_name, limits, access, docs=args.docs)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ssl_certfile=args.ssl_certfile,
-                ssl_keyfile=args.ssl_keyfile)  # fmt: skip
+                ssl_keyfile=args.ssl_keyfile, limit_concurrency=args.max_connections)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class ServerLimits:
     max_queue: int = 16
     chunk_length_s: float = 20.0
     stream_idle_seconds: float = 30.0  # a WebSocket that sends nothing for this long is closed
+    max_stream_seconds: float = 3600.0  # a WebSocket open this long is closed (after its last result)
+    upload_idle_seconds: float = 30.0  # an upload of which nothing arrives for this long gets 408
     endpoint_silence_seconds: float = 0.6
     partial_every_seconds: float = 0.5  # new audio between two partials: lower is quicker captions, more compute
     vad: bool = True  # decode an upload's speech regions one by one (silence costs no accuracy)
@@ -88,7 +90,7 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
     app = FastAPI(title="DistilXLSR transcription server", lifespan=lifespan, **urls)
     app.state.batcher = batcher
     metrics = ServerMetrics(lambda: batcher.waiting)
-    app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes, idle_seconds=limits.upload_idle_seconds)
     app.add_middleware(AccessControl, rules=access or AccessRules())
     app.add_middleware(CountRequests, metrics=metrics)  # outermost: refusals are counted too
 
@@ -235,10 +237,17 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
                 return None
             return await batcher.submit(audio)  # QueueFull: answered below
 
+        opened = time.monotonic()
         try:
             while True:
                 message = await asyncio.wait_for(websocket.receive(), limits.stream_idle_seconds)
                 if message["type"] == "websocket.disconnect":
+                    return
+                if time.monotonic() - opened > limits.max_stream_seconds:  # the last result, then close
+                    await websocket.send_json(session.result(await logits_of(session.finish())))
+                    message = f"This stream reached the server's limit of {limits.max_stream_seconds:.0f} s."
+                    await websocket.send_json({"error": message})
+                    await websocket.close(code=1000)
                     return
                 if message.get("bytes") is not None:
                     metrics.audio_seconds.inc(len(message["bytes"]) / 2 / session.client_rate)

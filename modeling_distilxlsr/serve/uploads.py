@@ -1,6 +1,7 @@
 """What the server does with a request body before it is transcribed: OpenAI's error shape, the upload limits
 (size while it arrives, a cut-off multipart body), and the upload decoded as transcribe.py decodes files."""
 
+import asyncio
 import os
 import tempfile
 
@@ -39,10 +40,11 @@ class UploadLimit:
     """ASGI middleware over request bodies: one over `max_bytes` is refused with 413 before it is read into memory or
     onto disk (at once from its Content-Length, or as soon as a chunked upload passes the limit), and a multipart
     body that ends before its closing boundary (a cut-off upload: python-multipart hands the form what arrived) with
-    400, before any of it is transcribed."""
+    400, before any of it is transcribed; one of which nothing arrives for `idle_seconds` with 408 (uvicorn waits
+    for a stalled body forever, holding its connection and its temporary file)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, idle_seconds: float = 30.0):
+        self.app, self.max_bytes, self.idle_seconds = app, max_bytes, idle_seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -57,7 +59,11 @@ class UploadLimit:
 
         async def counting_receive():
             nonlocal seen, tail, refusal
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_seconds)
+            except TimeoutError:
+                refusal = (408, f"No part of the upload arrived for {self.idle_seconds:g} s.", "upload_timeout")
+                raise ApiError(*refusal) from None
             if message["type"] == "http.request":
                 body = message.get("body", b"")
                 seen += len(body)
