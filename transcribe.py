@@ -35,6 +35,7 @@ from modeling_distilxlsr.audio.sources import SkipCounter, list_audio_files
 from modeling_distilxlsr.inference.backend_choice import auto_backend
 from modeling_distilxlsr.inference.backends import BACKENDS, backend_name, load_backend
 from modeling_distilxlsr.inference.batching import Throughput
+from modeling_distilxlsr.inference.confidence import ConfidenceCalibration
 from modeling_distilxlsr.inference.cpu_features import check_bf16
 from modeling_distilxlsr.inference.decoding import (
     DEFAULT_BEAM_WIDTH,
@@ -248,7 +249,12 @@ def load_decoder(args, backend, model: str) -> CTCDecoder:
     beam_options = {"beam_width": args.beam_width}
     if args.hotwords:
         beam_options.update(hotwords=args.hotwords, hotword_weight=args.hotword_weight)
-    return CTCDecoder(backend.tokenizer, lm, beam_options, args.return_timestamps, backend.frame_seconds)
+    try:  # the folder's confidence calibration (benchmarks/confidence.py --write_calibration), if it has one
+        calibration = ConfidenceCalibration.load(model)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    return CTCDecoder(backend.tokenizer, lm, beam_options, args.return_timestamps, backend.frame_seconds,
+                      calibration=calibration)  # fmt: skip
 
 
 def run_settings(args) -> dict:
@@ -293,12 +299,18 @@ def write_rows(results, out, fmt: str) -> SkipCounter:
     """Writes each file's row as it comes (a failure on stderr too); returns the counts for the summary."""
     writer = RowWriter(out, fmt)
     skips = SkipCounter()
+    not_understood = 0
     for path, result, error in results:
         skips.total += 1
         if error:
             skips.skip(error.split(":")[0], path)
             print(f"could not transcribe {path}: {error}", file=sys.stderr)
+        elif result.get("understood") is False and result["text"]:
+            not_understood += 1
+            print(f"{path}: probably not understood (transcript score {result['transcript_score']})", file=sys.stderr)
         writer.write(make_row(path, result, error))
+    if not_understood:
+        print(f"{not_understood} transcript(s) probably not understood: check them before use", file=sys.stderr)
     return skips
 
 

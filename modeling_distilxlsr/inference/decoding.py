@@ -13,6 +13,7 @@ from scipy.special import softmax
 
 from ..errors import UserError
 from ..models.modeling_distilxlsr_parts import frame_attention_mask
+from .confidence import emitting_frames, transcript_features, utterance_sums, word_features
 
 LM_INFO_FILE = "lm_info.json"
 DEFAULT_BEAM_WIDTH = 32
@@ -180,13 +181,14 @@ class CTCDecoder:
 
     def __init__(self, tokenizer, lm=None, beam_options: dict | None = None, timestamps: str | None = None,
                  frame_seconds: float = 0.02, confidence: bool = False,
-                 word_pause_s: float = WORD_PAUSE_SECONDS):  # fmt: skip
+                 word_pause_s: float = WORD_PAUSE_SECONDS, calibration=None):  # fmt: skip
         if timestamps not in (None, "word", "char"):
             raise ValueError(f"timestamps must be None, 'word' or 'char', got {timestamps!r}")
         if lm is not None and timestamps == "char":
             raise ValueError("character timestamps need greedy decoding (--no_lm); the LM decoder gives words")
         self.tokenizer, self.lm, self.beam_options = tokenizer, lm, beam_options or {}
         self.timestamps, self.frame_seconds, self.confidence = timestamps, frame_seconds, confidence
+        self.calibration = calibration  # a `confidence.ConfidenceCalibration`: calibrated words, a transcript score
         self.blank_id = tokenizer.pad_token_id
         self.delimiter_id = tokenizer.get_vocab().get(getattr(tokenizer, "word_delimiter_token", None))
         splits = word_pause_s and self.delimiter_id is not None and self.blank_id is not None
@@ -217,12 +219,34 @@ class CTCDecoder:
             {"text": item[key], "timestamp": (self._seconds(item["start_offset"]), self._seconds(item["end_offset"]))}
             for item in offsets
         ]
-        if self.confidence:  # the mean, over the word's frames, of the probability of the label greedy decoding chose
+        if self.confidence and self.calibration is not None and words:
+            _, features, _ = self.word_features(logits, ids, offsets)
+            for chunk, row in zip(chunks, features, strict=True):
+                chunk["confidence"] = round(self.calibration.word(row), 4)
+        elif self.confidence:  # the mean, over the word's frames, of the probability of the label greedy decoding chose
             best = softmax(logits, axis=-1).max(-1)
             for chunk, item in zip(chunks, offsets, strict=True):
                 frames = best[item["start_offset"] : max(item["end_offset"], item["start_offset"] + 1)]
                 chunk["confidence"] = round(float(frames.mean()), 4)
         return {"text": decoded["text"], "chunks": chunks}
+
+    def word_features(self, logits: np.ndarray, ids: np.ndarray | None = None, offsets: list | None = None):
+        """(words, each word's `confidence.WORD_FEATURES`, the utterance's sums) of one region's greedy decode:
+        what a calibration scores, and what `benchmarks/confidence.py` fits it on."""
+        if ids is None:
+            logits = split_words_at_pauses(logits, self.blank_id, self.delimiter_id, self.pause_frames)
+            ids = logits.argmax(-1)
+            offsets = self.tokenizer.decode(ids, output_word_offsets=True)["word_offsets"]
+        log_probs = log_softmax(logits.astype(np.float64))
+        sums = utterance_sums(log_probs, self.blank_id, self.delimiter_id)
+        context = transcript_features(sums)
+        emitting = emitting_frames(ids, self.blank_id, self.delimiter_id)
+        rows = [
+            word_features(log_probs, o["start_offset"], o["end_offset"], len(o["word"]), emitting)
+            | {"utt_entropy": context["utt_entropy"], "utt_margin": context["utt_margin"]}
+            for o in offsets
+        ]
+        return [o["word"] for o in offsets], rows, sums
 
     def decode_regions(self, regions: list, logits: list[np.ndarray], sampling_rate: int) -> dict:
         """One file's result from the logits of each of its speech regions (`audio.vad.SpeechRegion`s, in order):
@@ -251,6 +275,11 @@ class CTCDecoder:
                 }
             )
         result["text"] = " ".join(texts)
+        if self.calibration is not None:  # P(the transcript is within CER 0.2 of what was said)
+            sums = sum((utterance_sums(log_softmax(x.astype(np.float64)), self.blank_id, self.delimiter_id)
+                        for x in logits), np.zeros(4))  # fmt: skip
+            result["transcript_score"] = round(self.calibration.transcript(transcript_features(sums)), 4)
+            result["understood"] = bool(texts) and result["transcript_score"] >= 0.5
         return result
 
 

@@ -22,6 +22,7 @@ from ..audio.decode import AudioDecodeError, read_for_transcription
 from ..audio.stand_in import stand_in_signals
 from ..inference.backend_choice import auto_backend
 from ..inference.backends import BACKENDS, backend_name, load_backend
+from ..inference.confidence import ConfidenceCalibration
 from ..inference.decoding import DEFAULT_BEAM_WIDTH, CTCDecoder, LanguageModelError, has_lm, load_lm_decoder
 from .access import AccessRules
 from .app import ServerLimits, create_app
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_stream_s", type=float, default=3600.0, help="A WebSocket open this long is closed.")
     parser.add_argument("--upload_idle_s", type=float, default=30.0, help="An upload stalled this long gets 408.")
     parser.add_argument(
-        "--max_connections", type=int, default=64, help="Connections in flight; beyond, 503 at once (uvicorn)."
+        "--max_connections", type=int, default=256, help="Connections in flight; beyond, 503 at once (uvicorn)."
     )
     parser.add_argument("--endpoint_silence_s", type=float, default=0.6, help="Trailing silence that ends a result.")
     parser.add_argument("--partial_every_s", type=float, default=0.5, help="New audio between two live partials.")
@@ -108,9 +109,12 @@ def main(argv=None) -> None:
         lm = None if args.no_lm or not has_lm(args.model) else load_lm_decoder(backend.tokenizer, None, args.model)
     except (OSError, ValueError, RuntimeError, LanguageModelError) as err:
         sys.exit(f"error: cannot serve {args.model}: {err}")
-    decoder = CTCDecoder(
-        backend.tokenizer, lm, {"beam_width": args.beam_width}, "word", backend.frame_seconds, confidence=True
-    )
+    try:
+        calibration = ConfidenceCalibration.load(args.model)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    decoder = CTCDecoder(backend.tokenizer, lm, {"beam_width": args.beam_width}, "word", backend.frame_seconds,
+                         confidence=True, calibration=calibration)  # fmt: skip
     limits = ServerLimits(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_audio_seconds=args.max_audio_s,

@@ -24,6 +24,8 @@ def format_result(result: dict, response_format: str, granularities: list[str], 
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(cues_from_words(words)), media_type="text/vtt")
     body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text}
+    if "transcript_score" in result:  # a calibrated folder: P(CER <= 0.2), and whether the transcript passes 0.5
+        body["transcript_score"], body["understood"] = result["transcript_score"], result["understood"]
     if "segment" in granularities:  # OpenAI's segment fields, one segment per speech region (`decode_regions`)
         body["segments"] = [
             {

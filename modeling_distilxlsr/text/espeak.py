@@ -127,11 +127,12 @@ class Espeak:
         per utterance (and synthesising in a fixed order) makes the output reproducible."""
         return self.synthesize_timed(text, voice, seed)[0]
 
-    def synthesize_timed(self, text: str, voice: Voice, seed: int = 0) -> tuple[np.ndarray, list[WordTime]]:
+    def synthesize_timed(self, text: str, voice: Voice, seed: int = 0, language: str = "pt-br"):
         """`synthesize`'s audio and where espeak-ng spoke each word: the reference timing for forced alignment and
-        for streaming latency (`word_times`)."""
+        for streaming latency (`word_times`). `language`: the voice's language (another one reads the Portuguese
+        text with its own phonology: an accent no pt-BR model has heard, for the confidence benchmark)."""
         self.lib.espeak_ng_SetRandSeed(seed)
-        self.set_voice(f"pt-br+{voice.variant}")
+        self.set_voice(f"{language}+{voice.variant}")
         for parameter, value in ((self.RATE, voice.rate), (self.PITCH, voice.pitch), (self.RANGE, voice.pitch_range)):
             self.lib.espeak_SetParameter(parameter, value, 0)
         self._chunks, self._events = [], []
