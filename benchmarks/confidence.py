@@ -99,6 +99,11 @@ def scored(backend, decoder, sets) -> list[dict]:
     return out
 
 
+def auroc(labels, scores) -> float | None:
+    """roc_auc_score, or None when the labels hold one class only (a few clips can all be understood)."""
+    return round(float(roc_auc_score(labels, scores)), 4) if len(set(labels)) == 2 else None
+
+
 def expected_calibration_error(confidences, right, bins: int = 10) -> float:
     confidences, right = np.asarray(confidences), np.asarray(right, float)
     edges = np.minimum((confidences * bins).astype(int), bins - 1)
@@ -141,8 +146,10 @@ def main(argv=None):
     dev = scored(backend, decoder, condition_sets(os.path.join(corpus, "dev"), args.clips, 1))
     test = scored(backend, decoder, condition_sets(os.path.join(corpus, "test"), args.clips, 2))
 
-    dev_rows = [row for u in dev for row in u["rows"]]
-    word = Logistic.fit(WORD_FEATURES, dev_rows, [r for u in dev for r in u["right"]])
+    dev_rows, dev_right = [row for u in dev for row in u["rows"]], [r for u in dev for r in u["right"]]
+    if len(set(dev_right)) < 2 or len({u["cer"] <= UNDERSTOOD_CER for u in dev}) < 2:
+        raise SystemExit("error: the dev split gave one class only (all right or all wrong): use more --clips")
+    word = Logistic.fit(WORD_FEATURES, dev_rows, dev_right)
     dev_understood = [u["cer"] <= UNDERSTOOD_CER for u in dev]
     transcript = Logistic.fit(TRANSCRIPT_FEATURES, [u["features"] for u in dev], dev_understood)
     calibration = ConfidenceCalibration(word, transcript, f"{corpus} dev split, {args.clips} clips x {SETS}")
@@ -158,13 +165,11 @@ def main(argv=None):
         "clips": args.clips,
         "cer": {name: round(float(np.mean([u["cer"] for u in test if u["set"] == name])), 4) for name in SETS},
         "utterances_apart": {"understood": int(sum(labels)), "not": int(len(labels) - sum(labels))},
-        "transcript_auroc": round(float(roc_auc_score(labels, [transcript(u["features"]) for u in apart])), 4),
-        "transcript_auroc_raw_mean_confidence": round(
-            float(roc_auc_score(labels, [np.mean(u["raw"]) if u["raw"] else 0.0 for u in apart])), 4
-        ),
+        "transcript_auroc": auroc(labels, [transcript(u["features"]) for u in apart]),
+        "transcript_auroc_raw_mean_confidence": auroc(labels, [np.mean(u["raw"]) if u["raw"] else 0.0 for u in apart]),
         "words": len(words),
-        "word_auroc": round(float(roc_auc_score([w[3] for w in words], [w[2] for w in words])), 4),
-        "word_auroc_raw": round(float(roc_auc_score([w[3] for w in words], [w[1] for w in words])), 4),
+        "word_auroc": auroc([w[3] for w in words], [w[2] for w in words]),
+        "word_auroc_raw": auroc([w[3] for w in words], [w[1] for w in words]),
         "ece_clean": round(expected_calibration_error([w[2] for w in clean], [w[3] for w in clean]), 4),
         "ece_clean_raw": round(expected_calibration_error([w[1] for w in clean], [w[3] for w in clean]), 4),
         "ece_all": round(expected_calibration_error([w[2] for w in words], [w[3] for w in words]), 4),

@@ -81,7 +81,35 @@ def mismatch_tables(report) -> str:
     return mismatch_table(report if isinstance(report, list) else [report])
 
 
-RENDERERS = {"silence": silence_table, "alignment_mismatch": mismatch_tables}
+def confidence_table(r: dict) -> str:
+    """Raw against calibrated confidences on the test split's three conditions, and the targets."""
+
+    def shown(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"{r['clips']} test clips per condition; test CER clean {r['cer']['clean']:.3f}, corrupted "
+        f"{r['cer']['corrupted']:.3f}, foreign-accented {r['cer']['foreign']:.3f}; {r['words']} words; "
+        f"{r['utterances_apart']['understood']} utterances with CER <= 0.2 and {r['utterances_apart']['not']} with "
+        f"CER >= 0.5. CPU: {r['cpu']}.",
+        "",
+        _row(["", "raw (mean probability of the word's frames)", "calibrated", "target"]),
+        _row(["---"] * 4),
+        _row(["transcript score, AUROC CER <= 0.2 vs >= 0.5", shown(r["transcript_auroc_raw_mean_confidence"]),
+              shown(r["transcript_auroc"]), ">= 0.90"]),  # fmt: skip
+        _row(["word confidence, AUROC right vs wrong", shown(r["word_auroc_raw"]), shown(r["word_auroc"]), ">= 0.85"]),
+        _row(["expected calibration error, clean (in-domain)", shown(r["ece_clean_raw"]), shown(r["ece_clean"]),
+              "<= 0.05"]),  # fmt: skip
+        _row(["expected calibration error, all three", shown(r["ece_all_raw"]), shown(r["ece_all"]), ""]),
+        "",
+        "Transcripts marked not understood (score under 0.5): "
+        + ", ".join(f"{name} {share:.0%}" for name, share in r["flagged_not_understood"].items())
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"silence": silence_table, "alignment_mismatch": mismatch_tables, "confidence": confidence_table}
 
 
 def render(name: str) -> str:

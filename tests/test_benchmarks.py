@@ -151,3 +151,23 @@ def test_alignment_mismatch_benchmark_tells_right_from_shuffled_transcripts(smal
     report = json.loads(out.read_text())
     assert report["clips"] == 4 and report["auroc"] == 1.0 and report["wrong_marked"] == 1.0
     assert "| teacher_pt_br | 4 | 1.000 |" in result.stdout
+
+
+def test_confidence_benchmark_fits_on_dev_scores_on_test_and_writes_a_calibration_that_loads(small_corpus, tmp_path):
+    """benchmarks/confidence.py on 4 clips per split and condition (clean, corrupted, foreign-accented), with the
+    shipped teacher copied: the report's figures, the reliability diagram, and a confidence.json transcribe.py reads."""
+    import shutil
+    import sys
+
+    from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
+    from modeling_distilxlsr.inference.confidence import ConfidenceCalibration
+
+    teacher = shutil.copytree(shipped_teacher_dir(), tmp_path / "teacher")
+    out, plot = tmp_path / "confidence.json", tmp_path / "reliability.png"
+    command = [sys.executable, "benchmarks/confidence.py", str(teacher), "--corpus", str(small_corpus), "--clips", "4"]
+    run_script([*command, "--out", str(out), "--plot", str(plot), "--write_calibration"])
+    report = json.loads(out.read_text())
+    assert set(report["cer"]) == {"clean", "corrupted", "foreign"} and report["words"] > 20
+    assert 0 <= report["word_auroc"] <= 1 and 0 <= report["ece_all"] <= 1  # a word AUROC: right and wrong words
+    assert report["transcript_auroc"] is None or 0 <= report["transcript_auroc"] <= 1  # 4 clips may all pass
+    assert plot.stat().st_size > 5_000 and ConfidenceCalibration.load(str(teacher)) is not None
