@@ -95,11 +95,23 @@ def confidence_table(r: dict) -> str:
         "",
         _row(["", "raw (mean probability of the word's frames)", "calibrated", "target"]),
         _row(["---"] * 4),
-        _row(["transcript score, AUROC CER <= 0.2 vs >= 0.5", shown(r["transcript_auroc_raw_mean_confidence"]),
-              shown(r["transcript_auroc"]), ">= 0.90"]),  # fmt: skip
+        _row(
+            [
+                "transcript score, AUROC CER <= 0.2 vs >= 0.5",
+                shown(r["transcript_auroc_raw_mean_confidence"]),
+                shown(r["transcript_auroc"]),
+                ">= 0.90",
+            ]
+        ),  # fmt: skip
         _row(["word confidence, AUROC right vs wrong", shown(r["word_auroc_raw"]), shown(r["word_auroc"]), ">= 0.85"]),
-        _row(["expected calibration error, clean (in-domain)", shown(r["ece_clean_raw"]), shown(r["ece_clean"]),
-              "<= 0.05"]),  # fmt: skip
+        _row(
+            [
+                "expected calibration error, clean (in-domain)",
+                shown(r["ece_clean_raw"]),
+                shown(r["ece_clean"]),
+                "<= 0.05",
+            ]
+        ),  # fmt: skip
         _row(["expected calibration error, all three", shown(r["ece_all_raw"]), shown(r["ece_all"]), ""]),
         "",
         "Transcripts marked not understood (score under 0.5): "
