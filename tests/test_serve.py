@@ -95,7 +95,7 @@ def test_health_models_and_every_response_format(server, tiny_ctc_dir, tmp_path)
     )
     expected = json.loads(reference.stdout.splitlines()[-1])
     as_json = _post(server, clip).json()
-    assert as_json == {"text": expected["text"]}  # one code path: the same transcript as transcribe.py
+    assert as_json == {"text": expected["text"], "usage": {"type": "duration", "seconds": 2}}  # transcribe.py's text
     assert _post(server, clip, response_format="text").text == expected["text"] + "\n"
     verbose = _post(server, clip, response_format="verbose_json", **{"timestamp_granularities[]": ["word", "segment"]})
     body = verbose.json()
@@ -136,7 +136,8 @@ def test_the_openai_client_works_unchanged(server):
     two_regions = _two_utterances()
     events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("b.wav", two_regions),
                                                      stream=True))  # fmt: skip
-    assert [e.type for e in events][-1] == "transcript.text.done"
+    assert [e.type for e in events][-1] == "transcript.text.done" and events[-1].usage.output_tokens > 0
+    assert plain.usage.type == "duration" and plain.usage.seconds == 2
     deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
     assert len(deltas) == 2 and "".join(deltas) == events[-1].text
     assert events[-1].text == client.audio.transcriptions.create(model="x", file=("b.wav", two_regions)).text
@@ -479,6 +480,20 @@ def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_
 
     reply, code = asyncio.run(garbage())
     assert "not JSON" in reply["error"] and code == 1003
+
+    async def unsupported(config):  # Vosk's grammar and n-best: said, not silently ignored
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"config": {"sample_rate": 16000, **config}}))
+            reply = json.loads(await ws.recv())
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return reply["error"], closed.value.rcvd.code
+
+    assert asyncio.run(unsupported({"phrase_list": ["sim", "não"]})) == (
+        "config.phrase_list is not supported: this server decodes free text only",
+        1003,
+    )
+    assert "max_alternatives is not supported" in asyncio.run(unsupported({"max_alternatives": 3}))[0]
 
     async def silent():
         async with websockets.connect(url) as ws:

@@ -44,7 +44,7 @@ from ..models.audio_format import SAMPLING_RATE
 from .access import AccessControl, AccessRules
 from .batcher import DynamicBatcher, QueueFull
 from .metrics import CountRequests, ServerMetrics
-from .responses import format_result, sse_event
+from .responses import format_result, sse_event, token_usage
 from .streaming import StreamProtocolError, StreamSession
 from .uploads import ApiError, UploadLimit, decode_upload, error_response
 
@@ -177,10 +177,11 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         per speech region as soon as it is decoded, then `transcript.text.done` with the whole text. Written as
         SSE lines by hand: the format is one `data:` line per event (sse-starlette would add a dependency for
         it). An error after the stream started is an `error` event: the status line has already gone."""
-        texts = []
+        texts, frames = [], 0
         try:
             for first in range(0, len(pieces), limits.max_batch):
                 for region_logits in await regions_logits(request, pieces[first : first + limits.max_batch]):
+                    frames += len(region_logits)
                     text = (await run_in_threadpool(decoder, region_logits))["text"]
                     if text.strip():
                         delta = text if not texts else " " + text
@@ -189,7 +190,8 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         except ApiError as err:
             yield sse_event({"type": "error", "error": {"message": err.message, "code": err.code}})
             return
-        yield sse_event({"type": "transcript.text.done", "text": " ".join(texts)})
+        text = " ".join(texts)
+        yield sse_event({"type": "transcript.text.done", "text": text, "usage": token_usage(frames, len(text))})
 
     async def regions_logits(request: Request, pieces: list) -> list:
         """The logits of an upload's speech regions, `max_batch` of them in the queue at a time (a long recording's

@@ -2,6 +2,7 @@
 Whisper's fields, one per speech region; words with confidences), and the SSE events of `stream=true`."""
 
 import json
+import math
 
 from fastapi.responses import PlainTextResponse
 
@@ -12,10 +13,18 @@ def sse_event(data: dict) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def token_usage(frames: int, characters: int) -> dict:
+    """OpenAI's token usage for a streamed transcription: the model's frames in (its audio tokens), the characters
+    out (a character CTC model's tokens)."""
+    return {"type": "tokens", "input_tokens": frames, "output_tokens": characters, "total_tokens": frames + characters,
+            "input_token_details": {"audio_tokens": frames, "text_tokens": 0}}  # fmt: skip
+
+
 def format_result(result: dict, response_format: str, granularities: list[str], duration: float):
     text = result["text"]
+    usage = {"type": "duration", "seconds": math.ceil(duration)}  # what OpenAI bills whisper-1 by
     if response_format == "json":
-        return {"text": text}
+        return {"text": text, "usage": usage}
     if response_format == "text":
         return PlainTextResponse(text + "\n")
     words = words_from_chunks(result.get("chunks", []))
@@ -23,7 +32,8 @@ def format_result(result: dict, response_format: str, granularities: list[str], 
         return PlainTextResponse(to_srt(cues_from_words(words)), media_type="application/x-subrip")
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(cues_from_words(words)), media_type="text/vtt")
-    body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text}
+    body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text,
+            "usage": usage}  # fmt: skip
     if "transcript_score" in result:  # a calibrated folder: P(CER <= 0.2), and whether the transcript passes 0.5
         body["transcript_score"], body["understood"] = result["transcript_score"], result["understood"]
     if "segment" in granularities:  # OpenAI's segment fields, one segment per speech region (`decode_regions`)

@@ -74,6 +74,10 @@ class StreamSession:
         if not isinstance(rate, (int, float)) or not 8000 <= rate <= 192000:
             raise StreamProtocolError(f"config.sample_rate {rate!r}: give the PCM's rate in Hz (8000-192000)")
         self.client_rate = int(rate)
+        if config.get("phrase_list"):  # Vosk's grammar: this model decodes free text only, said rather than ignored
+            raise StreamProtocolError("config.phrase_list is not supported: this server decodes free text only")
+        if config.get("max_alternatives"):
+            raise StreamProtocolError("config.max_alternatives is not supported: results carry the best path only")
 
     def feed(self, pcm: bytes) -> tuple[str, np.ndarray | None]:
         """("final", utterance audio) at an endpoint, ("partial", utterance so far) when due, else ("none", None)."""
