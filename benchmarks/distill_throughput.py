@@ -31,9 +31,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+from workers import run_worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
@@ -145,10 +146,9 @@ def worker(spec: dict) -> dict:
 
 
 def run_row(name: str, spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result, error = run_worker(__file__, worker, spec)
+    if result is None:
+        raise SystemExit(f"{name} failed:\n{error}")
     print(f"{name} ({len(spec['batch_seconds'])} clips): {result}", file=sys.stderr, flush=True)
     return result
 

@@ -15,10 +15,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from workers import run_worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {
@@ -156,13 +157,11 @@ def main():
                 dtype=args.dtype,
                 threads=args.threads,
             )
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
-            )
-            if out.returncode != 0:
-                print(f"{label} / {backend} failed: {out.stderr[-1500:]}", file=sys.stderr)
+            result, error = run_worker(__file__, worker, spec)
+            if result is None:
+                print(f"{label} / {backend} failed: {error[-1500:]}", file=sys.stderr)
                 continue
-            rows[(label, backend)] = json.loads(out.stdout.strip().splitlines()[-1])
+            rows[(label, backend)] = result
             print(f"{label} / {backend}: {rows[(label, backend)]}", file=sys.stderr, flush=True)
     baseline = rows.get(("XLSR-53 (teacher arch)", "eager"))
     cells = [f"{d:g}x{b}" for d in args.durations for b in args.batch_sizes]

@@ -10,9 +10,11 @@ pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 
 def test_gpu_check_runs_on_cpu_with_tiny_shapes(tmp_path):
     """benchmarks/gpu_check.sh, the one script a session with a GPU runs, on tiny shapes on the CPU: every step runs
-    and writes its figures, so it cannot rot between GPU sessions."""
+    and writes its figures, so it cannot rot between GPU sessions (each benchmark's rows in its own process, not one
+    process per row: the figures are not the point here, and a fresh import per row cost most of the test's time)."""
     out = tmp_path / "gpu_check"
-    run_script(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--tiny"], env_extra={"OUT": str(out)})
+    env = {"OUT": str(out), "DISTILXLSR_BENCH_SAME_PROCESS": "1"}
+    run_script(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--tiny"], env_extra=env)
     parity = json.loads((out / "parity.json").read_text())
     assert parity["fp32"]["predictions"] > 0.9999 and parity["train_step"]["gradients_finite"]
     tables = (out / "tables.md").read_text()
