@@ -249,3 +249,20 @@ def test_a_folder_lm_damaged_after_attach_is_a_clear_error_at_load(misspelling_a
     clip = misspelling_asr / "dev" / "clip.wav"
     result = run_script([sys.executable, "transcribe.py", str(folder), str(clip), "--backend", "torch"], check=False)
     assert result.returncode != 0 and "the folder's LM is damaged" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_scoring_a_folder_with_a_damaged_lm_names_the_file_before_the_pipeline_loads_it(misspelling_asr, tmp_path):
+    """The recipes score their folder through pipeline(), which would load language_model/ unchecked (a random-bytes
+    lm.arpa ends in a UnicodeDecodeError inside pyctcdecode): the digests attach recorded are checked first."""
+    import shutil
+
+    from modeling_distilxlsr.inference.scoring import score_asr_folder
+
+    asr = tmp_path / "asr"
+    shutil.copytree(misspelling_asr / "asr", asr)
+    attach_lm(str(asr), str(misspelling_asr / "lm"))
+    arpa = asr / "language_model" / "lm.arpa"
+    arpa.write_bytes(os.urandom(arpa.stat().st_size))
+    with pytest.raises(LanguageModelError, match=r"lm\.arpa has the size attach wrote but other contents"):
+        score_asr_folder(str(asr), str(misspelling_asr / "dev"), batch_size=1)

@@ -7,11 +7,14 @@ from ..audio.decode import load_audio
 from ..audio.sources import SkipCounter, find_utterances
 from ..text.error_rates import error_rates
 from ..text.normalizer import TextNormalizer
+from .decoding import check_lm_files, has_lm
 
 
 def score_asr_folder(model_dir: str, test_source: str, batch_size: int) -> dict:
     """Test CER/WER of a saved ASR folder through the transformers pipeline, as a user runs it: transcripts of
     decoded 16 kHz audio against the normalised references (utterances without one are left out)."""
+    if has_lm(model_dir):  # the pipeline loads language_model/ unchecked: a damaged file is named here instead
+        check_lm_files(model_dir)
     utterances = [u for u in find_utterances(test_source, SkipCounter(), need_text=True)]
     normalizer = TextNormalizer()
     recognizer = pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
