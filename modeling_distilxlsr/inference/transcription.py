@@ -55,7 +55,8 @@ def batch_logits(backend: Backend, decoded: dict, chunk_samples: int | None, max
     short = [p for p, audio in decoded.items() if not chunk_samples or len(audio) <= chunk_samples]
     short.sort(key=lambda p: len(decoded[p]))  # a long file's regions: batched with their like, little padding
     groups = [short[i : i + max_batch] for i in range(0, len(short), max_batch)]
-    groups += [[p] for p in decoded if p not in set(short)]
+    batched = set(short)
+    groups += [[p] for p in decoded if p not in batched]
     while groups:
         group = groups.pop(0)
         try:
