@@ -26,6 +26,17 @@ def _audio_folder(folder) -> list[str]:
     return sorted([*paths, str(folder / "broken.wav")])
 
 
+def _finished_reference_and_an_output_to_resume(model_dir, tmp_path):
+    """The audio files, a finished one-process run's rows (the reference), and an output beside it with the same
+    settings, for a test to leave what a killed run would have."""
+    files = _audio_folder(tmp_path / "audio")
+    reference = tmp_path / "reference.jsonl"
+    _transcribe(model_dir, tmp_path / "audio", reference)
+    out = tmp_path / "out.jsonl"
+    shutil.copy(f"{reference}.settings.json", f"{out}.settings.json")
+    return files, reference, out
+
+
 def _rows(path) -> list[dict]:
     return [json.loads(line) for line in open(path, encoding="utf-8")]
 
@@ -64,11 +75,7 @@ def test_two_processes_write_what_one_process_writes(tiny_ctc_dir, tmp_path):
 @pytest.mark.slow
 def test_resume_keeps_written_rows_redoes_a_torn_line_and_refuses_other_settings(tiny_ctc_dir, tmp_path):
     model_dir, _ = tiny_ctc_dir
-    files = _audio_folder(tmp_path / "audio")
-    reference = tmp_path / "reference.jsonl"
-    _transcribe(model_dir, tmp_path / "audio", reference)
-    out = tmp_path / "out.jsonl"
-    shutil.copy(f"{reference}.settings.json", f"{out}.settings.json")
+    files, reference, out = _finished_reference_and_an_output_to_resume(model_dir, tmp_path)
     # What a kill leaves: process 1's shard with two whole rows (one marked, to see it is kept, not redone) and a
     # third row cut in the middle.
     kept = [*_rows(reference)[:2]]
@@ -121,11 +128,7 @@ def test_a_resume_after_a_kill_ends_in_input_order_and_another_format_is_refused
     """The killed run had written the 2nd and 4th files (a sharded run writes by length, not input order): the resume
     puts every row in input order. A resume that asks for csv where the run wrote jsonl is one `error:` line."""
     model_dir, _ = tiny_ctc_dir
-    files = _audio_folder(tmp_path / "audio")
-    reference = tmp_path / "reference.jsonl"
-    _transcribe(model_dir, tmp_path / "audio", reference)
-    out = tmp_path / "out.jsonl"
-    shutil.copy(f"{reference}.settings.json", f"{out}.settings.json")
+    files, reference, out = _finished_reference_and_an_output_to_resume(model_dir, tmp_path)
     with open(shard_path(str(out), 0, 1), "w", encoding="utf-8") as f:
         f.writelines(json.dumps(_rows(reference)[i]) + "\n" for i in (3, 1))
     _transcribe(model_dir, tmp_path / "audio", out, "--resume")
