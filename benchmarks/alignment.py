@@ -19,13 +19,12 @@ Default models: the shipped pt-BR teacher. The CPU is named.
 """
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
-import time
 
 import soundfile as sf
+from harness import cpu_line, seconds_of, write_results
 from shapes import ctc_student_folder, xlsr53_ctc_folder
 from timed_speech import load_timed_split, match_words, timed_test_split
 
@@ -33,7 +32,6 @@ from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 from modeling_distilxlsr.export.onnx_export import export_onnx
 from modeling_distilxlsr.inference.alignment import align_audio_file
 from modeling_distilxlsr.inference.backends import load_backend
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.text.normalizer import TextNormalizer
 
@@ -52,9 +50,8 @@ def measure(name: str, model_dir: str, files: list[dict], normalizer: TextNormal
     backend = load_backend(model_dir, backend_name)
     align_audio_file(backend, normalizer, files[0]["path"], files[0]["text"], None, False)  # warm-up
     errors, unscored, failed, audio_seconds = [], 0, 0, 0.0
-    started = time.perf_counter()
-    rows = [align_audio_file(backend, normalizer, f["path"], f["text"], None, False) for f in files]
-    seconds = time.perf_counter() - started
+    rows, seconds = seconds_of(lambda: [align_audio_file(backend, normalizer, f["path"], f["text"], None, False)
+                                        for f in files])  # fmt: skip
     for file, row in zip(files, rows, strict=True):
         audio_seconds += sf.info(file["path"]).duration
         if "error" in row:
@@ -105,7 +102,7 @@ def main():
     tolerance = args.tolerance_ms / 1000
     baseline = results[0]["seconds"] if not args.no_xlsr else None
     lines = [
-        describe_cpu(),
+        cpu_line(),
         f"test split: {len(files)} files, {results[0]['audio_seconds']:.0f} s of speech; tolerance "
         f"{args.tolerance_ms:g} ms",
         "",
@@ -132,8 +129,7 @@ def main():
     print(table)
     with open(os.path.join(args.out, "alignment.md"), "w") as f:
         f.write(table + "\n")
-    with open(os.path.join(args.out, "alignment.json"), "w") as f:
-        json.dump({"results": results, "samples_per_second": SAMPLING_RATE}, f, indent=1)
+    write_results(os.path.join(args.out, "alignment.json"), {"results": results, "samples_per_second": SAMPLING_RATE})
 
 
 if __name__ == "__main__":

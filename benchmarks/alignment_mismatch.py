@@ -6,11 +6,11 @@ share of each that `MISMATCH_BELOW` marks.
 """
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
+from harness import write_results
 from render_tables import mismatch_table
 from sklearn.metrics import roc_auc_score
 
@@ -18,7 +18,6 @@ from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 from modeling_distilxlsr.inference.alignment import MISMATCH_BELOW, align_audio_file
 from modeling_distilxlsr.inference.backends import load_backend
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.text.normalizer import TextNormalizer
 
 
@@ -44,7 +43,6 @@ def main(argv=None):
     right_kept, wrong_kept = [r for r, _ in kept], [w for _, w in kept]
     labels = [1] * len(kept) + [0] * len(kept)
     report = {
-        "cpu": describe_cpu(),
         "model": os.path.basename(os.path.normpath(args.model)),
         "clips": len(kept),
         "unscored": len(right) - len(kept),
@@ -59,8 +57,7 @@ def main(argv=None):
     }
     print(mismatch_table([report]))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
+        write_results(args.out, report)
     return report
 
 

@@ -15,8 +15,7 @@ import os
 import time
 
 import numpy as np
-
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
+from harness import cpu_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,9 +54,7 @@ def main():
         rows[name] = (time.process_time() - started) / args.batches
     audio_seconds = float(np.mean([b["attention_mask"].sum().item() / 16000 for b in batches["--augment"]]))
     step = None if args.skip_step else step_cpu_seconds(batches["--augment"][: min(2, args.batches)])
-    print(
-        f"CPU: {describe_cpu()}; torch {torch.__version__}; batches of {args.batch_size} clips, {audio_seconds:.1f} s"
-    )
+    print(cpu_line(f"batches of {args.batch_size} clips, {audio_seconds:.1f} s"))
     print()
     print("| batch preparation | CPU s / batch | extra for --augment |")
     print("|---|---|---|")

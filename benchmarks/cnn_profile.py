@@ -14,11 +14,10 @@ import argparse
 from types import SimpleNamespace
 
 import torch
+from harness import cpu_line, median_seconds
 from shapes import student_config
-from timing import median_seconds
 
 from modeling_distilxlsr import DistilXLSRForCTC
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.models.modeling_distilxlsr_parts import time_major_conv_features
 
 
@@ -50,8 +49,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{args.seconds:g} s clip, batch 1, fp32 eager, median of {args.repeats}\n")  # fmt: skip
+    print(cpu_line(f"{args.seconds:g} s clip, batch 1, fp32 eager, median of {args.repeats}") + "\n")
     for slim in (False, True):
         rows = profile(slim, args.seconds, args.repeats)
         whole = rows[-1][1]

@@ -21,6 +21,7 @@ import sys
 import jiwer
 import librosa
 import numpy as np
+from harness import write_results
 from robustness import conditions, corrupt
 from sklearn.metrics import roc_auc_score
 
@@ -38,7 +39,6 @@ from modeling_distilxlsr.inference.confidence import (
     Logistic,
     transcript_features,
 )
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.inference.decoding import CTCDecoder
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.text.espeak import Espeak, Voice
@@ -160,7 +160,6 @@ def main(argv=None):
     labels = [u["cer"] <= UNDERSTOOD_CER for u in apart]
     clean = [w for w in words if w[0] == "clean"]
     report = {
-        "cpu": describe_cpu(),
         "model": os.path.basename(os.path.normpath(args.model)),
         "clips": args.clips,
         "cer": {name: round(float(np.mean([u["cer"] for u in test if u["set"] == name])), 4) for name in SETS},
@@ -187,8 +186,7 @@ def main(argv=None):
     if args.write_calibration:
         print(f"calibration written to {calibration.save(args.model)}")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
+        write_results(args.out, report)
     return report
 
 

@@ -34,6 +34,7 @@ import resource
 import sys
 import time
 
+from harness import cpu_line, write_results
 from workers import run_worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,8 +181,7 @@ def sweep(args, rows: dict) -> None:
             )  # audio s per s = audio-hours per hour
     print("\n".join(lines))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_results(args.json, {"rows": results})
 
 
 def main():
@@ -216,10 +216,8 @@ def main():
         results[name] = run_row(name, spec)
     base = results[next(iter(ROWS))]
     memory = "peak GPU memory (MiB)" if args.device.startswith("cuda") else "peak RSS (MiB)"
-    from modeling_distilxlsr.inference.cpu_features import describe_cpu
-
     lines = [
-        f"CPU: {describe_cpu()}",
+        cpu_line(),
         f"device: {args.device}{' bf16' if args.bf16 else ' fp32'}; batch: {args.batch_seconds} s padded to the "
         f"longest; {args.steps} steps after 1 warm-up",
         "",
@@ -234,8 +232,7 @@ def main():
         )
     print("\n".join(lines))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_results(args.json, {"rows": results})
 
 
 if __name__ == "__main__":

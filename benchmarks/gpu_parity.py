@@ -12,6 +12,7 @@ import json
 import os
 
 import torch
+from harness import write_results
 from shapes import student_config, teacher_config_path
 
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRForDistillation
@@ -78,8 +79,7 @@ def main():
     }
     print(json.dumps(report, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_results(args.json, report)
 
 
 if __name__ == "__main__":

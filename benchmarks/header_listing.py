@@ -10,13 +10,12 @@ the listing: `soundfile.info` file by file (what the data layer did before), `he
 import argparse
 import os
 import tempfile
-import time
 
 import numpy as np
 import soundfile as sf
+from harness import cpu_line, seconds_of
 
 from modeling_distilxlsr.audio.header_cache import header_samples, read_header
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,23 +39,19 @@ def main():
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "distilxlsr_header_bench"))
     args = parser.parse_args()
-    started = time.perf_counter()
-    paths = make_files(args.dir, args.files)
-    print(f"{len(paths)} files ready in {time.perf_counter() - started:.0f} s; CPU: {describe_cpu()}\n", flush=True)
+    paths, seconds = seconds_of(lambda: make_files(args.dir, args.files))
+    print(f"{len(paths)} files ready in {seconds:.0f} s; {cpu_line()}\n", flush=True)
     cache = os.path.join(args.dir, "headers.sqlite")
     if os.path.exists(cache):
         os.remove(cache)
 
     rows = []
-    started = time.perf_counter()
-    sequential = [read_header(p) for p in paths]
-    rows.append(("soundfile.info, file by file (before)", time.perf_counter() - started))
-    started = time.perf_counter()
-    cold = header_samples(paths, cache)
-    rows.append(("header_samples, empty cache (a process per core, then written)", time.perf_counter() - started))
-    started = time.perf_counter()
-    warm = header_samples(paths, cache)
-    rows.append(("header_samples, every file cached (a restart)", time.perf_counter() - started))
+    sequential, seconds = seconds_of(lambda: [read_header(p) for p in paths])
+    rows.append(("soundfile.info, file by file (before)", seconds))
+    cold, seconds = seconds_of(lambda: header_samples(paths, cache))
+    rows.append(("header_samples, empty cache (a process per core, then written)", seconds))
+    warm, seconds = seconds_of(lambda: header_samples(paths, cache))
+    rows.append(("header_samples, every file cached (a restart)", seconds))
     assert [cold[p] for p in paths] == [warm[p] for p in paths] == sequential
     baseline = rows[0][1]
     print("| listing | seconds | files / s | speed-up |\n|---|---|---|---|")

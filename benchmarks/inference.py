@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from harness import cpu_line, write_results
 from workers import run_worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,14 +168,9 @@ def main():
     cells = [f"{d:g}x{b}" for d in args.durations for b in args.batch_sizes]
     keys = [f"{d}x{b}" for d in args.durations for b in args.batch_sizes]
     header = " | ".join(f"{c} s: latency s (RTF, speed-up)" for c in cells)
-    import torch
-
-    from modeling_distilxlsr.inference.cpu_features import describe_cpu
-
+    autocast = " (autocast)" if args.device == "cpu" and args.dtype == "bf16" else ""
     lines = [
-        f"device: {args.device} {args.dtype}{' (autocast)' if args.device == 'cpu' and args.dtype == 'bf16' else ''}; "
-        f"CPU: {describe_cpu()}; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
-        f"{args.threads or torch.get_num_threads()} threads",
+        cpu_line(f"onnxruntime {onnxruntime_version()}", f"device: {args.device} {args.dtype}{autocast}"),
         f"cells are input seconds x batch size; median of {args.repeats}",
         "",
         f"| model | backend | {header} | peak memory (MiB) |",
@@ -192,8 +188,7 @@ def main():
         lines.append(f"| {label} | {name} | {' | '.join(parts)} | {result['peak_memory_mb']:.0f} |")
     print("\n".join(lines))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({f"{k[0]} / {k[1]}": v for k, v in rows.items()}, f, indent=2)
+        write_results(args.json, {"rows": {f"{k[0]} / {k[1]}": v for k, v in rows.items()}})
 
 
 if __name__ == "__main__":

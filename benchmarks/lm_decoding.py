@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
+from harness import cpu_line, write_results
+from render_tables import lm_decoding_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LM_TEXTS = {
@@ -84,26 +85,13 @@ def main():
             )
             print(json.dumps(rows[-1]), flush=True)
     lines = [
-        f"CPU: {describe_cpu()}; {args.order}-gram, beam width {args.beam_width}; "
-        "test split (unseen sentences and voices)",
-        "",
-        "| model | LM text | LM sentences | greedy WER | LM WER | WER change | greedy CER | LM CER | RTF greedy | "
-        "RTF LM | RTF ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        cpu_line(f"{args.order}-gram, beam width {args.beam_width}", "test split (unseen sentences and voices)"),
     ]
-    for r in rows:
-        change = (r["lm_wer"] - r["greedy_wer"]) / max(r["greedy_wer"], 1e-9)
-        lines.append(
-            f"| {r['model']} | {r['lm_text']} | {r['lm_sentences']} | {r['greedy_wer']:.3f} | {r['lm_wer']:.3f} | "
-            f"{change:+.1%} | {r['greedy_cer']:.3f} | {r['lm_cer']:.3f} | {r['rtf_greedy']:.4f} | "
-            f"{r['rtf_lm']:.4f} | {r['rtf_lm'] / r['rtf_greedy']:.2f}x |"
-        )
-    table = "\n".join(lines)
+    table = "\n".join([*lines, "", lm_decoding_table({"rows": rows})])
     print(table)
     with open(os.path.join(args.out, "lm_decoding.md"), "w") as f:
         f.write(table + "\n")
-    with open(os.path.join(args.out, "lm_decoding.json"), "w") as f:
-        json.dump({"cpu": describe_cpu(), "rows": rows}, f, indent=2)
+    write_results(os.path.join(args.out, "lm_decoding.json"), {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ import subprocess
 import sys
 import time
 
+from harness import write_results
+from render_tables import corrupted_mean, minilab_table
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = {
     # steps for: teacher CTC training, distillation, each 10% fine-tune, each probe (classification, phonemes)
@@ -209,28 +212,10 @@ def main():
         for name in ("distilled", "distilled_slim")
     }
     report = {"rows": rows, "distillation": distill, "scale": args.scale, "corpus": corpus, "stage_seconds": times}
-    with open(os.path.join(out, "minilab.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    lines = [
-        "| model | test CER | test WER | dev CER | params | layers | fine-tune steps | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['test_cer']:.3f} | {r['test_wer']:.3f} | {r['dev_cer']:.3f} | "
-            f"{r['params'] / 1e6:.2f}M | {r['hidden_layers']} | {r['steps']} | {r['stage_seconds']:.0f} |"
-        )
-    lines.append("")
-    for name, result in distill.items():
-        final = result["final_eval"]
-        lines.append(
-            f"Distillation ({name}): {result['steps']} steps, {result['audio_hours']:.2f} h of audio, held-out loss "
-            f"{result['initial_eval']['eval/loss']:.3f} -> {final['eval/loss']:.3f}; cosine: "
-            + ", ".join(f"{k.split('_')[-1]}: {v:.3f}" for k, v in final.items() if "cosine" in k)
-        )
-    table = "\n".join(lines)
+    write_results(os.path.join(out, "minilab.json"), report)
+    table = minilab_table(report)
     with open(os.path.join(out, "minilab.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(table)
     print(table)
     if args.probe:
         models = [f"{name}={dirs[name]}" for name in ("teacher", "distilled")]
@@ -288,7 +273,6 @@ def kd_stages(args, stage, finetune, tenth, out, train, test, times):
     pseudo-labels, 0 labels; layer + KL, then 10% of the labels; the same with the teacher's KL on the untranscribed
     train audio (corrupted by --augment for the student) in every fine-tuning step. Scored with
     benchmarks/robustness.py on the test split (clean and 8 unseen corruptions) and on the unseen-voice test split."""
-    from robustness import corrupted_mean  # benchmarks/robustness.py, beside this script
 
     from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 

@@ -13,10 +13,10 @@ import os
 import tempfile
 
 import numpy as np
+from harness import cpu_line
 from inference import INT8_VARIANTS, build
 
 from modeling_distilxlsr.export.onnx_export import export_graph, quantize_onnx
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,7 +64,7 @@ def main():
     folder = tempfile.mkdtemp()
     fp32 = export_graph(model, os.path.join(folder, "model.onnx"), "out")
     x = np.random.default_rng(0).standard_normal((1, int(args.seconds * 16000))).astype(np.float32)
-    print(f"CPU: {describe_cpu()}; {args.model}, {args.seconds:g} s x 1, ms per run by operator type\n")
+    print(cpu_line(args.model, f"{args.seconds:g} s x 1, ms per run by operator type") + "\n")
     for variant in args.variants:
         path = fp32
         if variant in INT8_VARIANTS:

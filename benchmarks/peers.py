@@ -38,15 +38,14 @@ from importlib.metadata import version
 
 import numpy as np
 import torch
+from harness import cpu_line, median_seconds
 from shapes import ctc_student_folder, xlsr53_ctc_folder
-from timing import median_seconds
 from whisper_ggml import write_ggml
 
 from modeling_distilxlsr.audio.decode import load_audio
 from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 from modeling_distilxlsr.inference.backends import candidate_backends, load_backend
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.inference.decoding import CTCDecoder, build_decoder
 from modeling_distilxlsr.lm.build import build_lm
 
@@ -285,8 +284,11 @@ def main():
                 rows.append((seconds, batch, model, path, fastest[4], wall, seconds * batch / wall))
                 print(f"{seconds:g} s x {batch}: {model} {path}: {wall:.3f} s", file=sys.stderr, flush=True)
     print(
-        f"CPU: {describe_cpu()}; {args.threads} threads; whisper decodes {TOKENS_PER_SECOND} tokens per audio second; "
-        f"LM rows: {LM_ORDER}-gram, beam width {LM_BEAM_WIDTH}\n"
+        cpu_line(
+            f"whisper decodes {TOKENS_PER_SECOND} tokens per audio second",
+            f"LM rows: {LM_ORDER}-gram, beam width {LM_BEAM_WIDTH}",
+        )
+        + "\n"
     )
     print("| clip | batch | model | path | engine | wall s | RTF | audio-hours per hour | vs whisper-tiny int8 | "
           "vs XLSR-53 fp32 |")  # fmt: skip

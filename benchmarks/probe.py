@@ -28,6 +28,7 @@ import time
 import numpy as np
 import soundfile as sf
 import soxr
+from harness import write_results
 
 from modeling_distilxlsr.corpus.synthesis import (
     NUM_TEST_VOICES,
@@ -225,8 +226,8 @@ def main():
         cells = [table_cell(results[(task, name)], results[(task, teacher)]) for name in models]
         lines.append(f"| {task} | {' | '.join(cells)} |")
     print("\n".join(lines))
-    with open(os.path.join(args.out, "probe_results.json"), "w") as f:
-        json.dump({f"{t} / {m}": r for (t, m), r in results.items()}, f, indent=2)
+    rows = {f"{t} / {m}": r for (t, m), r in results.items()}
+    write_results(os.path.join(args.out, "probe_results.json"), {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ what is between them from the file (`--check`: exit 1, naming the tables that di
 
     python benchmarks/render_tables.py [--check]
 
-A results file is rendered by the renderer its name starts with (`RENDERERS`); tables written before this script
-are still hand-written (their raw files are linked in the text).
+A results file is rendered by the renderer its name starts with (`RENDERERS`); the scripts that write those files
+print their tables with the same renderers. Tables whose raw figures were never kept as one file (older GPU and
+engine comparisons: their raw folders are linked in the text) stay as they were measured.
 """
 
 import argparse
@@ -121,7 +122,103 @@ def confidence_table(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"silence": silence_table, "alignment_mismatch": mismatch_tables, "confidence": confidence_table}
+def minilab_table(report: dict) -> str:
+    """The mini-lab's rows (test/dev CER and WER, size, steps, wall time), then each distillation's held-out loss."""
+    lines = [
+        _row(["model", "test CER", "test WER", "dev CER", "params", "layers", "fine-tune steps", "wall time (s)"]),
+        _row(["---"] * 8),
+    ]
+    for r in report["rows"]:
+        scores = (f"{r[k]:.3f}" for k in ("test_cer", "test_wer", "dev_cer"))
+        lines.append(_row([r["model"], *scores, f"{r['params'] / 1e6:.2f}M", r["hidden_layers"], r["steps"],
+                           f"{r['stage_seconds']:.0f}"]))  # fmt: skip
+    lines.append("")
+    for name, result in report["distillation"].items():
+        final = result["final_eval"]
+        lines.append(
+            f"Distillation ({name}): {result['steps']} steps, {result['audio_hours']:.2f} h of audio, held-out loss "
+            f"{result['initial_eval']['eval/loss']:.3f} -> {final['eval/loss']:.3f}; cosine: "
+            + ", ".join(f"{k.split('_')[-1]}: {v:.3f}" for k, v in final.items() if "cosine" in k)
+        )
+    return "\n".join(lines) + "\n"
+
+
+def corrupted_mean(by_condition: dict) -> float:
+    """Mean CER over every condition but the clean one."""
+    values = [r["cer"] for name, r in by_condition.items() if name != "clean"]
+    return sum(values) / len(values)
+
+
+def robustness_table(report: dict) -> str:
+    """CER per model: clean, each noise level (its noise types averaged), reverb, telephone, low-pass, the mean."""
+    levels = sorted({c.rsplit("_", 1)[1] for c in report["conditions"] if c.endswith("dB")}, key=lambda v: -int(v[:-2]))
+    others = [c for c in report["conditions"] if c != "clean" and not c.endswith("dB")]
+    columns = ["clean", *(f"noise {level[:-2]} dB" for level in levels), *others, "corrupted mean"]
+    lines = [_row(["model", *columns]), _row(["---"] * (len(columns) + 1))]
+    for model, by_condition in report["results"].items():
+        cells = [by_condition["clean"]["cer"]]
+        for level in levels:
+            noisy = [r["cer"] for c, r in by_condition.items() if c.endswith(f"_{level}")]
+            cells.append(sum(noisy) / len(noisy))
+        cells += [by_condition[c]["cer"] for c in others]
+        cells.append(corrupted_mean(by_condition))
+        lines.append(_row([model, *(f"{c:.3f}" for c in cells)]))
+    return "\n".join(lines) + "\n"
+
+
+def lm_decoding_table(report: dict) -> str:
+    """Greedy against LM WER/CER and real-time factors per model and LM text."""
+    lines = [
+        _row(
+            [
+                "model",
+                "LM text",
+                "LM sentences",
+                "greedy WER",
+                "LM WER",
+                "WER change",
+                "greedy CER",
+                "LM CER",
+                "RTF greedy",
+                "RTF LM",
+                "RTF ratio",
+            ]
+        ),  # fmt: skip
+        _row(["---"] * 11),
+    ]
+    for r in report["rows"]:
+        change = (r["lm_wer"] - r["greedy_wer"]) / max(r["greedy_wer"], 1e-9)
+        lines.append(_row([r["model"], r["lm_text"], r["lm_sentences"], f"{r['greedy_wer']:.3f}", f"{r['lm_wer']:.3f}",
+                           f"{change:+.1%}", f"{r['greedy_cer']:.3f}", f"{r['lm_cer']:.3f}", f"{r['rtf_greedy']:.4f}",
+                           f"{r['rtf_lm']:.4f}", f"{r['rtf_lm'] / r['rtf_greedy']:.2f}x"]))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def serve_soak_table(r: dict) -> str:
+    """The server's resident memory after each round of the soak, and the summary against the first round."""
+    lines = [
+        f"{r['wall_minutes']} min wall, {r['audio_minutes_streamed']:g} min of audio streamed; model {r['model']}; "
+        f"CPU: {r['cpu']}.",
+        "",
+        _row(["round", "ends at (s)", "RSS (MB)", "vs round 1", "stream results", "50 MB frame", "uploads 200"]),
+        _row(["---"] * 7),
+    ]
+    first = r["rounds"][0]["rss_mb"]
+    for i, rnd in enumerate(r["rounds"], 1):
+        lines.append(_row([i, rnd["after_s"], rnd["rss_mb"], f"{rnd['rss_mb'] / first - 1:+.1%}", rnd["stream_finals"],
+                           rnd["oversized_frame"], f"{rnd['uploads_ok']}/8"]))  # fmt: skip
+    lines += [
+        "",
+        f"At start {r['rss_mb_at_start']} MB; after round 1 {first} MB; highest reading after it (every 2 s) "
+        f"{r['rss_mb_max_after_first_round']} MB (**{r['growth_after_first_round']:+.1%}**); last {r['rss_mb_last']} "
+        f"MB; least-squares trend {r['trend_mb_per_hour']:+.1f} MB per hour.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"silence": silence_table, "alignment_mismatch": mismatch_tables, "confidence": confidence_table,
+             "minilab": minilab_table, "robustness": robustness_table, "lm_decoding": lm_decoding_table,
+             "serve_soak": serve_soak_table}  # fmt: skip
 
 
 def render(name: str) -> str:

@@ -21,12 +21,13 @@ Prints a table and writes OUT/robustness.json and OUT/robustness.md.
 
 import argparse
 import csv
-import json
 import os
 import time
 
 import numpy as np
 import soundfile as sf
+from harness import write_results
+from render_tables import corrupted_mean, robustness_table
 
 from modeling_distilxlsr.audio.augment import mix_at_snr, reverberate, simulated_rirs, telephone
 from modeling_distilxlsr.audio.decode import load_audio
@@ -160,22 +161,6 @@ def score(model_dir: str, folder: str) -> dict:
     return error_rates(refs, hyps)
 
 
-def table(results: dict) -> str:
-    columns = ["clean"] + [f"noise {snr} dB" for snr in SNRS] + ["reverb", "telephone", "lowpass", "corrupted mean"]
-    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for model, by_condition in results.items():
-        cells = [by_condition["clean"]["cer"]]
-        cells += [np.mean([by_condition[f"{kind}_{snr}dB"]["cer"] for kind in NOISE_TYPES]) for snr in SNRS]
-        cells += [by_condition[name]["cer"] for name in ("reverb", "telephone", "lowpass")]
-        cells.append(corrupted_mean(by_condition))
-        lines.append(f"| {model} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def corrupted_mean(by_condition: dict) -> float:
-    return float(np.mean([r["cer"] for name, r in by_condition.items() if name != "clean"]))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", required=True, help="NAME=ASR_FOLDER ...")
@@ -193,12 +178,11 @@ def main():
         name, _, model_dir = spec.partition("=")
         results[name] = {condition: score(model_dir, folder) for condition, folder in folders.items()}
         print(f"{name}: clean CER {results[name]['clean']['cer']:.3f}, corrupted {corrupted_mean(results[name]):.3f}")
-    text = table(results)
     report = {"test": args.test, "conditions": conditions(), "results": results, "seconds": time.time() - started}
-    with open(os.path.join(args.out, "robustness.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    text = robustness_table(report)
+    write_results(os.path.join(args.out, "robustness.json"), report)
     with open(os.path.join(args.out, "robustness.md"), "w") as f:
-        f.write(text + "\n")
+        f.write(text)
     print(text)
 
 

@@ -24,9 +24,8 @@ import time
 import httpx
 import numpy as np
 import soundfile as sf
+from harness import cpu_line
 from shapes import ctc_student_folder
-
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,8 +106,13 @@ def main():
         server.terminate()
         server.wait(timeout=30)
     print(
-        f"CPU: {describe_cpu()}; model: {args.model or 'default student, random weights'}; backend {args.backend}; "
-        f"{args.seconds:g} s clips; --max_batch {args.max_batch}\n"
+        cpu_line(
+            f"model: {args.model or 'default student, random weights'}",
+            f"backend {args.backend}",
+            f"{args.seconds:g} s clips",
+            f"--max_batch {args.max_batch}",
+        )
+        + "\n"
     )
     columns = ["clients", "requests", "wall s", "audio-hours per hour", "vs 1 client", "p50 latency s", "p95 latency s"]
     print("| " + " | ".join([*columns, "clips per batch"]) + " |")

@@ -16,8 +16,7 @@ import tempfile
 import time
 
 import soundfile as sf
-
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
+from harness import cpu_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,7 +49,7 @@ def main():
         rows.append((count, wall))
     same = all(o == outputs[0] for o in outputs)
     print(
-        f"CPU: {describe_cpu()}; {len(files)} files, {hours * 60:.1f} audio minutes; backend {args.backend}; "
+        cpu_line() + f"; {len(files)} files, {hours * 60:.1f} audio minutes; backend {args.backend}; "
         f"transcripts identical across runs: {same}\n"
     )
     print("| processes | wall s (model loading included) | files / s | audio-hours per hour | speed-up |")

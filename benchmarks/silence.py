@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import soundfile as sf
+from harness import cpu_line, write_results
 from render_tables import silence_table
 
 from modeling_distilxlsr.audio.decode import load_audio
@@ -27,7 +28,6 @@ from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.audio.vad import speech_regions
 from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 from modeling_distilxlsr.inference.backends import load_backend
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.inference.decoding import CTCDecoder
 from modeling_distilxlsr.inference.subtitles import NETFLIX, cues_from_words, words_from_chunks
 from modeling_distilxlsr.inference.transcription import transcribe
@@ -86,7 +86,7 @@ def main(argv=None):
     references = [normalizer(u.text) for u in utterances]
     backend = load_backend(args.model, "torch-fp32")
     rng = np.random.default_rng(0)
-    report = {"cpu": describe_cpu(), "model": args.model, "clips": len(utterances), "floor_db": args.floor_db}
+    report = {"model": args.model, "clips": len(utterances), "floor_db": args.floor_db}
     with tempfile.TemporaryDirectory() as tmp:
         waves = [load_audio(u.source) for u in utterances]
         sets = {"trimmed": [], "padded_1s_2s": []}
@@ -131,12 +131,11 @@ def main(argv=None):
         report["vad_seconds_padded_clips"] = round(time.perf_counter() - started, 3)
     print("\n" + silence_table(report))
     print(
-        f"CPU: {report['cpu']}; finding regions took {report['vad_seconds_long_file']} s on the long file, "
+        cpu_line() + f"; finding regions took {report['vad_seconds_long_file']} s on the long file, "
         f"{report['vad_seconds_padded_clips']} s on the padded clips"
     )
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
+        write_results(args.out, report)
     return report
 
 

@@ -24,11 +24,11 @@ import httpx
 import numpy as np
 import soundfile as sf
 import websockets
+from harness import cpu_line, write_results
 from serve_load import free_port, start_server
 from timed_speech import load_timed_split, match_words, timed_test_split
 
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 from modeling_distilxlsr.text.error_rates import error_rates
 from modeling_distilxlsr.text.normalizer import TextNormalizer
@@ -126,7 +126,6 @@ def main():
     batch_cer = error_rates(references, batch)["cer"]
     quartiles = statistics.quantiles(latencies, n=4)
     summary = {
-        "cpu": describe_cpu(),
         "model": model,
         "files": len(files),
         "chunk_ms": args.chunk_ms,
@@ -145,9 +144,8 @@ def main():
             for f, r, s, b in zip(files, references, streamed, batch, strict=True)
         ],  # fmt: skip
     }
-    with open(os.path.join(args.out, "stream_latency.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"CPU: {summary['cpu']}; model {model}; {len(files)} files streamed in real time, {args.chunk_ms:g} ms "
+    write_results(os.path.join(args.out, "stream_latency.json"), summary)
+    print(cpu_line() + f"; model {model}; {len(files)} files streamed in real time, {args.chunk_ms:g} ms "
           f"chunks, a partial every {args.partial_every_s:g} s; {wall:.0f} s wall\n")  # fmt: skip
     print("| words seen (never) | median latency s | p25 | p75 | p95 | streamed CER | batch CER | difference |")
     print("|---|---|---|---|---|---|---|---|")

@@ -21,9 +21,12 @@ def test_gpu_check_runs_on_cpu_with_tiny_shapes(tmp_path):
     for section in ("## distillation throughput", "## inference, bf16", "## inference, fp32"):
         assert section in tables
     assert tables.count("| XLSR-53 (teacher arch) |") == 2 and "slim student backbone" in tables
-    distill = json.loads((out / "distill_bf16.json").read_text())
+    distill_file = json.loads((out / "distill_bf16.json").read_text())
+    command = distill_file["run"]["command"]
+    assert distill_file["run"]["cpu"] and command.startswith("python benchmarks/distill_throughput.py")
+    distill = distill_file["rows"]  # every results file: the rows, and the machine and command that made them
     assert distill and all(row["audio_seconds_per_second"] > 0 for row in distill.values())
-    sweep = json.loads((out / "distill_sweep.json").read_text())  # the batch that fills the device, per student
+    sweep = json.loads((out / "distill_sweep.json").read_text())["rows"]  # the batch that fills the device, per student
     assert set(sweep) == {
         f"{row} x {n}" for row in ("ours (8/16/24)", "ours, log-mel front-end (8/16/24)") for n in (1, 2)
     }
@@ -47,7 +50,7 @@ def test_probe_runs_every_task_and_writes_one_table(small_corpus, tmp_path):
     command = [sys.executable, "benchmarks/probe.py", "--models", f"scratch=random:{fixture}", "--out", str(out)]
     command += ["--corpus", str(small_corpus), "--speaker_clips", "3", "--keyword_clips", "2", "1"]
     result = run_script([*command, "--steps", "2", "--phoneme_steps", "2"])
-    results = json.loads((out / "probe_results.json").read_text())
+    results = json.loads((out / "probe_results.json").read_text())["rows"]
     assert len(results) == 3 and (out / "scratch_model" / "model.safetensors").exists()
     # keyword clips are made once per setting (counts and seed in the folder name): 8 classes x 2 train, x 1 test
     keywords = out / "keywords_2x1_seed0"

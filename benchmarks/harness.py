@@ -1,0 +1,75 @@
+"""The benchmarks' one harness: how a call is timed, the CPU line every table names, and how a results file is
+written, so that no two scripts do these differently and every raw file says which machine and command made it.
+
+Timing: one warm-up run (first-call allocations, thread pools), then the median of `repeats` (robust to the odd slow
+run on a shared 2-core machine). Imports nothing heavy at its top: scripts that run rows under capped ISAs or thread
+counts (workers.py) set those variables before torch loads, and they import this module first."""
+
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def seconds_of(run):
+    """(run's result, its wall seconds) for one call that is timed once (a whole stage, not a kernel)."""
+    started = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - started
+
+
+def cpu_line(*details: str) -> str:
+    """`CPU: <model, cores, ISA>; torch <version>, <n> threads; <details>`: the first line of every table."""
+    import torch  # here, not at the top: see the module docstring
+
+    from modeling_distilxlsr.inference.cpu_features import describe_cpu
+
+    return "; ".join([f"CPU: {describe_cpu()}", f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+                      *details])  # fmt: skip
+
+
+def run_record() -> dict:
+    """The machine, versions, command and date of this run, as every results file carries them under "run"."""
+    import torch
+
+    from modeling_distilxlsr.inference.cpu_features import describe_cpu
+
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), REPO) if sys.argv and sys.argv[0] else "?"
+    capped = {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "CT2_FORCE_CPU_ISA")
+              if name in os.environ}  # fmt: skip
+    return {
+        "cpu": describe_cpu(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "isa_caps": capped,
+        "command": " ".join(["python", script, *sys.argv[1:]]),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def write_results(path: str, report: dict) -> str:
+    """Writes `report` (a JSON object) to `path` with this run's record under "run" (and "cpu" where the report
+    names none, as the README's renderers read it); returns the path."""
+    if not isinstance(report, dict):
+        raise TypeError(f"a results file holds an object, got {type(report).__name__}: put rows under a key")
+    record = run_record()
+    report = {"cpu": record["cpu"], **report, "run": record}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    return path
