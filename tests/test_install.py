@@ -1,6 +1,6 @@
 """`pip install .` with no extras, in a fresh virtual environment, is enough to load a model and run the transcription
 command, and brings none of the extras' packages: a user who only wants the model does not install onnxruntime,
-espeak-ng or the augmentation libraries."""
+espeak-ng or the augmentation libraries; the recipes install inside the package, not as top-level modules."""
 
 import importlib.metadata
 import json
@@ -14,6 +14,8 @@ import torch
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
+PACKAGED = "modeling_distilxlsr.recipes"
+RECIPES = ("train_distill", "finetune_ctc", "finetune_classification", "transcribe", "align")
 EXTRAS_ONLY = ("onnxruntime", "espeakng_loader", "audiomentations", "pyroomacoustics", "datasets", "pyctcdecode")
 
 
@@ -59,6 +61,8 @@ print(json.dumps({{
     "package": modeling_distilxlsr.__file__,
     "torch": __import__("torch").__file__,
     "extras": [name for name in {EXTRAS_ONLY!r} if importlib.util.find_spec(name)],
+    "top_level_recipes": [name for name in {RECIPES!r} if importlib.util.find_spec(name)],
+    "packaged_recipes": [name for name in {RECIPES!r} if importlib.util.find_spec(f"{PACKAGED}.{{name}}")],
 }}))
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
@@ -66,5 +70,7 @@ print(json.dumps({{
     assert result["class"] == "DistilXLSRModel" and str(venv) in result["package"]
     assert result["torch"].startswith(str(tmp_path / "torch_only"))  # the one torch, not a second
     assert result["extras"] == []
+    # the console scripts' recipes come from inside the package: no top-level `transcribe` or `align` to clash with
+    assert result["top_level_recipes"] == [] and result["packaged_recipes"] == list(RECIPES)
     usage = run([str(scripts / "distilxlsr-transcribe"), "--help"], cwd=tmp_path, env=env).stdout
     assert "--backend" in usage and "--return_timestamps" in usage

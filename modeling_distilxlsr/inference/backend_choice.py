@@ -19,8 +19,11 @@ import jiwer
 import numpy as np
 import torch
 import transformers
+from huggingface_hub import snapshot_download
 
+from ..audio.decode import AudioDecodeError, read_for_transcription
 from ..cache import cache_dir
+from ..errors import OptionsError
 from ..models.audio_format import SAMPLING_RATE
 from ..models.folder import CONFIG_FILE, ONNX_FILES, WEIGHTS_FILE
 from .backends import BACKENDS, REFERENCE, candidate_backends, load_backend
@@ -31,6 +34,7 @@ from .onnx_runtime import onnx_version
 CACHE_FILE = "backend_choices.json"
 MAX_CACHE_ENTRIES = 64
 CALIBRATION_SECONDS = 10.0
+TIMING_FILES, TIMING_SECONDS = 4, 10.0  # what `--backend auto` measures on: the first 4 files, each cut to 10 s
 # The model files whose change invalidates a cached choice.
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, *ONNX_FILES.values())
 # Part of the cache key: a change to how paths are measured or chosen measures again (3: every path is timed through
@@ -275,3 +279,27 @@ def auto_backend(
         "closest to fp32)\n" + describe_timings(timings, choice)
     )
     return choice
+
+
+def timing_waves(files: list[str], min_samples: int):
+    """The first few files that can be transcribed, each cut to 10 s: what `--backend auto` measures on."""
+    waves = []
+    for path in files:
+        try:
+            waves.append(read_for_transcription(path, min_samples)[: int(TIMING_SECONDS * SAMPLING_RATE)])
+        except AudioDecodeError:
+            continue
+        if len(waves) == TIMING_FILES:
+            break
+    return waves
+
+
+def local_model_dir(model: str) -> str:
+    """A local folder for `model` (a Hub id is downloaded, or found in the Hub cache): `--backend auto` keys its cache
+    and finds the ONNX graphs there."""
+    if os.path.isdir(model):
+        return model
+    try:
+        return snapshot_download(model)
+    except Exception as err:  # huggingface_hub raises many types for "cannot get it"
+        raise OptionsError(f"cannot load {model!r}: {type(err).__name__}: {err}") from err

@@ -14,6 +14,7 @@ from scipy.special import softmax
 from ..errors import UserError
 from ..models.modeling_distilxlsr_parts import frame_attention_mask
 from .confidence import emitting_frames, transcript_features, utterance_sums, word_features
+from .text_format import formatted_piece
 
 LM_INFO_FILE = "lm_info.json"
 DEFAULT_BEAM_WIDTH = 32
@@ -177,11 +178,13 @@ class CTCDecoder:
     of `decode_beams(**beam_options)` and its word frames. `confidence`: each greedy word chunk also gets the mean
     probability of its frames' labels (LM decoding gives none: its beam scores are not per-word probabilities).
     Either way a run of `word_pause_s` of blank frames inside a word splits it (`split_words_at_pauses`).
-    `decode_regions` decodes a file's speech regions one by one and joins them, with a segment per region."""
+    `decode_regions` decodes a file's speech regions one by one and joins them, with a segment per region; with a
+    `formatter` (`text_format`: written numbers) each region's text and words are written by it, the raw text kept
+    as "raw_text"."""
 
     def __init__(self, tokenizer, lm=None, beam_options: dict | None = None, timestamps: str | None = None,
                  frame_seconds: float = 0.02, confidence: bool = False,
-                 word_pause_s: float = WORD_PAUSE_SECONDS, calibration=None):  # fmt: skip
+                 word_pause_s: float = WORD_PAUSE_SECONDS, calibration=None, formatter=None):  # fmt: skip
         if timestamps not in (None, "word", "char"):
             raise ValueError(f"timestamps must be None, 'word' or 'char', got {timestamps!r}")
         if lm is not None and timestamps == "char":
@@ -189,6 +192,7 @@ class CTCDecoder:
         self.tokenizer, self.lm, self.beam_options = tokenizer, lm, beam_options or {}
         self.timestamps, self.frame_seconds, self.confidence = timestamps, frame_seconds, confidence
         self.calibration = calibration  # a `confidence.ConfidenceCalibration`: calibrated words, a transcript score
+        self.formatter = formatter
         self.blank_id = tokenizer.pad_token_id
         self.delimiter_id = tokenizer.get_vocab().get(getattr(tokenizer, "word_delimiter_token", None))
         splits = word_pause_s and self.delimiter_id is not None and self.blank_id is not None
@@ -255,11 +259,15 @@ class CTCDecoder:
         result = {"text": "", "segments": []}
         if self.timestamps:
             result["chunks"] = []
-        texts = []
+        texts, raw_texts = [], []
         for region, region_logits in zip(regions, logits, strict=True):
             piece = self(region_logits)
             if not piece["text"].strip():
                 continue
+            scores = segment_scores(region_logits, piece["text"], self.blank_id)  # of the model's own text
+            raw_texts.append(piece["text"])
+            if self.formatter is not None:
+                piece = formatted_piece(piece, self.formatter)
             texts.append(piece["text"])
             offset = region.start / sampling_rate
             for chunk in piece.get("chunks", []):
@@ -271,10 +279,12 @@ class CTCDecoder:
                     "end": round(region.end / sampling_rate, 2),
                     "text": piece["text"],
                     "no_speech_prob": round(1.0 - region.speech_prob, 4),
-                    **segment_scores(region_logits, piece["text"], self.blank_id),
+                    **scores,
                 }
             )
         result["text"] = " ".join(texts)
+        if self.formatter is not None:
+            result["raw_text"] = " ".join(raw_texts)
         if self.calibration is not None:  # P(the transcript is within CER 0.2 of what was said)
             sums = sum((utterance_sums(log_softmax(x.astype(np.float64)), self.blank_id, self.delimiter_id)
                         for x in logits), np.zeros(4))  # fmt: skip

@@ -1,0 +1,63 @@
+"""Transcripts a person reads: a CTC model's normalised words (lowercase, numbers spelt out) written as BP text, with
+the word timings kept.
+
+A formatter is a function from text to text (`text.written_numbers.WrittenNumbers`: "mil e quinhentos reais" ->
+"R$ 1.500"). It runs on each speech region's text on its own, so nothing it merges spans a pause, and its output is
+mapped back onto the region's timed words by a word alignment (difflib, the standard library's sequence matcher):
+words it leaves alone keep their times and confidences, and each run of words it rewrites becomes the written
+tokens that replace it, spread over that run's time (the first token starts where the run starts, the last ends where
+it ends; the run's lowest confidence). So text, segments, word timestamps and subtitle cues all show the written form.
+The raw CTC text, which WER scoring and the n-gram LM need, is what `--raw_text` keeps."""
+
+import difflib
+from collections.abc import Callable
+
+from ..text.written_numbers import WrittenNumbers, WrittenNumbersUnavailable
+
+Formatter = Callable[[str], str]
+
+
+def formatted_chunks(chunks: list[dict], written: str) -> list[dict]:
+    """Timed word chunks ({"text", "timestamp": (start, end), "confidence"?}) carrying the tokens of `written`, the
+    formatter's output for those words."""
+    tokens = written.split()
+    spoken = [chunk["text"] for chunk in chunks]
+    out = []
+    matcher = difflib.SequenceMatcher(a=spoken, b=tokens, autojunk=False)
+    for tag, a0, a1, b0, b1 in matcher.get_opcodes():
+        if tag == "equal":
+            out += [dict(chunk) for chunk in chunks[a0:a1]]
+            continue
+        if b0 == b1:  # words the formatter dropped
+            continue
+        run = chunks[a0:a1] or chunks[max(a0 - 1, 0) : a0 + 1] or [{"timestamp": (0.0, 0.0)}]  # tokens it added
+        start, end = run[0]["timestamp"][0], run[-1]["timestamp"][1]
+        confidences = [c["confidence"] for c in run if c.get("confidence") is not None]
+        step = (end - start) / (b1 - b0)
+        for k, token in enumerate(tokens[b0:b1]):
+            chunk = {"text": token, "timestamp": (round(start + k * step, 2), round(start + (k + 1) * step, 2))}
+            if confidences:
+                chunk["confidence"] = min(confidences)
+            out.append(chunk)
+    return out
+
+
+def formatted_piece(piece: dict, formatter: Formatter) -> dict:
+    """One region's decoder output ({"text", "chunks"?}) written by `formatter`; the raw text kept as "raw_text"."""
+    written = formatter(piece["text"])
+    result = {**piece, "text": written, "raw_text": piece["text"]}
+    if "chunks" in piece:
+        result["chunks"] = formatted_chunks(piece["chunks"], written)
+    return result
+
+
+def bp_formatter(raw_text: bool, log: Callable[[str], None]) -> Formatter | None:
+    """The formatter transcription applies by default (numbers written, `WrittenNumbers`), or None for the raw CTC
+    text: asked for (`raw_text`), or the `format` extra missing, which `log` says once (never silently)."""
+    if raw_text:
+        return None
+    try:
+        return WrittenNumbers()
+    except WrittenNumbersUnavailable as err:
+        log(f"note: {err}; --raw_text silences this")
+        return None
