@@ -26,10 +26,10 @@ import httpx
 import numpy as np
 import soundfile as sf
 import websockets
+from harness import write_results
 from serve_load import free_port, start_server
 
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
-from modeling_distilxlsr.inference.cpu_features import describe_cpu
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,8 +124,9 @@ def main():
             finals = asyncio.run(stream(f"ws://127.0.0.1:{port}/", audio, args.speed))
             refused = asyncio.run(oversized_frame(f"ws://127.0.0.1:{port}/"))
             ok = uploads(f"http://127.0.0.1:{port}", audio)
-            rounds.append({"after_s": round(time.perf_counter() - started, 1), "rss_mb": round(resident_mb(server.pid), 1),
-                           "stream_finals": finals, "oversized_frame": refused, "uploads_ok": ok})  # fmt: skip
+            at, rss = round(time.perf_counter() - started, 1), round(resident_mb(server.pid), 1)
+            rounds.append({"after_s": at, "rss_mb": rss, "stream_finals": finals, "oversized_frame": refused,
+                           "uploads_ok": ok})  # fmt: skip
             print(json.dumps(rounds[-1]), flush=True)
     finally:
         stop.set()
@@ -139,9 +140,6 @@ def main():
     times, readings = np.array(after_warm).T
     slope = np.polyfit(times / 3600, readings, 1)[0] if len(after_warm) > 2 else float("nan")
     result = {
-        "cpu": describe_cpu(),
-        "command": f"python benchmarks/serve_soak.py --minutes {args.minutes:g} --speed {args.speed:g} "
-        f"--stream_minutes {args.stream_minutes:g}",
         "model": os.path.basename(os.path.normpath(model)),
         "wall_minutes": round((time.perf_counter() - started) / 60, 1),
         "audio_minutes_streamed": round(len(rounds) * args.stream_minutes, 1),
@@ -155,9 +153,7 @@ def main():
         "rounds": rounds,
         "samples": samples,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_results(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("rounds", "samples")}, indent=1))
 
 

@@ -515,6 +515,15 @@ def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_
             return json.loads(await ws.recv())
 
     assert "16-bit PCM (an even number of bytes)" in asyncio.run(odd_bytes())["error"]
+
+    async def oversized_frame():  # over --max_frame_mb (16 MiB): closed unread, not held (the soak's refused frame)
+        async with websockets.connect(url, max_size=None) as ws:
+            await ws.send(bytes(16 * 2**20 + 2))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 30)
+            return closed.value.rcvd.code
+
+    assert asyncio.run(oversized_frame()) == 1009  # "message too big"
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
 
 

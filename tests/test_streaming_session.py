@@ -61,3 +61,34 @@ def test_a_partials_window_stays_bounded_and_it_reads_what_the_whole_utterance_r
     # endpoint is the one pass itself
     assert jiwer.cer(whole, last) < 0.1, (whole, last)
     assert jiwer.cer(SENTENCE[: len(whole)], whole) < 0.3  # the teacher hears this unseen voice: real words
+
+
+def test_a_ten_minute_stream_holds_no_more_than_one_utterance(teacher):
+    """What a stream keeps between messages stays bounded however long it runs (the soak in
+    benchmarks/serve_soak.py measures the whole server): 10 minutes of speech with pauses, and 25 s with none,
+    leave the session holding at most one utterance (`max_utterance_s`), its settled frames, the pre-roll and less than
+    one message of audio not yet through the VAD, and every utterance is handed over at an endpoint."""
+    from conftest import speech
+
+    from modeling_distilxlsr.serve.streaming import VAD_FRAME
+
+    decoder = CTCDecoder(teacher.tokenizer)
+    session = StreamSession(decoder, max_utterance_s=20.0, partial_every_s=5.0)  # fewer model passes, same bounds
+    piece = np.concatenate([speech(11.8, 0), np.zeros(SAMPLING_RATE, np.float32)])  # the fixture's voices, a pause
+    pcm = (np.clip(np.concatenate([np.tile(piece, 47), speech(25.0, 1)]), -1, 1) * 32767).astype("<i2")
+    assert len(pcm) / SAMPLING_RATE > 600
+    most = {"utterance": 0, "settled": 0, "recent": 0, "pending": 0}
+    finals = 0
+    for start in range(0, len(pcm), 1600):  # 100 ms frames, as a microphone sends them
+        kind, audio = session.feed(pcm[start : start + 1600].tobytes())
+        if kind == "partial":  # the model's frames for the window: what the server's batcher returns
+            session.partial(teacher.logits([audio])[0] if len(audio) >= teacher.min_samples else None)
+        finals += kind == "final"
+        sizes = {"utterance": len(session.utterance), "recent": len(session.recent), "pending": len(session.pending)}
+        sizes["settled"] = 0 if session.settled is None else len(session.settled)
+        most = {key: max(most[key], sizes[key]) for key in most}
+    assert most["utterance"] <= 20 * SAMPLING_RATE + VAD_FRAME  # never more than max_utterance_s of audio
+    assert most["settled"] <= 20 * SAMPLING_RATE // 320 + 1  # the frames of that audio, at 20 ms a frame
+    # pending: under a VAD frame, plus the rest of the message an endpoint came in (read at the next message)
+    assert most["recent"] <= session.preroll_frames and most["pending"] < VAD_FRAME + 1600
+    assert finals >= 47  # each sentence group ends at its pause; the 25 s run is cut at 20 s

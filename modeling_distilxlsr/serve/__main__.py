@@ -3,7 +3,7 @@
     distilxlsr-serve out/asr --host 127.0.0.1 --port 8000 [--backend auto|torch|onnx] [--dtype fp32|bf16|int8]
                      [--no_lm] [--max_batch 8] [--batch_window_ms 20] [--max_queue 16] [--max_upload_mb 100]
                      [--max_audio_s 3600] [--timeout_s 300] [--api_key KEY] [--allowed_origins URL...]
-                     [--ssl_certfile cert.pem --ssl_keyfile key.pem] [--docs] [--no_vad]
+                     [--ssl_certfile cert.pem --ssl_keyfile key.pem] [--docs] [--no_vad] [--raw_text]
 
 The model loads as `transcribe.py` loads it (this package's classes, never a folder's code; the folder's LM unless
 --no_lm), and `--backend auto` is `transcribe.py`'s choice: the cached one for this model and CPU when transcribe.py
@@ -24,6 +24,7 @@ from ..inference.backend_choice import auto_backend
 from ..inference.backends import BACKENDS, backend_name, load_backend
 from ..inference.confidence import ConfidenceCalibration
 from ..inference.decoding import DEFAULT_BEAM_WIDTH, CTCDecoder, LanguageModelError, has_lm, load_lm_decoder
+from ..inference.text_format import bp_formatter
 from .access import AccessRules
 from .app import ServerLimits, create_app
 
@@ -51,12 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout_s", type=float, default=300.0)
     parser.add_argument("--chunk_length_s", type=float, default=20.0)
     parser.add_argument("--no_vad", action="store_true", help="Decode uploads whole, not speech region by region.")
+    parser.add_argument("--raw_text", action="store_true", help="Answer the model's own text: numbers spelt out.")
     parser.add_argument("--stream_idle_s", type=float, default=30.0, help="A WebSocket silent this long is closed.")
     parser.add_argument("--max_stream_s", type=float, default=3600.0, help="A WebSocket open this long is closed.")
     parser.add_argument("--upload_idle_s", type=float, default=30.0, help="An upload stalled this long gets 408.")
     parser.add_argument(
         "--max_connections", type=int, default=256, help="Connections in flight; beyond, 503 at once (uvicorn)."
     )
+    parser.add_argument(
+        "--max_frame_mb", type=float, default=16.0,
+        help="A WebSocket frame larger than this closes its stream (1009) unread: a bound on what one client holds "
+        "(16 MiB: 8 min of 16 kHz PCM; Vosk clients send 0.1-0.5 s frames).",
+    )  # fmt: skip
     parser.add_argument("--endpoint_silence_s", type=float, default=0.6, help="Trailing silence that ends a result.")
     parser.add_argument("--partial_every_s", type=float, default=0.5, help="New audio between two live partials.")
     parser.add_argument("--log_level", default="info")
@@ -113,8 +120,9 @@ def main(argv=None) -> None:
         calibration = ConfidenceCalibration.load(args.model)
     except ValueError as err:
         sys.exit(f"error: {err}")
+    formatter = bp_formatter(args.raw_text, log=logger.warning)  # uploads' text; Vosk streams stay raw, as Vosk's are
     decoder = CTCDecoder(backend.tokenizer, lm, {"beam_width": args.beam_width}, "word", backend.frame_seconds,
-                         confidence=True, calibration=calibration)  # fmt: skip
+                         confidence=True, calibration=calibration, formatter=formatter)  # fmt: skip
     limits = ServerLimits(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_audio_seconds=args.max_audio_s,
@@ -142,7 +150,8 @@ def main(argv=None) -> None:
                 args.host, args.port)  # fmt: skip
     app = create_app(backend, decoder, model_name, limits, access, docs=args.docs)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ssl_certfile=args.ssl_certfile,
-                ssl_keyfile=args.ssl_keyfile, limit_concurrency=args.max_connections)  # fmt: skip
+                ssl_keyfile=args.ssl_keyfile, limit_concurrency=args.max_connections,
+                ws_max_size=int(args.max_frame_mb * 2**20))  # fmt: skip
 
 
 if __name__ == "__main__":
