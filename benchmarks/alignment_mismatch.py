@@ -10,7 +10,7 @@ import os
 import sys
 
 import numpy as np
-from harness import write_results
+from harness import cpu_name, write_results
 from render_tables import mismatch_table
 from sklearn.metrics import roc_auc_score
 
@@ -43,6 +43,7 @@ def main(argv=None):
     right_kept, wrong_kept = [r for r, _ in kept], [w for _, w in kept]
     labels = [1] * len(kept) + [0] * len(kept)
     report = {
+        "cpu": cpu_name(),
         "model": os.path.basename(os.path.normpath(args.model)),
         "clips": len(kept),
         "unscored": len(right) - len(kept),

@@ -21,7 +21,7 @@ import sys
 import jiwer
 import librosa
 import numpy as np
-from harness import write_results
+from harness import cpu_name, write_results
 from robustness import conditions, corrupt
 from sklearn.metrics import roc_auc_score
 
@@ -160,6 +160,7 @@ def main(argv=None):
     labels = [u["cer"] <= UNDERSTOOD_CER for u in apart]
     clean = [w for w in words if w[0] == "clean"]
     report = {
+        "cpu": cpu_name(),
         "model": os.path.basename(os.path.normpath(args.model)),
         "clips": args.clips,
         "cer": {name: round(float(np.mean([u["cer"] for u in test if u["set"] == name])), 4) for name in SETS},

@@ -32,6 +32,13 @@ def seconds_of(run):
     return result, time.perf_counter() - started
 
 
+def cpu_name() -> str:
+    """The CPU as every table names it (model, cores, ISA)."""
+    from modeling_distilxlsr.inference.cpu_features import describe_cpu  # here, not at the top: see above
+
+    return describe_cpu()
+
+
 def cpu_line(*details: str) -> str:
     """`CPU: <model, cores, ISA>; torch <version>, <n> threads; <details>`: the first line of every table."""
     import torch  # here, not at the top: see the module docstring

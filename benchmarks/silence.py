@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import soundfile as sf
-from harness import cpu_line, write_results
+from harness import cpu_line, cpu_name, write_results
 from render_tables import silence_table
 
 from modeling_distilxlsr.audio.decode import load_audio
@@ -86,7 +86,7 @@ def main(argv=None):
     references = [normalizer(u.text) for u in utterances]
     backend = load_backend(args.model, "torch-fp32")
     rng = np.random.default_rng(0)
-    report = {"model": args.model, "clips": len(utterances), "floor_db": args.floor_db}
+    report = {"cpu": cpu_name(), "model": args.model, "clips": len(utterances), "floor_db": args.floor_db}
     with tempfile.TemporaryDirectory() as tmp:
         waves = [load_audio(u.source) for u in utterances]
         sets = {"trimmed": [], "padded_1s_2s": []}

@@ -200,3 +200,23 @@ def test_without_the_format_extra_transcripts_stay_raw_and_say_so(monkeypatch):
     assert bp_formatter(raw_text=False, log=notes.append) is None
     assert "numbers stay spelt out" in notes[0] and "distilxlsr[format]" in notes[0] and "--raw_text" in notes[0]
     assert bp_formatter(raw_text=True, log=notes.append) is None and len(notes) == 1  # asked for: no note
+
+
+def test_a_word_only_capitalised_or_marked_keeps_its_own_time():
+    """The alignment compares words lowercased and without marks: a formatter that only capitalises a word or puts
+    a mark after it moves no time (only a rewritten run, as above, is spread over its words' span)."""
+    chunks = [{"text": w, "timestamp": (i * 0.5, i * 0.5 + 0.4)} for i, w in enumerate("bom dia tudo bem".split())]
+    out = formatted_chunks(chunks, "Bom dia, tudo bem?")
+    assert [c["text"] for c in out] == ["Bom", "dia,", "tudo", "bem?"]
+    assert [c["timestamp"] for c in out] == [c["timestamp"] for c in chunks]
+
+
+def test_a_formatter_that_fails_costs_the_formatting_not_the_transcript(caplog):
+    from modeling_distilxlsr.inference.text_format import formatted_piece
+
+    def broken(text):
+        raise RuntimeError("grammar file damaged")
+
+    piece = {"text": "mil reais", "chunks": [{"text": "mil", "timestamp": (0.0, 0.3)}]}
+    assert formatted_piece(piece, broken)["text"] == "mil reais"
+    assert "formatting failed (RuntimeError: grammar file damaged)" in caplog.text

@@ -90,6 +90,19 @@ def load_sentences() -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
+def sentence_split(seed: int = 0, dev_sentences: int = 60, test_sentences: int = 100, num_sentences: int | None = None,
+                   rng: np.random.Generator | None = None):  # fmt: skip
+    """(test, dev, train) indices into `load_sentences()`: disjoint, the corpus' own split for `seed` (anything
+    trained on the corpus text, the punctuation tagger too, leaves the test sentences out)."""
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    order = rng.permutation(len(load_sentences()))[:num_sentences]
+    return (
+        order[:test_sentences],
+        order[test_sentences : test_sentences + dev_sentences],
+        order[test_sentences + dev_sentences :],
+    )
+
+
 def plan_corpus(
     seed: int = 0,
     utterances_per_sentence: int = 2,
@@ -104,9 +117,7 @@ def plan_corpus(
     half of the training utterances from each (test as "wide")."""
     rng = np.random.default_rng(seed)
     sentences = load_sentences()
-    order = rng.permutation(len(sentences))[:num_sentences]
-    test_ids, dev_ids = order[:test_sentences], order[test_sentences : test_sentences + dev_sentences]
-    train_ids = order[test_sentences + dev_sentences :]
+    test_ids, dev_ids, train_ids = sentence_split(seed, dev_sentences, test_sentences, num_sentences, rng)
     weights = None  # every training voice equally likely
     if voices == "fixed":
         train_voices, test_voices = VOICES[:-NUM_TEST_VOICES], VOICES[-NUM_TEST_VOICES:]

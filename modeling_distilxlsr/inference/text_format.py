@@ -1,32 +1,41 @@
-"""Transcripts a person reads: a CTC model's normalised words (lowercase, numbers spelt out) written as BP text, with
-the word timings kept.
+"""Transcripts a person reads: a CTC model's normalised words (lowercase, numbers spelt out, no marks) written as BP
+text, with the word timings kept.
 
-A formatter is a function from text to text (`text.written_numbers.WrittenNumbers`: "mil e quinhentos reais" ->
-"R$ 1.500"). It runs on each speech region's text on its own, so nothing it merges spans a pause, and its output is
-mapped back onto the region's timed words by a word alignment (difflib, the standard library's sequence matcher):
-words it leaves alone keep their times and confidences, and each run of words it rewrites becomes the written
-tokens that replace it, spread over that run's time (the first token starts where the run starts, the last ends where
-it ends; the run's lowest confidence). So text, segments, word timestamps and subtitle cues all show the written form.
+A formatter is a function from text to text (`bp_formatter`: "custa mil e quinhentos reais" -> "custa R$ 1.500").
+It runs on each speech region's text on its own, so nothing it merges spans a pause, and its output is mapped back
+onto the region's timed words by a word alignment (difflib, the standard library's sequence matcher, on words
+lowercased and without marks): words it only capitalises or puts a mark after keep their times and confidences, and
+each run of words it rewrites becomes the written tokens that replace it, spread over that run's time (the first
+token starts where the run starts, the last ends where it ends; the run's lowest confidence). So text, segments,
+word timestamps and subtitle cues all show the written form.
 The raw CTC text, which WER scoring and the n-gram LM need, is what `--raw_text` keeps."""
 
 import difflib
+import logging
+import re
 from collections.abc import Callable
 
 from ..text.written_numbers import WrittenNumbers, WrittenNumbersUnavailable
 
 Formatter = Callable[[str], str]
+logger = logging.getLogger(__name__)
+
+
+def _key(token: str) -> str:
+    """A word as the alignment compares it: lowercase, without marks ("Casa," and "casa" are one word)."""
+    return re.sub(r"[^\w]", "", token.lower())
 
 
 def formatted_chunks(chunks: list[dict], written: str) -> list[dict]:
     """Timed word chunks ({"text", "timestamp": (start, end), "confidence"?}) carrying the tokens of `written`, the
     formatter's output for those words."""
     tokens = written.split()
-    spoken = [chunk["text"] for chunk in chunks]
     out = []
-    matcher = difflib.SequenceMatcher(a=spoken, b=tokens, autojunk=False)
+    spoken_keys, written_keys = [_key(c["text"]) for c in chunks], [_key(t) for t in tokens]
+    matcher = difflib.SequenceMatcher(a=spoken_keys, b=written_keys, autojunk=False)
     for tag, a0, a1, b0, b1 in matcher.get_opcodes():
-        if tag == "equal":
-            out += [dict(chunk) for chunk in chunks[a0:a1]]
+        if tag == "equal":  # the same word, perhaps capitalised or with a mark after it: its own times
+            out += [{**chunk, "text": token} for chunk, token in zip(chunks[a0:a1], tokens[b0:b1], strict=True)]
             continue
         if b0 == b1:  # words the formatter dropped
             continue
@@ -44,7 +53,12 @@ def formatted_chunks(chunks: list[dict], written: str) -> list[dict]:
 
 def formatted_piece(piece: dict, formatter: Formatter) -> dict:
     """One region's decoder output ({"text", "chunks"?}) written by `formatter`; the raw text kept as "raw_text"."""
-    written = formatter(piece["text"])
+    try:
+        written = formatter(piece["text"])
+    except Exception as err:  # a formatter's failure costs the formatting, never the transcript
+        logger.warning("formatting failed (%s: %s); the model's own text kept: %r", type(err).__name__, err,
+                       piece["text"][:80])  # fmt: skip
+        written = piece["text"]
     result = {**piece, "text": written, "raw_text": piece["text"]}
     if "chunks" in piece:
         result["chunks"] = formatted_chunks(piece["chunks"], written)
@@ -52,8 +66,9 @@ def formatted_piece(piece: dict, formatter: Formatter) -> dict:
 
 
 def bp_formatter(raw_text: bool, log: Callable[[str], None]) -> Formatter | None:
-    """The formatter transcription applies by default (numbers written, `WrittenNumbers`), or None for the raw CTC
-    text: asked for (`raw_text`), or the `format` extra missing, which `log` says once (never silently)."""
+    """What transcription applies by default: numbers written (`WrittenNumbers`, on the model's lowercase words, as
+    NeMo's grammars expect). None for the raw CTC text: asked for (`raw_text`), or the `format` extra missing, which
+    `log` says once (never silently)."""
     if raw_text:
         return None
     try:

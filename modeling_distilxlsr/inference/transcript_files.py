@@ -28,6 +28,8 @@ def make_row(path: str, result: dict | None, error: str | None) -> dict:
         row["chunks"] = [{"text": c["text"], "timestamp": list(c["timestamp"])} for c in result["chunks"]]
     if result and "transcript_score" in result:  # a calibrated folder: P(CER <= 0.2), and whether it passes 0.5
         row["transcript_score"], row["understood"] = result["transcript_score"], result["understood"]
+    if result and "raw_text" in result:  # numbers written in `text`: the model's own text, for WER scoring
+        row["raw_text"] = result["raw_text"]
     if result and "segments" in result:  # the speech regions that hold words: where a reader finds each sentence
         row["segments"] = [{k: s[k] for k in ("start", "end", "text", "avg_logprob")} for s in result["segments"]]
     return row

@@ -14,6 +14,9 @@ primeiro lugar"), as those manuals write them. The compiled grammar is cached (`
 import logging
 import os
 import re
+import threading
+
+from filelock import FileLock
 
 from ..cache import cache_dir
 
@@ -50,6 +53,7 @@ def _grouped(match: re.Match) -> str:
 
 # Applied in order to NeMo's output; each says what it writes.
 BP_STYLE = (
+    (re.compile(r"\s+([.,?!;:])(?=\s|$)"), r"\1"),  # NeMo's "R$ 1.500 ." -> "R$ 1.500."
     (re.compile(r"(?<![\w$])\$ "), "US$ "),  # NeMo's dollars; BP writes US$
     (
         re.compile(rf"\b(menos )?({SMALL}) graus\b"),  # temperatures and angles in digits, small ones too
@@ -93,11 +97,18 @@ class WrittenNumbers:
         except ImportError as err:
             raise WrittenNumbersUnavailable(f"numbers stay spelt out: {EXTRA_HINT} writes them ({err})") from err
         logging.getLogger("NeMo-text-processing").setLevel(logging.WARNING)  # one INFO line per grammar file
+        self._lock = threading.Lock()
         folder = cache or os.path.join(cache_dir(), "itn")
         os.makedirs(folder, exist_ok=True)
-        self._normalizer = inverse_normalize.InverseNormalizer(lang=LANGUAGE, cache_dir=folder, overwrite_cache=False)
+        # One process builds and writes the grammar file while the others wait, then read it (several ranks of
+        # `accelerate launch transcribe.py`, or test workers, start at once; NeMo writes the file in place).
+        with FileLock(os.path.join(folder, "grammar.lock")):
+            self._normalizer = inverse_normalize.InverseNormalizer(lang=LANGUAGE, cache_dir=folder,
+                                                                   overwrite_cache=False)  # fmt: skip
 
     def __call__(self, text: str) -> str:
         if not text.strip():
             return text
-        return bp_style(self._normalizer.inverse_normalize(text, verbose=False))
+        with self._lock:  # pynini's FSTs are not thread-safe, and the server decodes uploads in a thread pool
+            written = self._normalizer.inverse_normalize(text, verbose=False)
+        return bp_style(written)
