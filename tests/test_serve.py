@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -262,6 +263,10 @@ def test_a_burst_against_a_small_queue_gets_results_or_503_and_batches_dynamical
     assert len(texts) == 1  # batched with others or not, the same clip gets the same transcript
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["largest_batch"] > 1 and health["queue"] == 0
+    metrics = httpx.get(f"{server.url}/metrics").text  # clips per forward pass, as an operator graphs them
+    passes = float(re.search(r"^distilxlsr_batch_clips_count ([\d.]+)$", metrics, re.M)[1])
+    clips = float(re.search(r"^distilxlsr_batch_clips_sum ([\d.]+)$", metrics, re.M)[1])
+    assert 0 < passes < clips and clips >= statuses.count(200)
 
 
 def test_a_1_gb_upload_is_refused_as_it_passes_the_limit_and_never_held(server):
@@ -406,6 +411,65 @@ def test_an_exposed_server_asks_every_route_and_the_websocket_for_a_key_and_spea
     assert asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin="https://evil.example")) == 403
     assert "text" in asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin="https://app.example"))
     assert "text" in asyncio.run(handshake("/v1/audio/stream?api_key=k-one", origin=url))  # the page's own
+
+
+def test_cors_is_off_by_default_and_answers_only_the_named_origins(server, exposed):
+    """A browser page on another origin may call the API only when `--allowed_origins` names it (the origins the
+    WebSocket accepts): preflights answered for it, refused for others, and its answers (errors too) readable."""
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+
+    def options(running, origin):
+        return httpx.options(f"{running.url}/v1/audio/transcriptions", headers={"Origin": origin, **preflight},
+                             verify=False)  # fmt: skip
+
+    assert "access-control-allow-origin" not in options(server, "https://app.example").headers  # off by default
+    allowed = options(exposed, "https://app.example")
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    refused = options(exposed, "https://evil.example")
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+    for key, status in (("k-one", 200), ("wrong", 401)):  # the page can read a refusal's message too
+        answer = httpx.get(f"{exposed.url}/v1/models", verify=False,
+                           headers={"Origin": "https://app.example", "Authorization": f"Bearer {key}"})  # fmt: skip
+        assert answer.status_code == status and answer.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_a_stopped_server_finishes_the_upload_it_is_receiving_then_exits(tiny_ctc_dir):
+    """SIGTERM (what `docker stop` and systemd send) while an upload is half-way: uvicorn stops taking new
+    connections, the upload in flight is received, transcribed and answered, and then the process exits cleanly."""
+    import signal
+    import threading
+
+    model_dir, _ = tiny_ctc_dir
+    stopping = Server(model_dir)
+    boundary, clip = "gracefulBoundary", _wav(2.0, 4)
+    body = _form(boundary, "clip.wav", clip)
+    answer = {}
+
+    def upload():
+        def body_in_two_halves():
+            yield body[: len(body) // 2]
+            stopping.process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # the server is shutting down while the rest is on its way
+            yield body[len(body) // 2 :]
+
+        answer["response"] = httpx.post(f"{stopping.url}/v1/audio/transcriptions", content=body_in_two_halves(),
+                                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                                        timeout=60)  # fmt: skip
+
+    sender = threading.Thread(target=upload)
+    sender.start()
+    sender.join(60)
+    try:
+        response = answer["response"]
+        assert response.status_code == 200 and response.json()["text"] is not None
+        # uvicorn shuts down, then re-raises the signal it caught, so that a supervisor sees the process end by it
+        assert stopping.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        with pytest.raises(httpx.ConnectError):  # and then it is gone
+            httpx.get(f"{stopping.url}/health", timeout=2)
+    finally:
+        log = stopping.stop()
+    assert "Shutting down" in log and "Finished server process" in log, log[-2000:]
 
 
 def test_stalled_uploads_time_out_and_connections_in_flight_are_capped(exposed):

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--allowed_origins",
         nargs="+",
         default=[],
-        help="Web origins whose pages may open the live WebSocket besides this server's own (`*`: any).",
+        help="Web origins whose pages may use this server besides its own: the live WebSocket, and the HTTP API by "
+        "CORS (off when none is named; `*`: any).",
     )
     parser.add_argument("--ssl_certfile", help="Serve HTTPS/WSS with this certificate (PEM): browsers give the "
                         "microphone only to https pages or localhost.")  # fmt: skip

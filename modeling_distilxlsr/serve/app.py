@@ -37,6 +37,7 @@ import psutil
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from ..inference.transcription import regions_of
@@ -90,8 +91,13 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
     app = FastAPI(title="DistilXLSR transcription server", lifespan=lifespan, **urls)
     app.state.batcher = batcher
     metrics = ServerMetrics(lambda: batcher.waiting)
+    batcher.on_batch = metrics.batch_clips.observe
     app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes, idle_seconds=limits.upload_idle_seconds)
-    app.add_middleware(AccessControl, rules=access or AccessRules())
+    access = access or AccessRules()
+    app.add_middleware(AccessControl, rules=access)
+    if access.allowed_origins:  # CORS, off unless origins are named: the pages the WebSocket accepts may fetch too
+        app.add_middleware(CORSMiddleware, allow_origins=list(access.allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])  # fmt: skip
     app.add_middleware(CountRequests, metrics=metrics)  # outermost: refusals are counted too
 
     @app.exception_handler(ApiError)

@@ -45,6 +45,7 @@ class DynamicBatcher:
         self.stats = BatchStats()
         self._ids = itertools.count()
         self._worker: asyncio.Task | None = None
+        self.on_batch = None  # called with each forward pass's clip count (the server's batch-size metric)
 
     def start(self) -> None:
         self.queue = asyncio.Queue(self.max_queue)
@@ -105,6 +106,8 @@ class DynamicBatcher:
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             self.stats.audio_seconds += sum(len(a) for a in decoded.values()) / self.sampling_rate
             self.stats.busy_seconds += time.perf_counter() - started
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             futures = {clip_id: future for clip_id, _, future in batch}
             for clip_id, logits, error in results:
                 future = futures[clip_id]

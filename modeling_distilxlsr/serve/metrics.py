@@ -1,10 +1,12 @@
 """`GET /metrics` in Prometheus' text format (prometheus-client): what an operator graphs and alerts on. Requests
-by route and status, request latency, audio seconds transcribed, clips waiting, live streams open. One registry per
+by route and status, request latency, audio seconds transcribed, clips per forward pass, clips waiting, live streams
+open. One registry per
 app (not the library's global one), so that two apps in one process (the tests) never share counters."""
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.responses import Response
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -22,6 +24,10 @@ class ServerMetrics:
         self.audio_seconds = Counter(
             "distilxlsr_audio_seconds", "Seconds of audio transcribed (uploads and streams)", registry=self.registry
         )
+        self.batch_clips = Histogram(
+            "distilxlsr_batch_clips", "Clips in each forward pass (dynamic batching)", buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
         self.streams = Gauge("distilxlsr_streams_open", "Live WebSocket streams open", registry=self.registry)
         queue = Gauge("distilxlsr_queue_clips", "Clips waiting for a forward pass", registry=self.registry)
         queue.set_function(waiting)
