@@ -13,6 +13,11 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What `--isa avx2` sets: torch's own kernels (ATen), oneDNN's (torch's convolutions and matmuls) and CTranslate2's
+# each read one variable, once, when they load. ONNX Runtime has none (MLAS picks its kernels from CPUID) and
+# whisper.cpp is compiled for the machine it was built on: their rows are not capped, and the tables say so.
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "CT2_FORCE_CPU_ISA": "AVX2"}}
+NOT_CAPPED = "ONNX Runtime and whisper.cpp rows are not capped (no variable caps them)"
 
 
 def median_seconds(run, repeats: int) -> float:
@@ -39,13 +44,29 @@ def cpu_name() -> str:
     return describe_cpu()
 
 
+def cap_isa(isa: str | None) -> None:
+    """Runs this script again with `ISA_CAPS[isa]` in its environment (the engines read them once, at load, and this
+    process may have loaded them), unless they are already set; every row's worker process inherits them."""
+    if isa is None:
+        return
+    wanted = ISA_CAPS[isa]
+    if any(os.environ.get(name) != value for name, value in wanted.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **wanted})
+
+
+def isa_caps() -> dict:
+    return {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "CT2_FORCE_CPU_ISA")
+            if name in os.environ}  # fmt: skip
+
+
 def cpu_line(*details: str) -> str:
-    """`CPU: <model, cores, ISA>; torch <version>, <n> threads; <details>`: the first line of every table."""
+    """`CPU: <model, cores, ISA>; torch <version>, <n> threads; <details>`: the first line of every table (with the
+    ISA caps, when a run has them)."""
     import torch  # here, not at the top: see the module docstring
 
-    from modeling_distilxlsr.inference.cpu_features import describe_cpu
-
-    return "; ".join([f"CPU: {describe_cpu()}", f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+    caps = isa_caps()
+    capped = [f"ISA capped: {', '.join(f'{k}={v}' for k, v in caps.items())}; {NOT_CAPPED}"] if caps else []
+    return "; ".join([f"CPU: {cpu_name()}", f"torch {torch.__version__}, {torch.get_num_threads()} threads", *capped,
                       *details])  # fmt: skip
 
 
@@ -56,13 +77,11 @@ def run_record() -> dict:
     from modeling_distilxlsr.inference.cpu_features import describe_cpu
 
     script = os.path.relpath(os.path.abspath(sys.argv[0]), REPO) if sys.argv and sys.argv[0] else "?"
-    capped = {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "CT2_FORCE_CPU_ISA")
-              if name in os.environ}  # fmt: skip
     return {
         "cpu": describe_cpu(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "isa_caps": capped,
+        "isa_caps": isa_caps(),
         "command": " ".join(["python", script, *sys.argv[1:]]),
         "date": datetime.date.today().isoformat(),
     }

@@ -2,7 +2,7 @@
 ONNX Runtime.
 
     python benchmarks/inference.py [--durations 1 10 30] [--batch_sizes 1 8] [--backends eager compile onnx onnx-int8]
-                                   [--device cuda --dtype bf16]
+                                   [--device cuda --dtype bf16] [--isa avx2]
 
 Random weights, real shapes (configs/xlsr53_config.json and `DistilXLSRConfig()`). Every (model, backend) runs in its
 own process, so its peak memory (RSS on CPU, allocator peak on GPU) is its own; each cell is the median of
@@ -14,12 +14,10 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import sys
 import tempfile
-import time
 
-from harness import cpu_line, write_results
+from harness import ISA_CAPS, cap_isa, cpu_line, median_seconds, write_results
 from workers import run_worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,18 +98,14 @@ def worker(spec: dict) -> dict:
         for batch_size in spec["batch_sizes"]:
             x = np.random.default_rng(0).standard_normal((batch_size, int(seconds * 16000))).astype(np.float32)
             mask = np.ones_like(x, dtype=np.int64)
-            run(x, mask)  # warm-up (and compilation)
-            times = []
-            for _ in range(spec["repeats"]):
-                started = time.perf_counter()
-                run(x, mask)
-                times.append(time.perf_counter() - started)
-            results[f"{seconds}x{batch_size}"] = statistics.median(times)
+            # the warm-up run also compiles (torch.compile) and plans (ONNX Runtime)
+            results[f"{seconds}x{batch_size}"] = median_seconds(lambda x=x, mask=mask: run(x, mask), spec["repeats"])
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"times": results, "peak_memory_mb": peak}
+    # the kernels torch dispatched to (AVX2 under --isa avx2 even on an AVX-512 machine)
+    return {"times": results, "peak_memory_mb": peak, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def onnxruntime_version() -> str:
@@ -134,8 +128,10 @@ def main():
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: torch's count).")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="Cap the ISA of every engine that can be capped.")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cap_isa(args.isa)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return

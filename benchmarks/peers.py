@@ -3,6 +3,7 @@ tiny/base/small shapes, on the same CPU in one run.
 
     pip install -r benchmarks/requirements-peers.txt
     python benchmarks/peers.py [--clips 10 60] [--batch 1 4] [--peers tiny base small] [--repeats 3] [--no_lm]
+                               [--isa avx2]
 
 A speed table only: every model has random weights (speed does not depend on them; accuracy of random peers means
 nothing and is not reported). Ours: the default, the slim and the log-mel student (the default one with
@@ -38,7 +39,7 @@ from importlib.metadata import version
 
 import numpy as np
 import torch
-from harness import cpu_line, median_seconds
+from harness import ISA_CAPS, cap_isa, cpu_line, median_seconds
 from shapes import ctc_student_folder, xlsr53_ctc_folder
 from whisper_ggml import write_ggml
 
@@ -230,7 +231,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no_lm", action="store_true", help="Leave out the rows with the n-gram LM.")
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="Cap the ISA of every engine that can be capped.")
     args = parser.parse_args()
+    cap_isa(args.isa)
     ctranslate2 = need("ctranslate2")
     need("faster_whisper")
     need("pywhispercpp")

@@ -176,3 +176,22 @@ def test_confidence_benchmark_fits_on_dev_scores_on_test_and_writes_a_calibratio
     assert 0 <= report["word_auroc"] <= 1 and 0 <= report["ece_all"] <= 1  # a word AUROC: right and wrong words
     assert report["transcript_auroc"] is None or 0 <= report["transcript_auroc"] <= 1  # 4 clips may all pass
     assert plot.stat().st_size > 5_000 and ConfidenceCalibration.load(str(teacher)) is not None
+
+
+def test_inference_benchmark_caps_the_isa_of_every_engine_that_can_be_capped(tmp_path):
+    """`inference.py --isa avx2` (tiny shapes): the script runs again with the ISA variables set, every row's worker
+    process runs torch's AVX2 kernels (also on an AVX-512 machine), and the table and results file say what was
+    capped and what was not (ONNX Runtime)."""
+    import sys
+
+    out = tmp_path / "capped.json"
+    command = [sys.executable, "benchmarks/inference.py", "--isa", "avx2", "--models", "student", "--backends", "eager",
+               "onnx", "--durations", "1", "--batch_sizes", "1", "--repeats", "1", "--json", str(out)]  # fmt: skip
+    result = run_script(command, env_extra={"DISTILXLSR_BENCH_TINY": "1"}, fresh_process=True)  # it re-executes
+    report = json.loads(out.read_text())
+    assert report["run"]["isa_caps"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                         "CT2_FORCE_CPU_ISA": "AVX2"}  # fmt: skip
+    rows = report["rows"]
+    assert set(rows) == {"student backbone / eager", "student backbone / onnx"}
+    assert {row["cpu_capability"] for row in rows.values()} == {"AVX2"}
+    assert "ISA capped: ATEN_CPU_CAPABILITY=avx2" in result.stdout and "ONNX Runtime" in result.stdout
