@@ -266,3 +266,27 @@ def test_scoring_a_folder_with_a_damaged_lm_names_the_file_before_the_pipeline_l
     arpa.write_bytes(os.urandom(arpa.stat().st_size))
     with pytest.raises(LanguageModelError, match=r"lm\.arpa has the size attach wrote but other contents"):
         score_asr_folder(str(asr), str(misspelling_asr / "dev"), batch_size=1)
+
+
+def test_the_lms_n_best_puts_the_right_spelling_first_and_keeps_the_models_own(misspelling_asr, tmp_path):
+    """`CTCDecoder.alternatives` (Vosk's `max_alternatives` on the live stream): the beam search's n best, best
+    first with a falling score: the LM's "o gato preto" ahead of the model's own spelling; greedy has one path."""
+    import shutil
+
+    from modeling_distilxlsr.inference.backends import load_backend
+    from modeling_distilxlsr.inference.decoding import CTCDecoder, load_lm_decoder
+
+    folder = tmp_path / "asr"
+    shutil.copytree(misspelling_asr / "asr", folder)
+    attach_lm(str(folder), str(misspelling_asr / "lm"))
+    backend = load_backend(str(folder), "torch-fp32")
+    audio, _ = sf.read(misspelling_asr / "dev" / "clip.wav", dtype="float32")
+    logits = backend.logits([audio])[0]
+    decoder = CTCDecoder(backend.tokenizer, load_lm_decoder(backend.tokenizer, None, str(folder)), timestamps="word")
+    best = decoder.alternatives(logits, 3)
+    assert 2 <= len(best) <= 3 and best[0]["text"] == "o gato preto" == decoder(logits)["text"]
+    assert len({a["text"] for a in best}) == len(best) and any(a["text"].startswith("o gat") for a in best[1:])
+    assert [a["confidence"] for a in best] == sorted((a["confidence"] for a in best), reverse=True)
+    assert [c["text"] for c in best[0]["chunks"]] == ["o", "gato", "preto"]
+    greedy = CTCDecoder(backend.tokenizer, timestamps="word", confidence=True).alternatives(logits, 3)
+    assert len(greedy) == 1 and greedy[0]["text"].startswith("o gat") and 0 < greedy[0]["confidence"] <= 1

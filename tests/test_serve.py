@@ -527,6 +527,14 @@ def test_live_stream_gives_partials_and_a_result_at_each_pause(server):
     at_8k = librosa.resample(audio, orig_sr=16000, target_sr=8000)
     finals_8k = [m for m in asyncio.run(_stream(url, at_8k, config={"sample_rate": 8000})) if "result" in m]
     assert len(finals_8k) == len(finals)
+    # Vosk's n-best: with max_alternatives each result is {"alternatives": [...]}; greedy decoding (no LM here) has
+    # one path, the result above (test_lm.py checks the LM's n best)
+    messages = asyncio.run(_stream(url, audio, config={"sample_rate": 16000, "max_alternatives": 3}))
+    alternatives = [m["alternatives"] for m in messages if "alternatives" in m]
+    assert len(alternatives) == len(finals) and all(len(a) == 1 for a in alternatives)
+    assert [a[0]["text"] for a in alternatives] == [f["text"] for f in finals]
+    words = [[w["word"] for w in a[0]["result"]] for a in alternatives]
+    assert words == [[w["word"] for w in f["result"]] for f in finals]
 
 
 def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_up(server):
@@ -545,7 +553,7 @@ def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_
     reply, code = asyncio.run(garbage())
     assert "not JSON" in reply["error"] and code == 1003
 
-    async def unsupported(config):  # Vosk's grammar and n-best: said, not silently ignored
+    async def unsupported(config):  # Vosk's grammar, and a bad n-best count: said, not silently ignored
         async with websockets.connect(url) as ws:
             await ws.send(json.dumps({"config": {"sample_rate": 16000, **config}}))
             reply = json.loads(await ws.recv())
@@ -557,7 +565,7 @@ def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_
         "config.phrase_list is not supported: this server decodes free text only",
         1003,
     )
-    assert "max_alternatives is not supported" in asyncio.run(unsupported({"max_alternatives": 3}))[0]
+    assert "give a whole number from 0 to 20" in asyncio.run(unsupported({"max_alternatives": "three"}))[0]
 
     async def silent():
         async with websockets.connect(url) as ws:

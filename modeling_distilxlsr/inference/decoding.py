@@ -234,6 +234,28 @@ class CTCDecoder:
                 chunk["confidence"] = round(float(frames.mean()), 4)
         return {"text": decoded["text"], "chunks": chunks}
 
+    def alternatives(self, logits: np.ndarray, n: int) -> list[dict]:
+        """Up to `n` transcripts of one utterance, best first, each {"text", "confidence", "chunks"?}: with an LM, the
+        beam search's n best (`confidence`: the beam's score, the acoustic and LM log-probabilities combined, as
+        Vosk's alternatives carry a score); greedy decoding has one path (`confidence`: its words' mean)."""
+        if self.lm is None:
+            best = self(logits)
+            confidences = [c["confidence"] for c in best.get("chunks", []) if c.get("confidence") is not None]
+            return [{**best, "confidence": round(float(np.mean(confidences)), 4) if confidences else None}]
+        logits = split_words_at_pauses(logits, self.blank_id, self.delimiter_id, self.pause_frames)
+        width = max(n, self.beam_options.get("beam_width", DEFAULT_BEAM_WIDTH))
+        # pyctcdecode drops beams 10 nats behind the best (an unknown word costs that much): an n-best keeps them
+        options = {"beam_prune_logp": -10.0 * n, **self.beam_options, "beam_width": width}
+        beams = self.lm.decode_beams(logits, **options)
+        out = []
+        for text, _, word_frames, _, score in beams[:n]:
+            alternative = {"text": text, "confidence": round(float(score), 3)}
+            if self.timestamps:
+                alternative["chunks"] = [{"text": word, "timestamp": (self._seconds(start), self._seconds(end))}
+                                         for word, (start, end) in word_frames]  # fmt: skip
+            out.append(alternative)
+        return out
+
     def word_features(self, logits: np.ndarray, ids: np.ndarray | None = None, offsets: list | None = None):
         """(words, each word's `confidence.WORD_FEATURES`, the utterance's sums) of one region's greedy decode:
         what a calibration scores, and what `benchmarks/confidence.py` fits it on."""

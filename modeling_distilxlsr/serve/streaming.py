@@ -5,6 +5,7 @@
     server: {"partial": "o gato"}                    while an utterance goes on (one answer per client message)
     server: {"text": "o gato bebe", "result": [{"word", "start", "end", "conf"}]}   at each endpoint
     client: {"eof": 1}  ->  server: the last utterance's result, then closes
+    with config.max_alternatives N: each result as {"alternatives": [{"text", "confidence", "result"}]} (n best)
 
 An utterance runs from the first speech to a trailing silence of `endpoint_silence_s` (webrtcvad, the maintained
 WebRTC voice-activity detector, on 30 ms frames), or to `max_utterance_s`. Every `partial_every_s` of new audio, a
@@ -53,6 +54,7 @@ class StreamSession:
         self.max_samples = int(max_utterance_s * SAMPLING_RATE)
         self.vad = webrtcvad.Vad(vad_aggressiveness)
         self.client_rate = SAMPLING_RATE
+        self.max_alternatives = 0  # Vosk's n-best: results as {"alternatives": [...]} when above 0
         self.pending = np.zeros(0, np.float32)  # audio not yet through the VAD (less than a frame)
         self.utterance = np.zeros(0, np.float32)  # the current utterance, from its first speech frame
         self.utterance_start = 0.0  # seconds from the stream's start
@@ -76,8 +78,10 @@ class StreamSession:
         self.client_rate = int(rate)
         if config.get("phrase_list"):  # Vosk's grammar: this model decodes free text only, said rather than ignored
             raise StreamProtocolError("config.phrase_list is not supported: this server decodes free text only")
-        if config.get("max_alternatives"):
-            raise StreamProtocolError("config.max_alternatives is not supported: results carry the best path only")
+        alternatives = config.get("max_alternatives", 0)
+        if not isinstance(alternatives, int) or isinstance(alternatives, bool) or not 0 <= alternatives <= 20:
+            raise StreamProtocolError(f"config.max_alternatives {alternatives!r}: give a whole number from 0 to 20")
+        self.max_alternatives = alternatives
 
     def feed(self, pcm: bytes) -> tuple[str, np.ndarray | None]:
         """("final", utterance audio) at an endpoint, ("partial", utterance so far) when due, else ("none", None)."""
@@ -136,21 +140,28 @@ class StreamSession:
         self.taken_start = start
         return audio
 
+    def _words(self, chunks: list[dict], conf: bool = True) -> list[dict]:
+        words = []
+        for chunk in chunks:
+            word = {"word": chunk["text"], "start": round(self.taken_start + float(chunk["timestamp"][0]), 2),
+                    "end": round(self.taken_start + float(chunk["timestamp"][1]), 2)}  # fmt: skip
+            words.append({**word, "conf": chunk.get("confidence")} if conf else word)
+        return words
+
     def result(self, logits: np.ndarray | None) -> dict:
-        """The protocol's final message for an utterance (`logits` None: too short to transcribe)."""
+        """The protocol's final message for an utterance (`logits` None: too short to transcribe): Vosk's
+        {"text", "result"}, or with `max_alternatives` its {"alternatives": [{"text", "confidence", "result"}]}
+        (the n best with an LM; greedy decoding has one)."""
+        if self.max_alternatives:
+            if logits is None:
+                return {"alternatives": [{"text": "", "confidence": None, "result": []}]}
+            return {"alternatives": [{"text": a["text"], "confidence": a["confidence"],
+                                      "result": self._words(a.get("chunks", []), conf=False)}
+                                     for a in self.decoder.alternatives(logits, self.max_alternatives)]}  # fmt: skip
         if logits is None:
             return {"text": "", "result": []}
         decoded = self.decoder(logits)
-        words = [
-            {
-                "word": chunk["text"],
-                "start": round(self.taken_start + float(chunk["timestamp"][0]), 2),
-                "end": round(self.taken_start + float(chunk["timestamp"][1]), 2),
-                "conf": chunk.get("confidence"),
-            }
-            for chunk in decoded.get("chunks", [])
-        ]
-        return {"text": decoded["text"], "result": words}
+        return {"text": decoded["text"], "result": self._words(decoded.get("chunks", []))}
 
     def partial(self, logits: np.ndarray | None) -> dict:
         """The protocol's partial from the window's logits (`partial_window`; None: the window was too short)."""
