@@ -194,6 +194,26 @@ def lm_decoding_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def inference_table(r: dict) -> str:
+    """inference.py's rows: latency (RTF, speed-up against XLSR-53 eager) per input, and peak memory."""
+    rows = r["rows"]
+    baseline = rows.get("XLSR-53 (teacher arch) / eager")
+    keys = list(next(iter(rows.values()))["times"])
+    cells = [f"{float(k.split('x')[0]):g} s x {k.split('x')[1]}" for k in keys]
+    lines = [f"CPU: {r['cpu']}; {r['run']['command']}.", "",
+             _row(["model", "backend", *(f"{c}: s (RTF, speed-up)" for c in cells), "peak memory (MiB)"]),
+             _row(["---"] * (3 + len(keys)))]  # fmt: skip
+    for name, row in rows.items():
+        model, backend = name.rsplit(" / ", 1)
+        parts = []
+        for key in keys:
+            seconds, audio = row["times"][key], float(key.split("x")[0]) * int(key.split("x")[1])
+            speedup = f", {baseline['times'][key] / seconds:.2f}x" if baseline else ""
+            parts.append(f"{seconds:.3f} ({seconds / audio:.3f}{speedup})")
+        lines.append(_row([model, backend, *parts, f"{row['peak_memory_mb']:.0f}"]))
+    return "\n".join(lines) + "\n"
+
+
 def serve_soak_table(r: dict) -> str:
     """The server's resident memory after each round of the soak, and the summary against the first round."""
     lines = [
@@ -218,7 +238,7 @@ def serve_soak_table(r: dict) -> str:
 
 RENDERERS = {"silence": silence_table, "alignment_mismatch": mismatch_tables, "confidence": confidence_table,
              "minilab": minilab_table, "robustness": robustness_table, "lm_decoding": lm_decoding_table,
-             "serve_soak": serve_soak_table}  # fmt: skip
+             "serve_soak": serve_soak_table, "inference": inference_table}  # fmt: skip
 
 
 def render(name: str) -> str:
