@@ -205,13 +205,7 @@ class CTCDecoder:
         logits = split_words_at_pauses(logits, self.blank_id, self.delimiter_id, self.pause_frames)
         if self.lm is not None:
             text, _, word_frames, *_ = self.lm.decode_beams(logits, **self.beam_options)[0]
-            result = {"text": text}
-            if self.timestamps:
-                result["chunks"] = [
-                    {"text": word, "timestamp": (self._seconds(start), self._seconds(end))}
-                    for word, (start, end) in word_frames
-                ]
-            return result
+            return self._beam_result(text, word_frames)
         ids = logits.argmax(-1)
         if not self.timestamps:
             return {"text": self.tokenizer.decode(ids)}
@@ -249,12 +243,16 @@ class CTCDecoder:
         beams = self.lm.decode_beams(logits, **options)
         out = []
         for text, _, word_frames, _, score in beams[:n]:
-            alternative = {"text": text, "confidence": round(float(score), 3)}
-            if self.timestamps:
-                alternative["chunks"] = [{"text": word, "timestamp": (self._seconds(start), self._seconds(end))}
-                                         for word, (start, end) in word_frames]  # fmt: skip
-            out.append(alternative)
+            out.append({**self._beam_result(text, word_frames), "confidence": round(float(score), 3)})
         return out
+
+    def _beam_result(self, text: str, word_frames) -> dict:
+        """One pyctcdecode beam as {"text", "chunks"?}: its words' frames in seconds."""
+        result = {"text": text}
+        if self.timestamps:
+            result["chunks"] = [{"text": word, "timestamp": (self._seconds(start), self._seconds(end))}
+                                for word, (start, end) in word_frames]  # fmt: skip
+        return result
 
     def word_features(self, logits: np.ndarray, ids: np.ndarray | None = None, offsets: list | None = None):
         """(words, each word's `confidence.WORD_FEATURES`, the utterance's sums) of one region's greedy decode:
