@@ -236,9 +236,48 @@ def serve_soak_table(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def formatting_table(r: dict) -> str:
+    """What regions + written numbers + punctuation cost against the transcription, then the corpus test end to end."""
+    lines = [
+        _row(
+            [
+                "input",
+                "audio",
+                "transcription (default)",
+                "regions (VAD)",
+                "written numbers",
+                "punctuation",
+                "share of the transcription",
+            ]
+        ),  # fmt: skip
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in (("clips_10s", "10 s files, 0.5 s pauses"), ("long_file", "the clips as one file, 1 s pauses")):
+        x = r[name]
+        lines.append(_row([f"{label} ({x['files']} files, {x['regions']} regions)", f"{x['audio_s']} s",
+                           f"{x['transcription_s']} s", f"{x['vad_s']} s", f"{x['itn_s']} s",
+                           f"{x['punctuation_s']} s", f"**{x['share']:.1%}**"]))  # fmt: skip
+    e2e = r["corpus_test"]
+    p = e2e["punctuation"]
+    lines += [
+        "",
+        _row(["corpus test split (written references)", "CER", "WER", "F1 .", "F1 ,", "F1 ?", "capitals F1",
+              "sentence-initial capitals"]),  # fmt: skip
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        _row(["default output, case and marks counted", e2e["written"]["cer"], e2e["written"]["wer"], p["."]["f1"],
+              p[","]["f1"], p["?"]["f1"], p["capital"]["f1"], p["sentence_initial_capitals"]]),
+        _row(["the same, both sides normalised", e2e["normalised"]["cer"], e2e["normalised"]["wer"], "", "", "", "",
+              ""]),
+        "",
+        f"{r['clips']} test clips of {r['model']}; {r['cpu']}.",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {"silence": silence_table, "alignment_mismatch": mismatch_tables, "confidence": confidence_table,
              "minilab": minilab_table, "robustness": robustness_table, "lm_decoding": lm_decoding_table,
-             "serve_soak": serve_soak_table, "inference": inference_table}  # fmt: skip
+             "serve_soak": serve_soak_table, "inference": inference_table,
+             "formatting": formatting_table}  # fmt: skip
 
 
 def render(name: str) -> str:

@@ -195,3 +195,26 @@ def test_inference_benchmark_caps_the_isa_of_every_engine_that_can_be_capped(tmp
     assert set(rows) == {"student backbone / eager", "student backbone / onnx"}
     assert {row["cpu_capability"] for row in rows.values()} == {"AVX2"}
     assert "ISA capped: ATEN_CPU_CAPABILITY=avx2" in result.stdout and "ONNX Runtime" in result.stdout
+
+
+def test_formatting_benchmark_times_each_step_against_the_transcription_and_scores_the_written_output(
+    small_corpus, tmp_path
+):
+    """benchmarks/formatting.py on 6 unseen-voice clips with the shipped teacher: both inputs timed, each step's
+    seconds a part of the whole, the written output scored against the cased, punctuated references."""
+    import sys
+
+    from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
+
+    out = tmp_path / "formatting.json"
+    command = [sys.executable, "benchmarks/formatting.py", shipped_teacher_dir(), "--test", str(small_corpus / "test")]
+    result = run_script([*command, "--clips", "6", "--out", str(out)])
+    report = json.loads(out.read_text())
+    for name in ("clips_10s", "long_file"):
+        steps = report[name]
+        assert steps["regions"] >= 1 and 0 < steps["share"] < 1 and steps["transcription_s"] > 0
+    assert report["long_file"]["files"] == 1 and report["long_file"]["audio_s"] >= report["clips_10s"]["audio_s"]
+    e2e = report["corpus_test"]
+    assert e2e["punctuation"]["words_scored"] > 10 and e2e["examples"][0]["output"][0].isupper()
+    assert e2e["written"]["cer"] >= e2e["normalised"]["cer"]  # case and marks can only add errors
+    assert "| the clips as one file, 1 s pauses (1 files" in result.stdout

@@ -14,6 +14,7 @@ from modeling_distilxlsr.audio.vad import SpeechRegion
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 from modeling_distilxlsr.inference.decoding import CTCDecoder
 from modeling_distilxlsr.inference.text_format import bp_formatter, formatted_chunks
+from modeling_distilxlsr.text.punctuation import PunctuationRestorer
 from modeling_distilxlsr.text.written_numbers import WrittenNumbers, bp_style
 
 # Where a row of BP_NUMBERS, read backwards, has one written form the speech cannot tell (cents or a full stop
@@ -191,13 +192,16 @@ def test_each_speech_region_is_written_on_its_own_and_the_raw_text_is_kept(writt
     assert result["chunks"][-1]["timestamp"][0] >= 7.0  # "reais" of the third region, after the pause
 
 
-def test_without_the_format_extra_transcripts_stay_raw_and_say_so(monkeypatch):
+def test_without_the_format_extra_numbers_stay_spelt_out_and_say_so(monkeypatch):
+    """Marks and capitals (the base install's restorer) still come; numbers stay in words, and stderr says why."""
     import sys
 
     for name in [n for n in sys.modules if n.split(".")[0] == "nemo_text_processing"] + ["nemo_text_processing"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if `pip install distilxlsr[format]` never ran
     notes = []
-    assert bp_formatter(raw_text=False, log=notes.append) is None
+    formatter = bp_formatter(raw_text=False, log=notes.append)
+    assert [type(step) for step in formatter.steps] == [PunctuationRestorer]
+    assert formatter("custa mil reais") == "Custa mil reais."
     assert "numbers stay spelt out" in notes[0] and "distilxlsr[format]" in notes[0] and "--raw_text" in notes[0]
     assert bp_formatter(raw_text=True, log=notes.append) is None and len(notes) == 1  # asked for: no note
 

@@ -272,6 +272,14 @@ class CTCDecoder:
         ]
         return [o["word"] for o in offsets], rows, sums
 
+    def written_region(self, logits: np.ndarray) -> dict:
+        """One speech region decoded and written by the formatter, as `decode_regions` writes each of a file's
+        regions: for streams that answer a region at a time."""
+        piece = self(logits)
+        if self.formatter is not None and piece["text"].strip():
+            piece = formatted_piece(piece, self.formatter)
+        return piece
+
     def decode_regions(self, regions: list, logits: list[np.ndarray], sampling_rate: int) -> dict:
         """One file's result from the logits of each of its speech regions (`audio.vad.SpeechRegion`s, in order):
         the texts joined, word chunks in the file's time, and one OpenAI-style segment per region that holds words

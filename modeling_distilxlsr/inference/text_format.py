@@ -1,7 +1,8 @@
 """Transcripts a person reads: a CTC model's normalised words (lowercase, numbers spelt out, no marks) written as BP
 text, with the word timings kept.
 
-A formatter is a function from text to text (`bp_formatter`: "custa mil e quinhentos reais" -> "custa R$ 1.500").
+A formatter is a function from text to text (`bp_formatter`: "você pode pagar mil e quinhentos reais" -> "Você pode
+pagar R$ 1.500?": numbers written first, on the lowercase words NeMo's grammars expect, then marks and capitals).
 It runs on each speech region's text on its own, so nothing it merges spans a pause, and its output is mapped back
 onto the region's timed words by a word alignment (difflib, the standard library's sequence matcher, on words
 lowercased and without marks): words it only capitalises or puts a mark after keep their times and confidences, and
@@ -15,6 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 
+from ..text.punctuation import PunctuationRestorer
 from ..text.written_numbers import WrittenNumbers, WrittenNumbersUnavailable
 
 Formatter = Callable[[str], str]
@@ -65,14 +67,29 @@ def formatted_piece(piece: dict, formatter: Formatter) -> dict:
     return result
 
 
+class FormatterChain:
+    """Formatters applied in order (numbers, then marks and capitals)."""
+
+    def __init__(self, steps: list[Formatter]):
+        self.steps = steps
+
+    def __call__(self, text: str) -> str:
+        for step in self.steps:
+            text = step(text)
+        return text
+
+
 def bp_formatter(raw_text: bool, log: Callable[[str], None]) -> Formatter | None:
     """What transcription applies by default: numbers written (`WrittenNumbers`, on the model's lowercase words, as
-    NeMo's grammars expect). None for the raw CTC text: asked for (`raw_text`), or the `format` extra missing, which
-    `log` says once (never silently)."""
+    NeMo's grammars expect), then punctuation and capitals (`PunctuationRestorer`, the model shipped in the package).
+    None for the raw CTC text (`raw_text`). Without the `format` extra numbers stay spelt out, which `log` says once
+    (never silently)."""
     if raw_text:
         return None
+    steps: list[Formatter] = []
     try:
-        return WrittenNumbers()
+        steps.append(WrittenNumbers())
     except WrittenNumbersUnavailable as err:
         log(f"note: {err}; --raw_text silences this")
-        return None
+    steps.append(PunctuationRestorer())
+    return FormatterChain(steps)

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Decode each file whole. By default each file's speech regions (Silero VAD) are decoded one by one: "
         "silence costs no accuracy, and segments, rows' `segments` and subtitle cues follow the regions.",
     )
-    raw = "The model's own text, numbers spelt out (WER scoring). Default: numbers as BP writes them: R$ 1.500, 14h30."
+    raw = "The model's own text: lowercase, no marks, numbers spelt out (WER scoring). Default: R$ 1.500, marks."
     parser.add_argument("--raw_text", action="store_true", help=raw)
     parser.add_argument("--return_timestamps", choices=["char", "word"])
     parser.add_argument(

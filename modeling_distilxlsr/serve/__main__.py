@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout_s", type=float, default=300.0)
     parser.add_argument("--chunk_length_s", type=float, default=20.0)
     parser.add_argument("--no_vad", action="store_true", help="Decode uploads whole, not speech region by region.")
-    parser.add_argument("--raw_text", action="store_true", help="Answer the model's own text: numbers spelt out.")
+    raw = "Answer the model's own text: lowercase, no marks, numbers spelt out."
+    parser.add_argument("--raw_text", action="store_true", help=raw)
     parser.add_argument("--stream_idle_s", type=float, default=30.0, help="A WebSocket silent this long is closed.")
     parser.add_argument("--max_stream_s", type=float, default=3600.0, help="A WebSocket open this long is closed.")
     parser.add_argument("--upload_idle_s", type=float, default=30.0, help="An upload stalled this long gets 408.")

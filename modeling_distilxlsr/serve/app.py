@@ -188,7 +188,7 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
             for first in range(0, len(pieces), limits.max_batch):
                 for region_logits in await regions_logits(request, pieces[first : first + limits.max_batch]):
                     frames += len(region_logits)
-                    text = (await run_in_threadpool(decoder, region_logits))["text"]
+                    text = (await run_in_threadpool(decoder.written_region, region_logits))["text"]
                     if text.strip():
                         delta = text if not texts else " " + text
                         texts.append(text)
