@@ -56,9 +56,9 @@ def misspelling_asr(tmp_path_factory):
 
 def transcribe(folder, clip, *flags):
     """The clip is the noise the misspelling model was trained on: decoded whole (--no_vad), as the pipeline does;
-    the VAD rightly finds no speech in it."""
+    the VAD rightly finds no speech in it. The model's own words (--raw_text), as the pipeline and the LM write them."""
     command = [sys.executable, "transcribe.py", str(folder), str(clip), "--format", "jsonl", "--backend", "torch"]
-    result = run_script([*command, "--no_vad", *flags])
+    result = run_script([*command, "--no_vad", "--raw_text", *flags])
     return json.loads(result.stdout.splitlines()[0])["text"], result.stderr
 
 

@@ -76,11 +76,12 @@ def _speechlike_clips(folder, seconds=(1.2, 2.5, 0.6)):
 @pytest.mark.slow
 def test_transcribe_decodes_as_the_transformers_pipeline_text_and_word_times(tiny_ctc_dir, tmp_path):
     """transcribe.py runs its own loop over the backend's logits; decoding a file whole (`--no_vad`: the pipeline
-    takes no speech regions), greedy text and word timestamps are the pipeline's."""
+    takes no speech regions) and unwritten (`--raw_text`: the pipeline writes the model's own words), greedy text and
+    word timestamps are the pipeline's."""
     model_dir, _ = tiny_ctc_dir
     paths = _speechlike_clips(tmp_path / "audio")
     command = [sys.executable, "transcribe.py", str(model_dir), str(tmp_path / "audio"), "--format", "jsonl"]
-    command += ["--backend", "torch", "--dtype", "fp32", "--return_timestamps", "word", "--no_vad"]
+    command += ["--backend", "torch", "--dtype", "fp32", "--return_timestamps", "word", "--no_vad", "--raw_text"]
     rows = [json.loads(line) for line in run_script(command).stdout.splitlines()]
     asr = pipeline("automatic-speech-recognition", model=str(model_dir))
     assert [row["path"] for row in rows] == sorted(paths)
