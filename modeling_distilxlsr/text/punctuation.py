@@ -102,9 +102,7 @@ class PunctuationRestorer:
         best = self._word_logits(torch.tensor(ids)).argmax(-1).tolist()
         out = []
         for i in best:
-            label = LABELS[i]
-            mark = next((m for m in MARKS[1:] if label.endswith(m)), "")
-            case = label[: len(label) - len(mark)]
+            case, mark = CASES[i // len(MARKS)], MARKS[i % len(MARKS)]  # LABELS is CASES x MARKS, in that order
             # A sentence starts with a capital: orthography, not a guess, so the model's own marks decide it (the
             # model alone left a third of the words after its periods lowercase on held-out text).
             if (not out or out[-1][1] in SENTENCE_ENDS) and case == "lower":

@@ -8,9 +8,9 @@ whole transcription end to end (an ASR's words differ; a mark counts only on a w
 import difflib
 from collections.abc import Callable
 
-from .punctuation import labelled_words
+from .punctuation import MARKS, SENTENCE_ENDS, labelled_words
 
-SCORED_MARKS = (".", ",", "?", "!")
+SCORED_MARKS = MARKS[1:]
 
 
 def _f1(tp: int, fp: int, fn: int) -> dict:
@@ -44,7 +44,7 @@ def punctuation_scores(references: list[str], hypotheses: list[str] | Callable[[
                 counts["capital"][0] += g_cap and p_cap
                 counts["capital"][1] += p_cap and not g_cap
                 counts["capital"][2] += g_cap and not p_cap
-                if i == 0 or gold[i - 1].mark in (".", "?", "!"):
+                if i == 0 or gold[i - 1].mark in SENTENCE_ENDS:
                     initial += 1
                     initial_capital += p_cap
     scores = {m: _f1(*c) for m, c in counts.items()}
