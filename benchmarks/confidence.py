@@ -5,7 +5,7 @@ rooms, telephone, low-pass) and foreign-accented (espeak-ng's Spanish, Italian, 
 Portuguese sentences: speech no pt-BR model here has heard).
 
     python benchmarks/confidence.py MODEL_DIR [--clips 100] [--out results/confidence.json] [--plot reliability.png]
-                                    [--write_calibration]
+                                    [--write_calibration] [--check_lexicon /usr/share/dict/brazilian]
 
 Reported, raw (the mean probability of a word's frames) against calibrated: AUROC of the transcript score for
 utterances with CER <= 0.2 against CER >= 0.5, AUROC of word confidence for right against wrong words (jiwer's word
@@ -68,7 +68,7 @@ def condition_sets(split_dir: str, clips: int, seed: int) -> dict[str, list[tupl
 
 def decoded(backend, decoder, audio: np.ndarray) -> dict:
     """One utterance: its text, CER-ready words with their features and raw confidences, its transcript features."""
-    words, rows, raw, sums = [], [], [], np.zeros(4)
+    words, rows, raw, sums = [], [], [], np.zeros(6)
     for region in speech_regions(audio):
         logits = backend.logits([audio[region.start : region.end]])[0]
         region_words, region_rows, region_sums = decoder.word_features(logits)
@@ -97,6 +97,30 @@ def scored(backend, decoder, sets) -> list[dict]:
             cer = min(1.0, jiwer.cer(reference, result["text"])) if result["text"] else 1.0
             out.append({"set": name, "cer": cer, "right": right_words(reference, result["words"]), **result})
     return out
+
+
+def lexicon_check(dev: list[dict], test: list[dict], words_file: str) -> dict:
+    """The word calibration refitted with another word list in place of the shipped lexicon (no ranks: a plain list
+    such as Debian's `wbrazilian`, `/usr/share/dict/brazilian`): the shipped one read the corpus' train and dev
+    sentences, this shows what a lexicon that never read the corpus gives."""
+    with open(words_file, encoding="utf-8") as f:
+        lexicon = {line.strip().lower() for line in f if line.strip()}
+    names = tuple(n for n in WORD_FEATURES if n != "lexicon_rank")
+
+    def rows(utterances):
+        out = []
+        for u in utterances:
+            for w, row in zip(u["words"], u["rows"], strict=True):
+                known = w in lexicon
+                out.append(row | {"in_lexicon": float(known), "lexicon_chars": float(len(w)) * known})
+        return out
+
+    fit = Logistic.fit(names, rows(dev), [r for u in dev for r in u["right"]])
+    confidences, right = [fit(r) for r in rows(test)], [r for u in test for r in u["right"]]
+    clean = [i for i, u in enumerate(u for u in test for _ in u["words"]) if u["set"] == "clean"]
+    return {"words_file": words_file, "words": len(lexicon), "word_auroc": auroc(right, confidences),
+            "ece_clean": round(expected_calibration_error([confidences[i] for i in clean],
+                                                          [right[i] for i in clean]), 4)}  # fmt: skip
 
 
 def auroc(labels, scores) -> float | None:
@@ -139,6 +163,7 @@ def main(argv=None):
     parser.add_argument("--out")
     parser.add_argument("--plot", help="The reliability diagram (PNG).")
     parser.add_argument("--write_calibration", action="store_true", help="Save the fit as MODEL/confidence.json.")
+    parser.add_argument("--check_lexicon", help="Also refit with this word list (one word a line) as the lexicon.")
     args = parser.parse_args(argv)
     corpus = args.corpus or ensure_corpus(default_corpus_dir(), quiet=True)
     backend = load_backend(args.model, "torch-fp32")
@@ -179,6 +204,8 @@ def main(argv=None):
             for name in SETS
         },  # fmt: skip
     }
+    if args.check_lexicon:
+        report["lexicon_check"] = lexicon_check(dev, test, args.check_lexicon)
     print(json.dumps(report, indent=1))
     if args.plot:
         reliability_plot(args.plot, {"raw, all": ([w[1] for w in words], [w[3] for w in words]),

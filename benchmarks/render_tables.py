@@ -119,6 +119,11 @@ def confidence_table(r: dict) -> str:
         + ", ".join(f"{name} {share:.0%}" for name, share in r["flagged_not_understood"].items())
         + ".",
     ]
+    check = r.get("lexicon_check")
+    if check:  # the same fit with a word list that never read the corpus in place of the shipped lexicon
+        lines += ["", f"With `{check['words_file']}` ({check['words']} words, no ranks) as the lexicon instead: "
+                      f"word AUROC {shown(check['word_auroc'])}, expected calibration error clean "
+                      f"{shown(check['ece_clean'])}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

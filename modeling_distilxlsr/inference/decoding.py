@@ -13,7 +13,7 @@ from scipy.special import softmax
 
 from ..errors import UserError
 from ..models.modeling_distilxlsr_parts import frame_attention_mask
-from .confidence import emitting_frames, transcript_features, utterance_sums, word_features
+from .confidence import emitting_frames, lexicon_features, transcript_features, utterance_sums, word_features
 from .text_format import formatted_piece
 
 LM_INFO_FILE = "lm_info.json"
@@ -262,15 +262,17 @@ class CTCDecoder:
             ids = logits.argmax(-1)
             offsets = self.tokenizer.decode(ids, output_word_offsets=True)["word_offsets"]
         log_probs = log_softmax(logits.astype(np.float64))
-        sums = utterance_sums(log_probs, self.blank_id, self.delimiter_id)
+        words = [o["word"] for o in offsets]
+        sums = utterance_sums(log_probs, self.blank_id, self.delimiter_id, words)
         context = transcript_features(sums)
         emitting = emitting_frames(ids, self.blank_id, self.delimiter_id)
         rows = [
             word_features(log_probs, o["start_offset"], o["end_offset"], len(o["word"]), emitting)
             | {"utt_entropy": context["utt_entropy"], "utt_margin": context["utt_margin"]}
+            | lexicon_features(o["word"])
             for o in offsets
         ]
-        return [o["word"] for o in offsets], rows, sums
+        return words, rows, sums
 
     def written_region(self, logits: np.ndarray) -> dict:
         """One speech region decoded and written by the formatter, as `decode_regions` writes each of a file's
@@ -287,12 +289,15 @@ class CTCDecoder:
         result = {"text": "", "segments": []}
         if self.timestamps:
             result["chunks"] = []
-        texts, raw_texts = [], []
+        texts, raw_texts, sums = [], [], np.zeros(6)
         for region, region_logits in zip(regions, logits, strict=True):
             piece = self(region_logits)
             if not piece["text"].strip():
                 continue
             scores = segment_scores(region_logits, piece["text"], self.blank_id)  # of the model's own text
+            if self.calibration is not None:  # a region without text adds nothing to the transcript's sums
+                log_probs = log_softmax(region_logits.astype(np.float64))
+                sums += utterance_sums(log_probs, self.blank_id, self.delimiter_id, piece["text"].split())
             raw_texts.append(piece["text"])
             if self.formatter is not None:
                 piece = formatted_piece(piece, self.formatter)
@@ -314,8 +319,6 @@ class CTCDecoder:
         if self.formatter is not None:
             result["raw_text"] = " ".join(raw_texts)
         if self.calibration is not None:  # P(the transcript is within CER 0.2 of what was said)
-            sums = sum((utterance_sums(log_softmax(x.astype(np.float64)), self.blank_id, self.delimiter_id)
-                        for x in logits), np.zeros(4))  # fmt: skip
             result["transcript_score"] = round(self.calibration.transcript(transcript_features(sums)), 4)
             result["understood"] = bool(texts) and result["transcript_score"] >= 0.5
         return result
