@@ -7,6 +7,11 @@ file; and the corpus test split end to end, its written references (cased, punct
 Timed in one run, one process, the CPU named: the transcription as `transcribe.py` runs it by default (regions,
 formatted), and on the same regions' texts each formatting step alone (the grammar and the restorer loaded before the
 clock starts, as a server holds them). The share is the three steps' seconds over the whole transcription's.
+The main job's student is 745K parameters; beside it the same files go through the default student's shape (XLSR-53
+into 2 layers, 38M, random weights: its speed does not depend on them) on ONNX int8, the fastest path `--backend auto`
+has for it on these CPUs, so the share is also given against the transcription a user of the real student waits for
+(the steps' seconds are the real model's: they depend on the text, not on the acoustic model). `--no_reference`
+leaves that out.
 """
 
 import argparse
@@ -20,11 +25,13 @@ import numpy as np
 import soundfile as sf
 from harness import cpu_line, cpu_name, write_results
 from render_tables import formatting_table
+from shapes import ctc_student_folder
 
 from modeling_distilxlsr.audio.decode import load_audio
 from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.audio.vad import speech_regions
 from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
+from modeling_distilxlsr.export.onnx_export import export_onnx
 from modeling_distilxlsr.inference.backends import load_backend
 from modeling_distilxlsr.inference.decoding import CTCDecoder
 from modeling_distilxlsr.inference.text_format import bp_formatter
@@ -84,6 +91,7 @@ def main(argv=None):
     parser.add_argument("--test", help="Test folder (default: the built-in corpus' test split).")
     parser.add_argument("--clips", type=int, default=100)
     parser.add_argument("--out")
+    parser.add_argument("--no_reference", action="store_true", help="Leave out the default student's shape.")
     args = parser.parse_args(argv)
     test = args.test or os.path.join(ensure_corpus(default_corpus_dir(), quiet=True), "test")
     utterances = list(find_utterances(test, SkipCounter(), need_text=True))[: args.clips]
@@ -95,6 +103,11 @@ def main(argv=None):
     report = {"cpu": cpu_name(), "model": args.model, "clips": len(utterances)}
     waves = [load_audio(u.source) for u in utterances]
     with tempfile.TemporaryDirectory() as tmp:
+        reference = None
+        if not args.no_reference:
+            student = ctc_student_folder(os.path.join(tmp, "default_student"))
+            export_onnx(student, student, quantize="dynamic")  # distilxlsr-onnx MODEL MODEL --quantize dynamic
+            reference = load_backend(student, "onnx-int8")
         sets = {"clips_10s": ten_second_files(waves), "long_file": [joined(waves, 1.0)]}
         clip_paths = []
         for i, wave in enumerate(waves):
@@ -111,6 +124,11 @@ def main(argv=None):
             share = (steps["vad_s"] + steps["itn_s"] + steps["punctuation_s"]) / seconds
             report[name] = {"files": len(audios), "audio_s": round(sum(map(len, audios)) / SAMPLING_RATE, 1),
                             "transcription_s": round(seconds, 2), **steps, "share": round(share, 4)}  # fmt: skip
+            if reference is not None:
+                timed_transcription(reference, paths[:1], formatter)  # warm-up
+                _, reference_seconds = timed_transcription(reference, paths, formatter)
+                report[name]["default_student_transcription_s"] = round(reference_seconds, 2)
+                report[name]["default_student_share"] = round(share * seconds / reference_seconds, 4)
             print(name, report[name])
         # end to end: each test clip through the default output, against its written reference
         results, _ = timed_transcription(backend, clip_paths, formatter)

@@ -262,6 +262,13 @@ def formatting_table(r: dict) -> str:
         lines.append(_row([f"{label} ({x['files']} files, {x['regions']} regions)", f"{x['audio_s']} s",
                            f"{x['transcription_s']} s", f"{x['vad_s']} s", f"{x['itn_s']} s",
                            f"{x['punctuation_s']} s", f"**{x['share']:.1%}**"]))  # fmt: skip
+    shares = [(label, r[name]) for name, label in (("clips_10s", "10 s files"), ("long_file", "the long file"))
+              if "default_student_share" in r[name]]  # fmt: skip
+    if shares:
+        lines += ["", "Against the default student's shape (38M, ONNX int8, random weights: speed only) on the same "
+                  "files: " + "; ".join(f"{label} {x['default_student_transcription_s']} s of transcription, the "
+                                        f"three steps **{x['default_student_share']:.1%}**" for label, x in shares)
+                  + "."]  # fmt: skip
     e2e = r["corpus_test"]
     p = e2e["punctuation"]
     lines += [

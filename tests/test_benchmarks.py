@@ -208,13 +208,15 @@ def test_formatting_benchmark_times_each_step_against_the_transcription_and_scor
 
     out = tmp_path / "formatting.json"
     command = [sys.executable, "benchmarks/formatting.py", shipped_teacher_dir(), "--test", str(small_corpus / "test")]
-    result = run_script([*command, "--clips", "6", "--out", str(out)])
+    result = run_script([*command, "--clips", "6", "--out", str(out)], env_extra={"DISTILXLSR_BENCH_TINY": "1"})
     report = json.loads(out.read_text())
     for name in ("clips_10s", "long_file"):
         steps = report[name]
         assert steps["regions"] >= 1 and 0 < steps["share"] < 1 and steps["transcription_s"] > 0
+        assert steps["default_student_transcription_s"] > 0 and steps["default_student_share"] > 0  # tiny shape here
     assert report["long_file"]["files"] == 1 and report["long_file"]["audio_s"] >= report["clips_10s"]["audio_s"]
     e2e = report["corpus_test"]
     assert e2e["punctuation"]["words_scored"] > 10 and e2e["examples"][0]["output"][0].isupper()
     assert e2e["written"]["cer"] >= e2e["normalised"]["cer"]  # case and marks can only add errors
     assert "| the clips as one file, 1 s pauses (1 files" in result.stdout
+    assert "Against the default student's shape" in result.stdout

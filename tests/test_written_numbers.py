@@ -11,11 +11,13 @@ from test_text import BP_NUMBERS
 from transformers import Wav2Vec2CTCTokenizer
 
 from modeling_distilxlsr.audio.vad import SpeechRegion
+from modeling_distilxlsr.corpus.synthesis import SENTENCES_FILE
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 from modeling_distilxlsr.inference.decoding import CTCDecoder
 from modeling_distilxlsr.inference.text_format import bp_formatter, formatted_chunks
+from modeling_distilxlsr.text.normalizer import TextNormalizer
 from modeling_distilxlsr.text.punctuation import PunctuationRestorer
-from modeling_distilxlsr.text.written_numbers import WrittenNumbers, bp_style
+from modeling_distilxlsr.text.written_numbers import WrittenNumbers, bp_style, grammar_triggers
 
 # Where a row of BP_NUMBERS, read backwards, has one written form the speech cannot tell (cents or a full stop
 # nobody says, "1/5/2024" said as "primeiro de maio"), the form BP newspapers write from what was said; and why.
@@ -144,6 +146,21 @@ def test_spoken_numbers_come_back_written_as_brazilians_write_them(written):
     wrong = [(spoken, written(spoken), want) for spoken, want in pairs if written(spoken) != want]
     assert 1 - len(wrong) / len(pairs) >= 0.95, wrong
     assert written("") == "" and written("bom dia") == "bom dia"
+
+
+def test_a_text_without_a_number_word_skips_nemo_and_comes_back_as_nemo_would_give_it(written, tmp_path):
+    """The gate (`TRIGGERS`) against NeMo itself on every corpus sentence: the skipped ones are those NeMo leaves as
+    they are, and the ones with numbers still go through it."""
+    with open(SENTENCES_FILE, encoding="utf-8") as f:
+        sentences = [TextNormalizer()(line) for line in f]
+    skipped = [s for s in sentences if not written.may_hold_numbers(s)]
+    assert len(skipped) > len(sentences) / 2  # most speech holds no number: the call it saves is most of ITN's time
+    assert [written(s) for s in skipped] == [
+        bp_style(written._normalizer.inverse_normalize(s, verbose=False)) for s in skipped
+    ]
+    assert written("ela comprou uma casa em maio de manhã") == "ela comprou uma casa em maio de manhã"
+    assert written("custa mil e quinhentos reais") == "custa R$ 1.500"  # "mil" is a trigger, "e" and "um" are not
+    assert grammar_triggers(str(tmp_path)) == frozenset()  # no data files found: no gate, every text goes to NeMo
 
 
 def test_bp_style_rewrites_nemos_conventions_and_leaves_years_and_phones_alone():
