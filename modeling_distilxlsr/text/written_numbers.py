@@ -123,7 +123,7 @@ class WrittenNumbers:
     def __init__(self, cache: str | None = None):
         try:  # pynini's libraries are 400 MB, and the model needs none of it: an extra
             import nemo_text_processing  # optional: `format` extra
-            from nemo_text_processing.inverse_text_normalization import inverse_normalize
+            from nemo_text_processing.inverse_text_normalization import inverse_normalize  # optional: `format`
         except ImportError as err:
             raise WrittenNumbersUnavailable(f"numbers stay spelt out: {EXTRA_HINT} writes them ({err})") from err
         self.triggers = grammar_triggers(os.path.dirname(nemo_text_processing.__file__))
