@@ -5,8 +5,9 @@
 #    with it), cmake, g++ and the Boost headers (to build KenLM's lmplz, the n-gram estimator), chromium and
 #    chromium-driver (the web page's browser test);
 # 2. torch 2.13.0 first (the CPU build; install your accelerator's build before this script to keep it), then the
-#    project itself, editable, with every extra (`pip install -e .[all]`: the dependencies are declared once, in
-#    pyproject.toml); the LM decoding packages without their dependencies (see requirements-lm.txt);
+#    project itself, editable, with every extra and the tools the integration tests run (`pip install -e
+#    .[all,integrations]`: the dependencies are declared once, in pyproject.toml); the LM decoding packages without
+#    their dependencies (see requirements-lm.txt);
 # 3. KenLM's lmplz and build_binary, built from KenLM's sources beside this Python (skipped when present).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,6 +30,6 @@ if ((${#missing[@]})); then
 fi
 
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[all]"
+python -m pip install --quiet -e ".[all,integrations]"
 python -m pip install --quiet --no-deps -r requirements-lm.txt
 python -m modeling_distilxlsr.lm.kenlm_tools

@@ -9,25 +9,26 @@ A speed table only: every model has random weights (speed does not depend on the
 nothing and is not reported). Ours: the default, the slim and the log-mel student (the default one with
 `feature_frontend="log_mel"`) with the BP vocabulary, on each path `--backend auto` may choose on this machine
 (`candidate_backends`: torch fp32, torch bf16 where the CPU runs it natively, ONNX fp32 and dynamic int8, exported by
-`distilxlsr-onnx`), greedy CTC decoding included; and each student's fastest path with a 4-gram LM (pyctcdecode, beam
-width 32, an LM of the corpus' train transcripts). The beam search's cost depends on how peaked the logits are and a
-random model's are flat (worst case), so the LM rows decode *real* logits of the same length in place of the random
-model's: the shipped pt-BR teacher's on corpus test speech (same vocabulary, same 20 ms frames); the forward pass is the
-student's own. Peers: whisper configs with the public shapes (tiny 384x4+4, base 512x6+6, small 768x12+12, 80 mel bins,
-51,865 tokens), random weights built with transformers, converted by CTranslate2's own converter (int8 and fp32; a
-byte-level tokenizer saved beside the weights is all it needs offline), timed as faster-whisper runs them: its log-mel
-features of each 30 s window, then `ctranslate2.models.Whisper.generate` (greedy) from the transcribe prompt with
-end-of-text suppressed, for a fixed number of tokens: **4 tokens per second of audio** (Brazilian conversational speech
-runs at about 2.5-3 words a second, and whisper's multilingual BPE spends about 1.4 tokens on a Portuguese word), so a
-random model cannot stop early and every engine does the work a real transcript costs. Batched rows: ours, the clips in
-one padded batch; whisper, the windows of all clips in one `generate` (as faster-whisper's BatchedInferencePipeline).
-whisper.cpp (pywhispercpp, f16 and q8_0): the same random weights written as a ggml file (`whisper_ggml.py`), greedy, no
-timestamps, no temperature fallback, `max_tokens` the same 4 tokens per second per 30 s window; it cannot be told to
-suppress end-of-text, so end-of-text's embedding row is zeroed in the random weights (its logit is then 0, below the
-largest of 51,864 random ones); the decoded token count is checked. pywhispercpp has no batch call: its batched rows are
-the clips one after another. XLSR-53's own shape (a random-weight `Wav2Vec2ForCTC`, torch fp32 eager) runs in the
-same run, for the "vs XLSR-53 fp32" column. Every row names its engine, version, threads and the CPU.
-"""
+`distilxlsr-onnx`), greedy CTC decoding included, and on CTranslate2's Wav2Vec2 (`distilxlsr-ct2`, int8 and float32:
+rows `ct2-*`, one `encode` of the batch; not the log-mel student, which it has no layer for); and each student's fastest
+path with a 4-gram LM (pyctcdecode, beam width 32, an LM of the corpus' train transcripts). The beam search's cost
+depends on how peaked the logits are and a random model's are flat (worst case), so the LM rows decode *real* logits of
+the same length in place of the random model's: the shipped pt-BR teacher's on corpus test speech (same vocabulary, same
+20 ms frames); the forward pass is the student's own. Peers: whisper configs with the public shapes (tiny 384x4+4, base
+512x6+6, small 768x12+12, 80 mel bins, 51,865 tokens), random weights built with transformers, converted by
+CTranslate2's own converter (int8 and fp32; a byte-level tokenizer saved beside the weights is all it needs offline),
+timed as faster-whisper runs them: its log-mel features of each 30 s window, then `ctranslate2.models.Whisper.generate`
+(greedy) from the transcribe prompt with end-of-text suppressed, for a fixed number of tokens: **4 tokens per second of
+audio** (Brazilian conversational speech runs at about 2.5-3 words a second, and whisper's multilingual BPE spends about
+1.4 tokens on a Portuguese word), so a random model cannot stop early and every engine does the work a real transcript
+costs. Batched rows: ours, the clips in one padded batch; whisper, the windows of all clips in one `generate` (as
+faster-whisper's BatchedInferencePipeline). whisper.cpp (pywhispercpp, f16 and q8_0): the same random weights written as
+a ggml file (`whisper_ggml.py`), greedy, no timestamps, no temperature fallback, `max_tokens` the same 4 tokens per
+second per 30 s window; it cannot be told to suppress end-of-text, so end-of-text's embedding row is zeroed in the
+random weights (its logit is then 0, below the largest of 51,864 random ones); the decoded token count is checked.
+pywhispercpp has no batch call: its batched rows are the clips one after another. XLSR-53's own shape (a random-weight
+`Wav2Vec2ForCTC`, torch fp32 eager) runs in the same run, for the "vs XLSR-53 fp32" column. Every row names its engine,
+version, threads and the CPU."""
 
 import argparse
 import csv
@@ -41,11 +42,16 @@ import numpy as np
 import torch
 from harness import ISA_CAPS, cap_isa, cpu_line, median_seconds
 from shapes import ctc_student_folder, xlsr53_ctc_folder
+from transformers import Wav2Vec2CTCTokenizer
 from whisper_ggml import write_ggml
 
-from modeling_distilxlsr.audio.decode import load_audio
+from modeling_distilxlsr import DistilXLSRConfig
+from modeling_distilxlsr.audio.decode import load_audio, normalize
 from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
+from modeling_distilxlsr.export.ctranslate2_export import ctranslate2_problems, export_ctranslate2
+from modeling_distilxlsr.export.onnx_export import export_onnx
+from modeling_distilxlsr.export.wav2vec2 import wav2vec2_config
 from modeling_distilxlsr.inference.backends import candidate_backends, load_backend
 from modeling_distilxlsr.inference.decoding import CTCDecoder, build_decoder
 from modeling_distilxlsr.lm.build import build_lm
@@ -78,12 +84,18 @@ STUDENTS = {  # label: (slim, feature_frontend)
 
 def student_folder(root: str, name: str) -> str:
     """A student of `STUDENTS` (`shapes.ctc_student_folder`) with its ONNX fp32 and int8 graphs beside it."""
-    from modeling_distilxlsr.export.onnx_export import export_onnx
-
     slim, frontend = STUDENTS[name]
     folder = ctc_student_folder(os.path.join(root, name), slim, frontend)
     export_onnx(folder, folder, quantize="dynamic")
     return folder
+
+
+def student_ct2_folders(root: str, name: str, folder: str) -> dict[str, str]:
+    """The student converted for CTranslate2's Wav2Vec2 (`distilxlsr-ct2`), int8 and float32, by quantization; none
+    for a layout CTranslate2 cannot run (the log-mel front-end)."""
+    if STUDENTS[name][1] != "cnn" or ctranslate2_problems(wav2vec2_config(DistilXLSRConfig.from_pretrained(folder))):
+        return {}
+    return {q: export_ctranslate2(folder, os.path.join(root, f"{name}-ct2-{q}"), q) for q in ("int8", "float32")}
 
 
 def whisper_folder(root: str, size: str, quantization: str) -> str:
@@ -150,6 +162,21 @@ def time_ours(folder: str, backend_name: str, clips: list[np.ndarray], repeats: 
     def run():
         for logits in backend.logits(clips):
             beam_decoder(speech_logits[: len(logits)])
+
+    return median_seconds(run, repeats)
+
+
+def time_ours_on_ctranslate2(folder: str, clips: list[np.ndarray], threads: int, repeats: int) -> float:
+    """A student on CTranslate2's Wav2Vec2: the clips (one length) normalised, stacked as (batch, 1, samples), one
+    `encode` for their logits, then the same greedy decoding as the other rows of ours."""
+    ctranslate2 = need("ctranslate2")
+    model = ctranslate2.models.Wav2Vec2(folder, device="cpu", intra_threads=threads)
+    decoder = CTCDecoder(Wav2Vec2CTCTokenizer.from_pretrained(folder))
+
+    def run():
+        batch = np.stack([normalize(clip) for clip in clips])[:, None].astype(np.float32)
+        logits = np.asarray(model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True))
+        return [decoder(row) for row in logits]
 
     return median_seconds(run, repeats)
 
@@ -253,6 +280,9 @@ def main():
                 f"torch {torch.__version__}" if name.startswith("torch") else f"onnxruntime {onnxruntime.__version__}"
             )
             engines.append((f"DistilXLSR {student} student", name, engine, folder, "ours"))
+        for quantization, ct2_folder in student_ct2_folders(root, student, folder).items():
+            engine = f"CTranslate2 {ctranslate2.__version__}"
+            engines.append((f"DistilXLSR {student} student", f"ct2-{quantization}", engine, ct2_folder, "ours-ct2"))
     for size in args.peers:
         for quantization in ("int8", "float32", "q8_0", "f16"):
             folder = whisper_folder(root, size, quantization)
@@ -272,6 +302,8 @@ def main():
                 repeats = args.repeats if seconds * batch <= 40 else max(1, args.repeats - 2)
                 if kind == "ours":
                     wall = time_ours(folder, path, clips, repeats)
+                elif kind == "ours-ct2":
+                    wall = time_ours_on_ctranslate2(folder, clips, args.threads, repeats)
                 elif kind == "whisper.cpp":
                     wall = time_whisper_cpp(folder, clips, args.threads, repeats)
                 else:
@@ -280,7 +312,8 @@ def main():
                 print(f"{seconds:g} s x {batch}: {model} {path}: {wall:.3f} s", file=sys.stderr, flush=True)
             students = dict.fromkeys(r[2] for r in rows if r[2].startswith("DistilXLSR"))
             for model in students if lm is not None else ():  # each student's fastest greedy path, with the LM
-                fastest = min((r for r in rows if r[:3] == (seconds, batch, model)), key=lambda r: r[5])
+                ours = [r for r in rows if r[:3] == (seconds, batch, model) and not r[3].startswith("ct2-")]
+                fastest = min(ours, key=lambda r: r[5])
                 folder = next(e[3] for e in engines if e[:2] == (model, fastest[3]))
                 wall = time_ours(folder, fastest[3], clips, args.repeats if seconds * batch <= 40 else 1, lm)
                 path = f"{fastest[3]} + {LM_ORDER}-gram LM"

@@ -9,6 +9,13 @@ The graph takes `input_values` and `attention_mask` (int64), both (batch, sample
 returns `logits` (CTC models) or `last_hidden_state`. The processor files are copied beside `model.onnx`, so
 `transcribe.py --backend onnx OUT_DIR ...` can use the folder directly.
 
+`--no_attention_mask` writes the layout most ONNX wav2vec2 tools read (ctc-forced-aligner's `generate_emissions`,
+hand-written ONNX Runtime loops, optimum's wav2vec2 exports): one input, `input_values` (batch, samples) of normalised
+audio, and `logits` (batch, frames, vocabulary) out, with `vocab.json` beside it (label id -> character, `|` the word
+delimiter, the pad token the CTC blank). Without a mask, padded samples would take part in attention, so that graph
+is exact for unpadded input only (one utterance, or a batch of equal lengths); `run_onnx` runs such a graph one wave
+at a time.
+
 Quantisation uses onnxruntime.quantization: "dynamic" quantises weights to int8 and activations on the fly;
 "static" also quantises activations, with ranges calibrated on a few utterances of `--calibration_data` (default:
 the project's synthetic pt-BR corpus, made on first use). Dynamic quantisation needs no data: without
@@ -35,13 +42,13 @@ from ..models.modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
 
 class _OnnxGraph(torch.nn.Module):
-    """The two tensors in, one tensor out: what the exporter traces."""
+    """The tensors in (the wave, and its mask unless left out), one tensor out: what the exporter traces."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input_values, attention_mask):
+    def forward(self, input_values, attention_mask=None):
         outputs = self.model(input_values, attention_mask=attention_mask)
         return outputs.logits if hasattr(outputs, "logits") else outputs.last_hidden_state
 
@@ -63,18 +70,21 @@ def calibration_waves(data: str | None, count: int = 8, max_seconds: float = 8.0
     return [normalize(load_audio(u.source)[: int(max_seconds * SAMPLING_RATE)]) for u in utterances]
 
 
-def export_graph(model: torch.nn.Module, path: str, output_name: str) -> str:
-    """`model` (ours, or any transformers wav2vec2 model) as an ONNX graph with dynamic batch and length. The
-    example batch is 2: torch.export would fix a batch axis traced at size 1."""
-    example = (torch.randn(2, SAMPLING_RATE), torch.ones(2, SAMPLING_RATE, dtype=torch.long))
+def export_graph(model: torch.nn.Module, path: str, output_name: str, attention_mask: bool = True) -> str:
+    """`model` (ours, or any transformers wav2vec2 model) as an ONNX graph with dynamic batch and length, taking
+    `input_values` and `attention_mask`, or `input_values` alone. The example batch is 2: torch.export would fix a
+    batch axis traced at size 1."""
     batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=400)
+    example, names = (torch.randn(2, SAMPLING_RATE),), ["input_values"]
+    if attention_mask:
+        example, names = (*example, torch.ones(2, SAMPLING_RATE, dtype=torch.long)), [*names, "attention_mask"]
     torch.onnx.export(
-        _OnnxGraph(model.eval()),
+        _OnnxGraph(model).eval(),
         example,
         path,
-        input_names=["input_values", "attention_mask"],
+        input_names=names,
         output_names=[output_name],
-        dynamic_shapes={"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}},
+        dynamic_shapes={name: {0: batch, 1: samples} for name in names},
         dynamo=True,
         external_data=False,
     )
@@ -87,12 +97,14 @@ def export_onnx(
     quantize: str | None = None,
     calibration_data: str | None = None,
     skip_cnn: bool = False,
+    attention_mask: bool = True,
 ) -> str:
-    """Writes OUT_DIR/model.onnx (fp32) and, with `quantize`, OUT_DIR/model_int8.onnx; returns the path to use."""
+    """Writes OUT_DIR/model.onnx (fp32) and, with `quantize`, OUT_DIR/model_int8.onnx; returns the path to use.
+    `attention_mask=False`: graphs with the one input other ONNX tools feed (see the module's docstring)."""
     os.makedirs(out_dir, exist_ok=True)
     model = load_for_export(model_dir)
     output_name = "logits" if isinstance(model, DistilXLSRForCTC) else "last_hidden_state"
-    fp32_path = export_graph(model, os.path.join(out_dir, ONNX_FILES["fp32"]), output_name)
+    fp32_path = export_graph(model, os.path.join(out_dir, ONNX_FILES["fp32"]), output_name, attention_mask)
     if os.path.realpath(out_dir) != os.path.realpath(model_dir):
         copy_model_files(model_dir, out_dir)
     if quantize is None:
@@ -168,10 +180,10 @@ def quantize_onnx(
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                self.items = iter(
-                    {"input_values": w[None].astype(np.float32), "attention_mask": np.ones((1, len(w)), np.int64)}
-                    for w in waves
-                )
+                inputs = {i.name for i in onnx_session(prepared).get_inputs()}
+                feeds = ({"input_values": w[None].astype(np.float32), "attention_mask": np.ones((1, len(w)), np.int64)}
+                         for w in waves)  # fmt: skip
+                self.items = iter({k: v for k, v in feed.items() if k in inputs} for feed in feeds)
 
             def get_next(self):
                 return next(self.items, None)
@@ -216,8 +228,15 @@ def main(argv=None):
     parser.add_argument("--quantize", choices=["dynamic", "static"], default=None)
     parser.add_argument("--calibration_data", default=None, help="Audio for static calibration and the drift check.")
     parser.add_argument("--skip_cnn", action="store_true", help="Keep the CNN in fp32 (int8 for the rest).")
+    parser.add_argument(
+        "--no_attention_mask",
+        action="store_true",
+        help="One input, input_values -> logits: the layout ctc-forced-aligner and other ONNX tools feed.",
+    )
     args = parser.parse_args(argv)
-    path = export_onnx(args.model_dir, args.out_dir, args.quantize, args.calibration_data, args.skip_cnn)
+    path = export_onnx(
+        args.model_dir, args.out_dir, args.quantize, args.calibration_data, args.skip_cnn, not args.no_attention_mask
+    )
     speech = args.calibration_data is not None or args.quantize == "static"  # static made the corpus already
     report = drift(args.model_dir, path, args.calibration_data, speech=speech)
     on = "" if speech else " (on seeded test signals; --calibration_data DIR measures it on speech)"

@@ -35,7 +35,17 @@ def onnx_session(path: str, threads: int | None = None):
 
 
 def run_onnx(session, waves: list[np.ndarray]) -> np.ndarray:
-    """One padded batch of (normalised) waves through an ONNX session: the graph's output, (batch, frames, ...)."""
+    """One padded batch of (normalised) waves through an ONNX session: the graph's output, (batch, frames, ...). A
+    graph without an `attention_mask` input (`distilxlsr-onnx --no_attention_mask`) cannot mask padding, so waves of
+    different lengths go through it one at a time, each output zero-padded to the longest."""
+    if "attention_mask" not in {i.name for i in session.get_inputs()}:
+        if len({len(w) for w in waves}) > 1:
+            outputs = [run_onnx(session, [w])[0] for w in waves]
+            padded = np.zeros((len(outputs), max(len(o) for o in outputs), *outputs[0].shape[1:]), outputs[0].dtype)
+            for row, output in zip(padded, outputs, strict=True):
+                row[: len(output)] = output
+            return padded
+        return session.run(None, {"input_values": np.stack(waves).astype(np.float32)})[0]
     batch = default_feature_extractor().pad(
         {"input_values": waves}, padding=True, return_attention_mask=True, return_tensors="np"
     )
