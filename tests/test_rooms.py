@@ -60,6 +60,7 @@ OPTIONAL_DEPENDENCIES = {
     "matplotlib",
     "sklearn",
     "nemo_text_processing",
+    "ctranslate2",  # the integrations extra
 }
 RECIPES = {"train_distill", "finetune_ctc", "finetune_classification", "transcribe", "align", "benchmarks", "tools"}
 MAX_LINES = 400
