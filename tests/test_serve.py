@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import REPO_ROOT, run_script, speech
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 pytestmark = pytest.mark.slow  # a real server per test module
 
@@ -599,17 +604,23 @@ def test_a_bad_or_silent_or_vanishing_stream_gets_an_error_and_the_server_stays_
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
 
 
-def test_the_web_page_in_a_real_browser_transcribes_the_microphone_live_and_a_dropped_file(server, tmp_path):
-    """Headless Chromium (Debian's, through selenium and chromedriver) fed a WAV as its fake microphone: the page
-    streams it over the WebSocket and shows words with their times; a chosen file gets words and SRT/VTT links. A
-    screenshot of each is kept in the test's folder."""
-    import shutil
+def test_include_subtitles_gives_the_srt_and_vtt_of_the_same_transcription_in_one_response(server):
+    clip = _wav(3.0, 11)
+    fields = {"response_format": "verbose_json", "include[]": "subtitles", "timestamp_granularities[]": "word"}
+    body = _post(server, clip, **fields).json()
+    assert body["subtitles"]["srt"] == _post(server, clip, response_format="srt").text
+    assert body["subtitles"]["vtt"] == _post(server, clip, response_format="vtt").text
+    assert _post(server, clip, response_format="json", **{"include[]": "subtitles"}).json()["subtitles"]["srt"]
+    assert "subtitles" not in _post(server, clip, response_format="verbose_json").json()
+    refusals = [({"include[]": "logprobs"}, "this server offers subtitles"),
+                ({"include[]": "subtitles", "response_format": "srt"}, "needs response_format json")]  # fmt: skip
+    for bad, message in refusals:
+        refused = _post(server, clip, **bad)
+        assert refused.status_code == 400 and message in refused.json()["error"]["message"]
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
+def _chromium(tmp_path):
+    """Headless Debian Chromium through selenium, with a WAV (speech between silences) as its fake microphone."""
     silence = np.zeros(int(0.8 * 16000), np.float32)
     microphone = tmp_path / "microphone.wav"
     sf.write(microphone, np.concatenate([silence, _speech_like(1.5, 5), silence, silence]), 16000, subtype="PCM_16")
@@ -619,7 +630,43 @@ def test_the_web_page_in_a_real_browser_transcribes_the_microphone_live_and_a_dr
                  "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}",
                  "--autoplay-policy=no-user-gesture-required"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+
+
+def test_the_page_says_within_two_seconds_that_the_server_went_away_and_offers_to_reconnect(tiny_ctc_dir, tmp_path):
+    running = Server(tiny_ctc_dir[0])
+    driver = _chromium(tmp_path)
+    try:
+        driver.get(running.url + "/")
+        driver.find_element(By.ID, "record").click()
+        WebDriverWait(driver, 30).until(lambda d: "gravando" in d.find_element(By.ID, "status").text)
+        running.process.kill()  # gone at once, as a crashed or unplugged server
+        gone = time.monotonic()
+        WebDriverWait(driver, 5, poll_frequency=0.05).until(
+            lambda d: "conexão com o servidor caiu" in d.find_element(By.ID, "status").text
+        )
+        assert time.monotonic() - gone < 2.0
+        assert driver.find_element(By.ID, "reconnect").is_displayed()
+        assert driver.find_element(By.ID, "download-wav").get_attribute("href").startswith("blob:")  # kept
+    finally:
+        driver.quit()
+        running.stop()
+
+
+def _transcriptions_answered(server) -> float:
+    metrics = httpx.get(f"{server.url}/metrics").text
+    pattern = r'^distilxlsr_requests_total\{route="/v1/audio/transcriptions",status="200"\} ([\d.]+)$'
+    found = re.search(pattern, metrics, re.M)
+    return float(found[1]) if found else 0.0
+
+
+def test_the_web_page_in_a_real_browser_transcribes_the_microphone_live_and_a_dropped_file(server, tmp_path):
+    """Headless Chromium (Debian's, through selenium and chromedriver) fed a WAV as its fake microphone: the page
+    streams it over the WebSocket and shows words with their times; stopped, the recording is transcribed once and
+    offered as .wav/.txt/.srt/.vtt. A chosen file costs one transcription request (the server's own metrics count
+    them) and gets lines with their times and the same downloads, the SRT the server's own. A screenshot of each is
+    kept in the test's folder."""
+    driver = _chromium(tmp_path)
     try:
         driver.get(server.url + "/")
         assert "DistilXLSR" in driver.title
@@ -629,17 +676,31 @@ def test_the_web_page_in_a_real_browser_transcribes_the_microphone_live_and_a_dr
         assert live and all(float(w.get_attribute("data-start")) >= 0 for w in live)
         driver.save_screenshot(str(tmp_path / "page_live.png"))
         driver.find_element(By.ID, "stop").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "download-wav"))  # after its transcription
+        for name in ("wav", "txt", "srt", "vtt"):
+            link = driver.find_element(By.ID, f"download-{name}")
+            assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download").endswith(name)
+        assert driver.execute_script("return document.getElementById('player').src").startswith("blob:")
 
         clip = tmp_path / "clip.wav"
         clip.write_bytes(_wav(2.0, 8))
+        before = _transcriptions_answered(server)
         driver.find_element(By.ID, "file").send_keys(str(clip))
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "download-vtt"))
+        assert _transcriptions_answered(server) == before + 1  # lines, text and subtitles from one transcription
         words = driver.find_elements(By.CSS_SELECTOR, "#words .word")
         expected = _post(
             server, clip.read_bytes(), response_format="verbose_json", **{"timestamp_granularities[]": "word"}
         )
         assert [float(w.get_attribute("data-start")) for w in words] == [x["start"] for x in expected.json()["words"]]
         assert "pronto:" in driver.find_element(By.ID, "status").text
+        times = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#words .segment .time")]
+        assert times and all(re.fullmatch(r"\d+:\d\d\.\d", t) for t in times)
+        srt_url = driver.find_element(By.ID, "download-srt").get_attribute("href")
+        page_srt = driver.execute_async_script(
+            "const done = arguments[1]; fetch(arguments[0]).then((r) => r.text()).then(done);", srt_url
+        )
+        assert page_srt == _post(server, clip.read_bytes(), response_format="srt").text
         words[0].click()  # seeks the audio to the word
         assert driver.execute_script("return document.getElementById('player').src").startswith("blob:")
         driver.save_screenshot(str(tmp_path / "page_file.png"))

@@ -4,7 +4,8 @@ tools written for faster-whisper behind speaches / faster-whisper-server work un
     POST /v1/audio/transcriptions   form: file, model (any id: one model is served), language, response_format
                                     (json | text | srt | vtt | verbose_json), timestamp_granularities[] (word |
                                     segment), stream (OpenAI's transcript.text.delta / .done events, one delta per
-                                    speech region), prompt, temperature
+                                    speech region), prompt, temperature, include[] (subtitles: json and verbose_json
+                                    also carry the SRT and VTT of the same result, so the page transcribes once)
     POST /v1/audio/translations     400 in OpenAI's shape: this model transcribes; it does not translate
     GET  /v1/models, /v1/models/ID  the one model served (under the id asked for)
     GET  /metrics                   Prometheus' text format (`metrics.py`)
@@ -51,6 +52,9 @@ from .uploads import ApiError, UploadLimit, decode_upload, error_response
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
+# `include[]`: OpenAI's field for extra outputs (`logprobs`, gpt-4o-transcribe's only value, is not offered: a CTC
+# model's are per frame, not per token). "subtitles": this server's own, the SRT and VTT of the one transcription.
+INCLUDES = ("subtitles",)
 LANGUAGES = ("pt", "portuguese", "pt-br", "pt_br")
 
 
@@ -164,9 +168,10 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         prompt: Annotated[str | None, Form()] = None,  # accepted for compatibility; a CTC model takes no prompt
         temperature: Annotated[float | None, Form()] = None,  # likewise: CTC decoding has no sampling
         stream: Annotated[bool, Form()] = False,
+        include: Annotated[list[str] | None, Form(alias="include[]")] = None,
     ):
         started = time.perf_counter()
-        check_fields(language, response_format, granularities or [])
+        check_fields(language, response_format, granularities or [], include or [])
         audio = await decode_upload(file, backend.min_samples, limits.max_audio_seconds)
         regions = await run_in_threadpool(regions_of, audio, limits.vad, backend.min_samples)
         pieces = [audio[r.start : r.end] for r in regions]
@@ -176,7 +181,8 @@ def create_app(backend, decoder, model_name: str, limits: ServerLimits | None = 
         logits = await regions_logits(request, pieces)
         result = await run_in_threadpool(decoder.decode_regions, regions, logits, SAMPLING_RATE)
         metrics.latency.observe(time.perf_counter() - started)
-        return format_result(result, response_format, granularities or ["segment"], len(audio) / SAMPLING_RATE)
+        duration = len(audio) / SAMPLING_RATE
+        return format_result(result, response_format, granularities or ["segment"], duration, include or [])
 
     async def stream_events(request: Request, pieces: list):
         """OpenAI's streamed transcription (`stream=true`, as for gpt-4o-transcribe): a `transcript.text.delta`
@@ -298,7 +304,7 @@ def _is_eof(text: str) -> bool:
     return isinstance(data, dict) and bool(data.get("eof"))
 
 
-def check_fields(language, response_format: str, granularities: list[str]) -> None:
+def check_fields(language, response_format: str, granularities: list[str], include: list[str] = ()) -> None:
     """The form's fields this server can honour; `model` is not among them: any id is transcribed with the one model
     served (apps default to whisper-1, gpt-4o-transcribe, Systran/faster-whisper-small...)."""
     if response_format not in RESPONSE_FORMATS:
@@ -308,6 +314,11 @@ def check_fields(language, response_format: str, granularities: list[str]) -> No
     unknown = [g for g in granularities if g not in GRANULARITIES]
     if unknown:
         raise ApiError(400, f"timestamp_granularities[] {unknown}: use word and/or segment.", "bad_field")
+    unknown = [i for i in include if i not in INCLUDES]
+    if unknown:
+        raise ApiError(400, f"include[] {unknown}: this server offers {', '.join(INCLUDES)}.", "bad_field")
+    if include and response_format not in ("json", "verbose_json"):
+        raise ApiError(400, "include[] needs response_format json or verbose_json.", "bad_field")
     if language and language.lower() not in LANGUAGES:
         raise ApiError(400, f"language {language!r}: this model transcribes Portuguese (pt).", "unsupported_language")
 

@@ -20,11 +20,11 @@ def token_usage(frames: int, characters: int) -> dict:
             "input_token_details": {"audio_tokens": frames, "text_tokens": 0}}  # fmt: skip
 
 
-def format_result(result: dict, response_format: str, granularities: list[str], duration: float):
+def format_result(result: dict, response_format: str, granularities: list[str], duration: float, include=()):
+    """The response of `response_format`; with "subtitles" in `include` (json, verbose_json), also the SRT and VTT of
+    the same words, cut by the same `cues_from_words` as the srt and vtt formats."""
     text = result["text"]
     usage = {"type": "duration", "seconds": math.ceil(duration)}  # what OpenAI bills whisper-1 by
-    if response_format == "json":
-        return {"text": text, "usage": usage}
     if response_format == "text":
         return PlainTextResponse(text + "\n")
     words = words_from_chunks(result.get("chunks", []))
@@ -32,8 +32,14 @@ def format_result(result: dict, response_format: str, granularities: list[str], 
         return PlainTextResponse(to_srt(cues_from_words(words)), media_type="application/x-subrip")
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(cues_from_words(words)), media_type="text/vtt")
+    extra = {}
+    if "subtitles" in include:
+        cues = cues_from_words(words)
+        extra["subtitles"] = {"srt": to_srt(cues), "vtt": to_vtt(cues)}
+    if response_format == "json":
+        return {"text": text, "usage": usage, **extra}
     body = {"task": "transcribe", "language": "portuguese", "duration": round(duration, 3), "text": text,
-            "usage": usage}  # fmt: skip
+            "usage": usage, **extra}  # fmt: skip
     if "transcript_score" in result:  # a calibrated folder: P(CER <= 0.2), and whether the transcript passes 0.5
         body["transcript_score"], body["understood"] = result["transcript_score"], result["understood"]
     if "segment" in granularities:  # OpenAI's segment fields, one segment per speech region (`decode_regions`)
