@@ -197,6 +197,23 @@ def test_inference_benchmark_caps_the_isa_of_every_engine_that_can_be_capped(tmp
     assert "ISA capped: ATEN_CPU_CAPABILITY=avx2" in result.stdout and "ONNX Runtime" in result.stdout
 
 
+def test_onnx_attention_benchmark_times_both_opsets_and_checks_they_agree(tmp_path):
+    """benchmarks/onnx_attention.py on tiny shapes: a row per path and student, both opsets' logits the same."""
+    import sys
+
+    out = tmp_path / "attention.json"
+    command = [sys.executable, "benchmarks/onnx_attention.py", "--students", "default", "log-mel", "--clips", "1",
+               "--repeats", "1", "--json", str(out)]  # fmt: skip
+    result = run_script(command, env_extra={"DISTILXLSR_BENCH_TINY": "1"})
+    rows = json.loads(out.read_text())["rows"]
+    paths = {"torch-fp32", "onnx-fp32 opset 18", "onnx-fp32 opset 23", "onnx-int8 opset 18", "onnx-int8 opset 23"}
+    for student in ("default", "log-mel"):
+        assert paths <= {r["path"] for r in rows if r["student"] == student}
+    assert all(r["max_diff_to_opset18"] < 1e-3 for r in rows if r["path"].startswith("onnx-fp32"))
+    assert all(r["wall_s"] > 0 and r["vs_best_torch"] > 0 for r in rows)
+    assert "| default | 1 s | onnx-int8 opset 23 |" in result.stdout
+
+
 def test_formatting_benchmark_times_each_step_against_the_transcription_and_scores_the_written_output(
     small_corpus, tmp_path
 ):

@@ -1,6 +1,7 @@
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import run_script, tiny_student_config
@@ -11,6 +12,16 @@ from modeling_distilxlsr.inference.onnx_runtime import onnx_session, run_onnx
 from modeling_distilxlsr.models.folder import save_for_hub
 
 pytestmark = pytest.mark.slow  # every test here is an end-to-end run
+
+
+def test_the_exported_graph_computes_attention_with_onnxs_fused_attention_op(tiny_ctc_dir, tmp_path):
+    """Opset 23's `Attention`, one per layer, instead of the MatMul/Where/Softmax/IsNaN/Where/MatMul decomposition
+    of the exporter's default opset (`benchmarks/onnx_attention.py` times both)."""
+    model_dir, model = tiny_ctc_dir
+    graph = onnx.load(export_onnx(str(model_dir), str(tmp_path / "onnx")))
+    ops = [node.op_type for node in graph.graph.node]
+    assert ops.count("Attention") == model.config.num_hidden_layers and "Softmax" not in ops
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 23
 
 
 def test_onnx_fp32_matches_torch_with_dynamic_batch_length_and_padding(tiny_ctc_dir, tmp_path):

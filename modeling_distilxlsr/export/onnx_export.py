@@ -70,7 +70,19 @@ def calibration_waves(data: str | None, count: int = 8, max_seconds: float = 8.0
     return [normalize(load_audio(u.source)[: int(max_seconds * SAMPLING_RATE)]) for u in utterances]
 
 
-def export_graph(model: torch.nn.Module, path: str, output_name: str, attention_mask: bool = True) -> str:
+# Opset 23 is the first with ONNX's own `Attention` op, which the exporter emits for torch's
+# scaled_dot_product_attention, and ONNX Runtime (1.23 and newer) runs as one CPU kernel. At the exporter's default
+# opset (18) attention is decomposed into MatMul, Where, Softmax, IsNaN, Where and MatMul, which ONNX Runtime's
+# transformer optimizer does not fuse either (its BERT patterns do not match that graph: 0 Attention nodes found),
+# and which writes the whole (heads x frames x frames) score tensor several times over: 576 MB each time for 16
+# heads and 60 s at 50 frames a second.
+# `benchmarks/onnx_attention.py` measures both.
+ONNX_OPSET = 23
+
+
+def export_graph(
+    model: torch.nn.Module, path: str, output_name: str, attention_mask: bool = True, opset: int = ONNX_OPSET
+) -> str:
     """`model` (ours, or any transformers wav2vec2 model) as an ONNX graph with dynamic batch and length, taking
     `input_values` and `attention_mask`, or `input_values` alone. The example batch is 2: torch.export would fix a
     batch axis traced at size 1."""
@@ -87,6 +99,7 @@ def export_graph(model: torch.nn.Module, path: str, output_name: str, attention_
         dynamic_shapes={name: {0: batch, 1: samples} for name in names},
         dynamo=True,
         external_data=False,
+        opset_version=opset,
     )
     return path
 
