@@ -705,5 +705,11 @@ def test_the_web_page_in_a_real_browser_transcribes_the_microphone_live_and_a_dr
         assert driver.execute_script("return document.getElementById('player').src").startswith("blob:")
         driver.save_screenshot(str(tmp_path / "page_file.png"))
         assert (tmp_path / "page_file.png").stat().st_size > 10_000
+
+        broken = tmp_path / "broken.wav"
+        broken.write_bytes(b"not audio at all" * 64)
+        driver.find_element(By.ID, "file").send_keys(str(broken))
+        WebDriverWait(driver, 30).until(lambda d: "erro:" in d.find_element(By.ID, "status").text)
+        assert "não foi possível ler o áudio" in driver.find_element(By.ID, "status").text  # the page's own words
     finally:
         driver.quit()
