@@ -670,6 +670,8 @@ def test_the_web_page_in_a_real_browser_transcribes_the_microphone_live_and_a_dr
     try:
         driver.get(server.url + "/")
         assert "DistilXLSR" in driver.title
+        icon = driver.execute_script("return document.querySelector('link[rel=icon]').href")
+        assert icon.startswith("data:image/svg+xml")  # drawn, not an emoji: no font needed
         driver.find_element(By.ID, "record").click()
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#words .word"))
         live = driver.find_elements(By.CSS_SELECTOR, "#words .word")
