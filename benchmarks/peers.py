@@ -51,7 +51,6 @@ from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corp
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 from modeling_distilxlsr.export.ctranslate2_export import ctranslate2_problems, export_ctranslate2
 from modeling_distilxlsr.export.onnx_export import export_onnx
-from modeling_distilxlsr.export.wav2vec2 import wav2vec2_config
 from modeling_distilxlsr.inference.backends import candidate_backends, load_backend
 from modeling_distilxlsr.inference.decoding import CTCDecoder, build_decoder
 from modeling_distilxlsr.lm.build import build_lm
@@ -93,7 +92,7 @@ def student_folder(root: str, name: str) -> str:
 def student_ct2_folders(root: str, name: str, folder: str) -> dict[str, str]:
     """The student converted for CTranslate2's Wav2Vec2 (`distilxlsr-ct2`), int8 and float32, by quantization; none
     for a layout CTranslate2 cannot run (the log-mel front-end)."""
-    if STUDENTS[name][1] != "cnn" or ctranslate2_problems(wav2vec2_config(DistilXLSRConfig.from_pretrained(folder))):
+    if ctranslate2_problems(DistilXLSRConfig.from_pretrained(folder)):
         return {}
     return {q: export_ctranslate2(folder, os.path.join(root, f"{name}-ct2-{q}"), q) for q in ("int8", "float32")}
 

@@ -141,3 +141,13 @@ def test_ctranslate2_export_names_what_its_hard_coded_layout_lacks(tiny_ctc_dir,
     result = run_script(command, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "XLSR-53's layout" in result.stderr
+
+
+def test_ctranslate2_export_refuses_a_log_mel_student_in_one_line(tmp_path):
+    """CTranslate2 has no layer for the log-mel front-end: a clear refusal, not wav2vec2 export's ValueError."""
+    torch.manual_seed(0)
+    processor = build_processor(build_vocab(), default_feature_extractor())
+    config = tiny_student_config(vocab_size=len(processor.tokenizer), pad_token_id=0, feature_frontend="log_mel")
+    save_for_hub(DistilXLSRForCTC(config).eval(), str(tmp_path / "model"), processor)
+    with pytest.raises(CTranslate2Unsupported, match="a log_mel front-end"):
+        export_ctranslate2(str(tmp_path / "model"), str(tmp_path / "ct2"))

@@ -37,8 +37,11 @@ class CTranslate2Unsupported(UserError, ValueError):
     """The model's layout is one CTranslate2's Wav2Vec2 layers cannot compute."""
 
 
-def ctranslate2_problems(config) -> list[str]:
-    """What in a wav2vec2 config CTranslate2's Wav2Vec2 would compute differently or fail on (empty: it fits)."""
+def ctranslate2_problems(model_config: DistilXLSRConfig) -> list[str]:
+    """What in a DistilXLSR config CTranslate2's Wav2Vec2 would compute differently or fail on (empty: it fits)."""
+    if model_config.feature_frontend != "cnn":
+        return [f"a {model_config.feature_frontend} front-end (CTranslate2 has only wav2vec2's CNN)"]
+    config = wav2vec2_config(model_config)
     problems = []
     for name, fixed in CT2_POSITIONAL_CONV.items():
         if getattr(config, name) != fixed:
@@ -65,7 +68,7 @@ def export_ctranslate2(model_dir: str, out_dir: str, quantization: str | None = 
     config = DistilXLSRConfig.from_pretrained(model_dir)
     if "DistilXLSRForCTC" not in (config.architectures or []):
         raise CTranslate2Unsupported(f"{model_dir} is not a CTC model: CTranslate2's Wav2Vec2 needs a CTC head")
-    problems = ctranslate2_problems(wav2vec2_config(config))
+    problems = ctranslate2_problems(config)
     if problems:
         raise CTranslate2Unsupported(
             f"{model_dir} does not fit CTranslate2's Wav2Vec2, which hard-codes XLSR-53's layout: "

@@ -165,6 +165,7 @@ def quantize_onnx(
 ) -> str:
     """int8 weights (`mode` "dynamic": activations quantised on the fly; "static": with calibrated ranges, QDQ,
     per-channel weights). `skip_cnn` keeps the CNN in fp32, `per_channel` gives dynamic int8 per-channel weights."""
+    import onnx  # lazy: optional dependency
     from onnxruntime.quantization import (  # lazy: optional dependency
         CalibrationDataReader,
         QuantType,
@@ -193,7 +194,7 @@ def quantize_onnx(
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                inputs = {i.name for i in onnx_session(prepared).get_inputs()}
+                inputs = {i.name for i in onnx.load(prepared, load_external_data=False).graph.input}
                 feeds = ({"input_values": w[None].astype(np.float32), "attention_mask": np.ones((1, len(w)), np.int64)}
                          for w in waves)  # fmt: skip
                 self.items = iter({k: v for k, v in feed.items() if k in inputs} for feed in feeds)
