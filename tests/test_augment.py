@@ -85,6 +85,8 @@ def test_noise_files_are_listed_recursively_bad_ones_counted_short_ones_looped(n
         (dict(reverb_prob=-0.1), "probability in [0, 1]"),
         (dict(telephone_codecs=["amr"]), "unknown ['amr']"),
         (dict(noise_kinds=["file"]), "needs --noise_dir"),
+        (dict(bandlimit_cutoff_range=[3000.0, 9000.0]), "between 0 and 8000 Hz"),
+        (dict(bandlimit_prob=2.0), "probability in [0, 1]"),
     ],
 )
 def test_bad_settings_are_clear_errors(overrides, message):
@@ -106,6 +108,23 @@ def test_telephone_channel_removes_everything_above_4_khz():
         high, low = spectrum[freqs > 4200].sum(), spectrum[(freqs > 300) & (freqs < 3400)].sum()
         assert len(narrow) == SR and high < 1e-3 * low, codec
         assert np.corrcoef(narrow, wideband)[0, 1] < 0.999  # the codec changed the audio
+
+
+def test_the_bandlimit_channel_removes_what_lies_above_its_cutoff_and_keeps_the_timing():
+    only_bandlimit = dict(noise_prob=0.0, reverb_prob=0.0, speed_prob=0.0, telephone_prob=0.0, clip_prob=0.0)
+    augmenter = Augmenter(
+        settings(**only_bandlimit, bandlimit_prob=1.0, bandlimit_cutoff_range=[3000.0, 3000.0]), 0, SkipCounter()
+    )
+    wideband = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+    teacher_hears, student_hears = augmenter(wideband, np.random.default_rng(1))
+    np.testing.assert_array_equal(teacher_hears, wideband)  # robust distillation: the teacher hears it clean
+    spectrum = np.abs(np.fft.rfft(student_hears)) ** 2
+    freqs = np.fft.rfftfreq(SR, 1 / SR)
+    assert len(student_hears) == SR
+    assert spectrum[freqs > 6000].mean() < 0.02 * spectrum[freqs < 2000].mean()  # 24-48 dB/octave: > 17 dB down
+    assert np.corrcoef(student_hears[: SR // 2], wideband[: SR // 2])[0, 1] > 0.5  # the same clip, not shifted
+    off = Augmenter(settings(**only_bandlimit), 0, SkipCounter())  # the default: off
+    np.testing.assert_array_equal(off(wideband, np.random.default_rng(1))[1], wideband)
 
 
 @pytest.mark.parametrize("factor", [0.9, 1.1])

@@ -80,6 +80,32 @@ def test_bands_far_below_a_frames_loudest_are_floored_so_an_empty_band_cannot_sw
     assert floored < 0.01 and unfloored > 10 * floored
 
 
+def test_mel_band_masks_set_whole_bands_to_the_frames_floor_in_training_and_never_at_inference():
+    torch.manual_seed(0)
+    front_end = DistilXLSRModel(log_mel_config(mel_band_mask_prob=0.3, mel_band_mask_length=8)).feature_extractor
+    seen = []
+    front_end.projection.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    wave = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
+    front_end.eval()
+    front_end(wave)
+    front_end(wave)
+    front_end.train()
+    front_end(wave)
+    clean, clean_again, masked = seen
+    torch.testing.assert_close(clean, clean_again)  # inference: no mask, deterministic
+    changed = (masked != clean).any(dim=1)  # (batch, bands): which bands the mask touched
+    assert changed.any(dim=1).all()  # every clip got a mask (0.3 of 80 bands in spans of 8: about 3 spans)
+    floor = clean.amax(dim=-1, keepdim=True) - log_mel_module.DYNAMIC_RANGE
+    for row in range(2):
+        bands = changed[row]
+        torch.testing.assert_close(masked[row][:, bands], floor[row].expand(-1, int(bands.sum())))
+        assert int(bands.sum()) < 80 * 0.6  # whole bands, a share of them, over every frame
+    with pytest.raises(StrictDataclassClassValidationError, match="needs `feature_frontend='log_mel'`"):
+        tiny_student_config(mel_band_mask_prob=0.2)
+    with pytest.raises(StrictDataclassClassValidationError, match="must be in"):
+        log_mel_config(mel_band_mask_prob=1.5)
+
+
 def test_the_front_end_costs_a_fraction_of_the_cnn_it_replaces():
     cnn = DistilXLSRModel(tiny_student_config()).feature_extractor
     log_mel = DistilXLSRModel(log_mel_config()).feature_extractor
@@ -159,13 +185,17 @@ def test_train_distill_distils_a_log_mel_student_from_the_teachers_cnn_output(ti
     common = ["--student_frontend", "log_mel", "--max_steps", 30, "--eval_steps", 30, "--save_steps", 30]
     result = distill(tiny_teacher_dir, small_corpus / "train", tmp_path / "o", *common, "--freeze_cnn", check=False)
     assert result.returncode != 0 and "choose one" in result.stderr
-    distill(tiny_teacher_dir, small_corpus / "train", out, *common, "--eval_fraction", 0.15, "--learning_rate", 1e-3)
+    distill(
+        tiny_teacher_dir, small_corpus / "train", out, *common, "--eval_fraction", 0.15, "--learning_rate", 1e-3,
+        "--mel_band_mask_prob", 0.2,
+    )  # fmt: skip
     results = json.loads((out / "distill_results.json").read_text())
     initial, final = results["initial_eval"], results["final_eval"]
     assert final["eval/loss"] < initial["eval/loss"] - 0.05
     assert final["eval/cosine_cnn"] > initial["eval/cosine_cnn"] + 0.05  # the teacher's CNN output, learnt
     config = json.loads((out / "config.json").read_text())
     assert config["feature_frontend"] == "log_mel" and config["conv_dim"] == [16]
+    assert config["mel_band_mask_prob"] == 0.2  # saved: a fine-tune of this folder keeps its band masks
     assert "log-mel (80 bands, 400-sample window every 320)" in (out / "README.md").read_text()
     ctc = DistilXLSRForCTC.from_pretrained(out).eval()  # the distilled folder loads as an ASR model's backbone
     assert isinstance(ctc.distilxlsr.feature_extractor, DistilXLSRLogMelFeatureEncoder)

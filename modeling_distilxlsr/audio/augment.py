@@ -15,9 +15,16 @@ The transforms, in the order the world applies them (speaker -> room -> noise ->
                sample rate, MUSAN layout as is; looped when shorter than the clip, cropped at random when longer),
                and built-in kinds needing no files: coloured noise (white to brown, audiomentations), babble (a mix
                of other training utterances) and mains hum (50/60 Hz and harmonics).
+  bandlimit    a low-pass microphone or channel (audiomentations' LowPassFilter, zero-phase so no frame shifts, cutoff
+               from `--bandlimit_cutoff_range`, 24-48 dB per octave): the muffled wideband recordings a telephone
+               channel does not cover.
   telephone    8 kHz channel: down to 8 kHz, a codec round trip (G.711 mu-law / A-law, GSM 6.10, Opus, MP3, all
                written and read by libsndfile through soundfile), back to 16 kHz.
   clipping     a gain pushing part of the clip past full scale, then hard clipping (audiomentations).
+
+No level (gain) transform: every recipe's feature extractor normalises each clip to zero mean and unit variance
+(`do_normalize`), so a gain alone changes nothing a model sees; level against noise is the SNR, level against full
+scale is the clipping.
 
 What is written here rather than taken from a library, and why: SNR mixing and the file/babble noise sources
 (audiomentations' AddBackgroundNoise cannot skip and count a bad file, and babble needs the training set), the hum,
@@ -92,6 +99,10 @@ class AugmentArguments:
         default_factory=lambda: ["mulaw", "alaw", "gsm", "opus"],
         metadata={"help": f"Codecs of the telephone channel: {', '.join(CODECS)}."},
     )
+    bandlimit_prob: float = field(default=0.0, metadata={"help": "Probability of a low-pass channel (off by default)."})
+    bandlimit_cutoff_range: list[float] = field(
+        default_factory=lambda: [3000.0, 7000.0], metadata={"help": "Low-pass cutoff range in Hz."}
+    )
     clip_prob: float = field(default=0.1, metadata={"help": "Probability of gain + hard clipping."})
 
     def augment_settings(self) -> dict:
@@ -103,10 +114,14 @@ def validate_augment_settings(settings: dict):
     for name, value in settings.items():
         if name.endswith("_prob") and not 0.0 <= value <= 1.0:
             raise AugmentationError(f"--{name} must be a probability in [0, 1], got {value}.")
-    for name in ("snr_range", "rt60_range", "pitch_range"):
-        low, _ = _range(settings[name], name)
+    for name in ("snr_range", "rt60_range", "pitch_range", "bandlimit_cutoff_range"):
+        low, high = _range(settings[name], name)
         if name == "rt60_range" and low <= 0:
             raise AugmentationError(f"--rt60_range must be positive seconds, got {settings[name]}.")
+        if name == "bandlimit_cutoff_range" and not 0 < low <= high < SAMPLING_RATE / 2:
+            raise AugmentationError(
+                f"--bandlimit_cutoff_range must lie between 0 and {SAMPLING_RATE // 2} Hz, got {settings[name]}."
+            )
     if not settings["speed_factors"] or any(f <= 0 for f in settings["speed_factors"]):
         raise AugmentationError(f"--speed_factors must be positive, got {settings['speed_factors']}.")
     unknown = set(settings["noise_kinds"]) - set(NOISE_KINDS)
@@ -279,6 +294,14 @@ class Augmenter:
             out = reverberate(out, self.rirs[int(rng.integers(len(self.rirs)))])
         if self.noise_kinds and rng.random() < s["noise_prob"]:
             out = self.add_noise(out, str(rng.choice(self.noise_kinds)), float(rng.uniform(*s["snr_range"])), rng)
+        if rng.random() < s["bandlimit_prob"]:
+            from audiomentations import LowPassFilter  # lazy: optional dependency
+
+            low, high = s["bandlimit_cutoff_range"]
+            with seeded_global_rngs(rng):
+                out = LowPassFilter(min_cutoff_freq=low, max_cutoff_freq=high, zero_phase=True, p=1.0)(
+                    out, SAMPLING_RATE
+                )
         if rng.random() < s["telephone_prob"]:
             out = telephone(out, str(rng.choice(s["telephone_codecs"])))
         if rng.random() < s["clip_prob"]:
@@ -341,7 +364,7 @@ def make_augmenter(args: AugmentArguments, seed: int, utterances: list, distilli
     augmenter = Augmenter(args.augment_settings(), seed, file_skips, babble_sources=utterances)
     logger.info(
         "augment (%s): noise p=%s (%s, SNR %s dB), reverb p=%s (%s), speed p=%s %s, pitch p=%s, "
-        "telephone p=%s (%s), clipping p=%s; noise/RIR files: %s",
+        "low-pass p=%s (%s Hz), telephone p=%s (%s), clipping p=%s; noise/RIR files: %s",
         ("heard by the " + ("student" if args.augment_target == "student" else "teacher and the student"))
         if distilling
         else "training clips",
@@ -353,6 +376,8 @@ def make_augmenter(args: AugmentArguments, seed: int, utterances: list, distilli
         args.speed_prob,
         args.speed_factors,
         args.pitch_prob,
+        args.bandlimit_prob,
+        args.bandlimit_cutoff_range,
         args.telephone_prob,
         ", ".join(args.telephone_codecs),
         args.clip_prob,
@@ -376,6 +401,8 @@ def describe_augmentation(args: AugmentArguments, distilling: bool) -> str:
         f"{who}noise p={args.noise_prob} (SNR {args.snr_range[0]:g}-{args.snr_range[1]:g} dB: "
         f"{', '.join(args.noise_kinds)}), reverberation p={args.reverb_prob} "
         f"({'measured RIRs' if args.rir_dir else 'simulated rooms'}), speed p={args.speed_prob}, pitch "
-        f"p={args.pitch_prob}, telephone p={args.telephone_prob} ({', '.join(args.telephone_codecs)}), clipping "
+        f"p={args.pitch_prob}, low-pass p={args.bandlimit_prob} ({args.bandlimit_cutoff_range[0]:g}-"
+        f"{args.bandlimit_cutoff_range[1]:g} Hz), telephone p={args.telephone_prob} "
+        f"({', '.join(args.telephone_codecs)}), clipping "
         f"p={args.clip_prob}"
     )

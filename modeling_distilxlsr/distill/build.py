@@ -54,6 +54,7 @@ def build_teacher_and_student(distill, device):
             teacher_name_or_path=distill.teacher,
             cnn_width=distill.student_cnn_width,
             feature_frontend=distill.student_frontend,
+            mel_band_mask_prob=distill.mel_band_mask_prob,
             # DistilHuBERT distils from unmasked input (and an unused mask embedding would break DDP); fine-tuning turns
             # SpecAugment on and learns its mask embedding.
             apply_spec_augment=False,

@@ -105,6 +105,14 @@ class DistilXLSRConfig(Wav2Vec2Config):
         student computes. Build it with `from_teacher_config(..., feature_frontend="log_mel")`.
     num_mel_bins (`int`, defaults to 80):
         Mel bands of the `"log_mel"` front-end (whisper's and most CTC recipes' 80).
+    mel_band_mask_prob (`float`, defaults to 0.0):
+        `"log_mel"` front-end, in training only: SpecAugment's frequency masks (Park et al., 2019) on the mel bands,
+        spans of `mel_band_mask_length` bands per clip covering about this share of them, set to the frame's floor
+        (the value an empty band of a band-limited channel takes). Off by default; `--mel_band_mask_prob` in
+        train_distill.py. Unlike `mask_feature_prob` (which zeroes projected channels), it acts where a telephone or
+        a cheap microphone acts: on the spectrum.
+    mel_band_mask_length (`int`, defaults to 8):
+        Bands per frequency mask (SpecAugment's F; 8 of 80 is a tenth of the mel axis).
 
     conv_dim (`tuple[int, ...]`, defaults to XLSR-53's `(512,) * 7`):
         CNN channels per layer. A *slim* student narrows the inner layers (e.g. `(256,) * 6 + (512,)`, built with
@@ -128,6 +136,8 @@ class DistilXLSRConfig(Wav2Vec2Config):
     fast_feature_encoder: bool = True
     feature_frontend: str = "cnn"
     num_mel_bins: int = 80
+    mel_band_mask_prob: float = 0.0
+    mel_band_mask_length: int = 8
 
     hidden_size: int = 1024
     num_hidden_layers: int = 2
@@ -159,6 +169,15 @@ class DistilXLSRConfig(Wav2Vec2Config):
                 "A log-mel front-end is one frame analysis: conv_dim, conv_kernel and conv_stride must each hold one "
                 f"value (width, window, hop), got conv_dim {list(self.conv_dim)}. Build it with "
                 "DistilXLSRConfig.from_teacher_config(teacher_config, feature_frontend='log_mel')."
+            )
+        if not 0.0 <= self.mel_band_mask_prob < 1.0:
+            raise ValueError(f"`mel_band_mask_prob` must be in [0, 1), got {self.mel_band_mask_prob}.")
+        if self.mel_band_mask_prob > 0 and self.feature_frontend != "log_mel":
+            raise ValueError("`mel_band_mask_prob` masks mel bands: it needs `feature_frontend='log_mel'`.")
+        if not 1 <= self.mel_band_mask_length <= self.num_mel_bins:
+            raise ValueError(
+                f"`mel_band_mask_length` must be 1..num_mel_bins ({self.num_mel_bins}), "
+                f"got {self.mel_band_mask_length}."
             )
 
     @property

@@ -11,6 +11,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration_distilxlsr import DistilXLSRConfig
+from .modeling_distilxlsr_parts import sample_span_mask
 
 DYNAMIC_RANGE = 10.0  # natural-log units: about 43 dB
 SAMPLING_RATE = 16_000  # stated here on its own, as every Hub file does (models/audio_format.py is the project's)
@@ -71,6 +72,7 @@ class DistilXLSRLogMelFeatureEncoder(nn.Module):
         self.output = nn.Linear(width, width)
         self.output_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.activation = ACT2FN[config.feat_extract_activation]
+        self.band_mask = (config.mel_band_mask_prob, config.mel_band_mask_length)
         self.gradient_checkpointing = False
         self._requires_grad = True
 
@@ -90,6 +92,11 @@ class DistilXLSRLogMelFeatureEncoder(nn.Module):
         # Each frame's bands floored DYNAMIC_RANGE below its loudest (whisper floors 80 dB below the utterance's; per
         # frame here, so that padding changes nothing): a band-limited channel (telephone, low-pass) otherwise leaves
         # its empty bands at log(1e-6), far outside anything distillation on wideband audio showed the MLP.
-        log_mel = torch.maximum(log_mel, log_mel.amax(dim=-1, keepdim=True) - DYNAMIC_RANGE)
+        floor = log_mel.amax(dim=-1, keepdim=True) - DYNAMIC_RANGE
+        log_mel = torch.maximum(log_mel, floor)
+        if self.training and self.band_mask[0] > 0:
+            # SpecAugment's frequency masks, set to the floor: what the empty bands of a band-limited channel read as
+            bands = sample_span_mask((log_mel.shape[0], log_mel.shape[-1]), *self.band_mask, device=log_mel.device)
+            log_mel = torch.where(bands[:, None, :], floor, log_mel)
         hidden = self.activation(self.projection_norm(self.projection(log_mel)))
         return self.activation(self.output_norm(self.output(hidden))).transpose(1, 2)

@@ -133,6 +133,14 @@ class DistillArguments:
             "choices": ["cnn", "log_mel"],
         },
     )
+    mel_band_mask_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "log_mel front-end: SpecAugment frequency masks over about this share of the mel bands of each "
+            "training clip, set to the frame's floor (what a band-limited channel leaves); saved in the config, so "
+            "fine-tuning keeps them. 0: off."
+        },
+    )
     cnn_loss_weight: float | None = field(
         default=None,
         metadata={
