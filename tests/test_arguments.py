@@ -7,7 +7,7 @@ import pytest
 
 from finetune_classification import CLASSIFICATION_DEFAULTS, ClassificationArguments
 from finetune_ctc import FINETUNE_DEFAULTS, FinetuneArguments
-from modeling_distilxlsr.audio.augment import AugmentArguments
+from modeling_distilxlsr.audio.augment import AugmentArguments, validate_augment_settings
 from modeling_distilxlsr.training.arguments import (
     FREE,
     SCHEDULE,
@@ -81,3 +81,13 @@ def test_a_resume_is_compared_field_by_field_and_a_new_field_matches_its_default
     compare_settings(older, saved, "ckpt", policies, defaults)
     with pytest.raises(SettingsChangedError, match="adam_beta1"):
         compare_settings(older, saved | {"adam_beta1": 0.5}, "ckpt", policies, defaults)
+
+
+@pytest.mark.parametrize("config", ["configs/main_job.yaml", "configs/cpu_student.yaml", "configs/smoke.yaml"])
+def test_every_shipped_distillation_config_parses_and_its_settings_are_valid(config):
+    run, augment, distill = parse_args((RunArguments, AugmentArguments, DistillArguments), DISTILL_DEFAULTS, [config])
+    validate_augment_settings(augment.augment_settings())
+    assert run.max_steps > 0 and run.output_dir.startswith("out/")
+    if config == "configs/cpu_student.yaml":  # the robust CPU student: log-mel, band masks, corrupted audio
+        assert distill.student_frontend == "log_mel" and distill.mel_band_mask_prob > 0
+        assert augment.augment and augment.bandlimit_prob > 0 and augment.augment_target == "student"

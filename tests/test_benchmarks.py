@@ -214,6 +214,47 @@ def test_onnx_attention_benchmark_times_both_opsets_and_checks_they_agree(tmp_pa
     assert "| default | 1 s | onnx-int8 opset 23 |" in result.stdout
 
 
+def test_bf16_profile_times_both_paths_and_names_each_ones_operators(tmp_path):
+    """benchmarks/bf16_profile.py on tiny shapes: per student and batch, fp32 and bf16 timed and profiled, the
+    operators' self times adding up to a pass, the table rendered."""
+    import sys
+
+    out = tmp_path / "profile.json"
+    command = [sys.executable, "benchmarks/bf16_profile.py", "--students", "default", "log-mel", "--batch", "1", "2",
+               "--seconds", "1", "--repeats", "1", "--json", str(out)]  # fmt: skip
+    result = run_script(command, env_extra={"DISTILXLSR_BENCH_TINY": "1"})
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["student"], r["batch"]) for r in rows} == {(s, b) for s in ("default", "log-mel") for b in (1, 2)}
+    for row in rows:
+        for path in ("torch-fp32", "torch-bf16"):
+            operators = row[path]["operators"]
+            assert row[path]["wall_s"] > 0 and sum(operators.values()) > 0
+            assert any(name.startswith("aten::") for name in operators)
+    assert "### log-mel student, 2 x 1 s: fp32" in result.stdout and "| all operators |" in result.stdout
+
+
+def test_page_microphone_benchmark_records_through_the_page_with_the_browsers_processing_off_and_on(
+    small_corpus, tmp_path
+):
+    """benchmarks/page_microphone.py with the shipped teacher on 2 unseen-voice sentences: the page records the fake
+    microphone in real Chromium twice; the track reports the page's constraints (processing off) the first time and
+    the browser defaults the second; both live words and the recording's transcript are scored."""
+    import sys
+
+    out = tmp_path / "microphone.json"
+    command = [sys.executable, "benchmarks/page_microphone.py", "--test", str(small_corpus / "test"), "--sentences",
+               "2", "--pause", "0.5", "--json", str(out)]  # fmt: skip
+    result = run_script(command)
+    off, on = json.loads(out.read_text())["rows"]
+    processing = ("echoCancellation", "noiseSuppression", "autoGainControl")
+    assert [off["track_settings"].get(name) for name in processing] == [False, False, False]
+    assert [on["track_settings"].get(name) for name in processing] == [True, True, True]
+    for row in (off, on):
+        assert row["recording"].strip() and 0 <= row["recording_cer"] <= 1.5 and 0 <= row["live_cer"] <= 1.5
+    assert off["recording_cer"] < 0.6  # a trained model heard its words: the recording reached it whole
+    assert "| off (the page's constraints) | false, false, false |" in result.stdout
+
+
 def test_formatting_benchmark_times_each_step_against_the_transcription_and_scores_the_written_output(
     small_corpus, tmp_path
 ):

@@ -196,6 +196,7 @@ def test_train_distill_distils_a_log_mel_student_from_the_teachers_cnn_output(ti
     config = json.loads((out / "config.json").read_text())
     assert config["feature_frontend"] == "log_mel" and config["conv_dim"] == [16]
     assert config["mel_band_mask_prob"] == 0.2  # saved: a fine-tune of this folder keeps its band masks
-    assert "log-mel (80 bands, 400-sample window every 320)" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "log-mel (80 bands, 400-sample window every 320)" in card and "mel-band masks over 0.2 of the bands" in card
     ctc = DistilXLSRForCTC.from_pretrained(out).eval()  # the distilled folder loads as an ASR model's backbone
     assert isinstance(ctc.distilxlsr.feature_extractor, DistilXLSRLogMelFeatureEncoder)

@@ -166,6 +166,11 @@ def cnn_description(config, distill) -> str:
             f"log-mel ({config.num_mel_bins} bands, {config.conv_kernel[0]}-sample window every "
             f"{config.conv_stride[0]}) + a per-frame MLP to {config.conv_dim[0]} channels, distilled from the "
             f"teacher's CNN output (weight {distill.cnn_loss_weight:g})"
+            + (
+                f"; mel-band masks over {config.mel_band_mask_prob:g} of the bands in training"
+                if config.mel_band_mask_prob
+                else ""
+            )
         )
     if distill.student_cnn_width is None:
         frozen = ", frozen" if distill.freeze_cnn else ""
