@@ -30,6 +30,25 @@ def test_bf16_is_refused_where_it_would_be_emulated(flags, native):
             check_bf16("cpu", flags)
 
 
+@pytest.mark.parametrize(
+    ("caps", "native"),
+    [({"ATEN_CPU_CAPABILITY": "avx2"}, False), ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),
+     ({"ONEDNN_MAX_CPU_ISA": "avx512_core_vnni"}, False), ({"ATEN_CPU_CAPABILITY": "avx512"}, True),
+     ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, True), ({}, True)],
+)  # fmt: skip
+def test_an_isa_cap_in_the_environment_takes_native_bf16_away(monkeypatch, caps, native):
+    """The benchmarks' `--isa avx2` (and a user measuring an AVX2 CPU on a newer one) sets these: bf16 is then
+    emulated, so no path offers it and `--dtype bf16` is refused with the reason."""
+    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in caps.items():
+        monkeypatch.setenv(name, value)
+    assert native_bf16({"avx2", "avx512f", "avx512_bf16"}) is native
+    if not native:
+        with pytest.raises(ValueError, match="an ISA cap in the environment"):
+            check_bf16("cpu", {"avx512_bf16"})
+
+
 def test_bf16_autocast_matches_fp32(tiny_ctc_dir):
     """Numerics of the path (they do not depend on whether the CPU runs bf16 natively)."""
     _, model = tiny_ctc_dir

@@ -35,8 +35,22 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine()
 
 
+# Caps that leave bf16 emulated whatever the CPU has: torch's own kernels (ATEN_CPU_CAPABILITY) and oneDNN's, which
+# run its bf16 matmuls and convolutions (ONEDNN_MAX_CPU_ISA, named as oneDNN names its ISAs).
+ATEN_CAPS_WITHOUT_BF16 = ("default", "avx2")
+ONEDNN_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def isa_capped_below_bf16(environ=os.environ) -> bool:
+    """True where the environment caps torch or oneDNN to an ISA without bf16 (e.g. the AVX2 caps the benchmarks
+    set to measure an AVX2 CPU on a newer one): bf16 is then emulated even on a CPU whose flags list it."""
+    aten, onednn = environ.get("ATEN_CPU_CAPABILITY", ""), environ.get("ONEDNN_MAX_CPU_ISA", "")
+    return aten.lower() in ATEN_CAPS_WITHOUT_BF16 or onednn.upper() in ONEDNN_CAPS_WITHOUT_BF16
+
+
 def native_bf16(flags: set[str] | None = None) -> bool:
-    return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+    """The CPU runs bf16 natively (its flags, or `flags`) and no ISA cap in the environment takes it away."""
+    return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags)) and not isa_capped_below_bf16()
 
 
 def describe_cpu() -> str:
@@ -55,5 +69,11 @@ def check_bf16(device: str, flags: set[str] | None = None) -> None:
     if not native_bf16(flags):
         raise ValueError(
             "--dtype bf16 on this CPU would be emulated and slower than fp32: it has neither AVX512-BF16 nor AMX "
-            f"({describe_cpu() if flags is None else 'flags: ' + ' '.join(sorted(flags))}). Use --dtype fp32."
+            f"({describe_cpu() if flags is None else 'flags: ' + ' '.join(sorted(flags))}"
+            + (
+                ", or an ISA cap in the environment (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA) takes them away"
+                if isa_capped_below_bf16()
+                else ""
+            )
+            + "). Use --dtype fp32."
         )
