@@ -92,7 +92,10 @@ def live_session(url: str, microphone: str, seconds: float, script: str) -> dict
         driver.find_element(By.ID, "record").click()
         WebDriverWait(driver, 30).until(lambda d: "gravando" in d.find_element(By.ID, "status").text)
         time.sleep(seconds)  # the fake microphone loops its file: stop after one play
-        live = " ".join(w.text for w in driver.find_elements(By.CSS_SELECTOR, "#words .word"))
+        live = driver.execute_script(  # each word's own text node, not its time (and not .text: visible text only)
+            "return Array.from(document.querySelectorAll('#words .word')).map((w) => w.firstChild.textContent)"
+            ".join(' ')"
+        )
         settings = driver.execute_script("return window.__trackSettings || null")
         driver.find_element(By.ID, "stop").click()
         WebDriverWait(driver, 300).until(lambda d: d.find_elements(By.ID, "download-txt"))
