@@ -362,32 +362,15 @@ def make_augmenter(args: AugmentArguments, seed: int, utterances: list, distilli
 
     file_skips = SkipCounter()
     augmenter = Augmenter(args.augment_settings(), seed, file_skips, babble_sources=utterances)
-    logger.info(
-        "augment (%s): noise p=%s (%s, SNR %s dB), reverb p=%s (%s), speed p=%s %s, pitch p=%s, "
-        "low-pass p=%s (%s Hz), telephone p=%s (%s), clipping p=%s; noise/RIR files: %s",
-        ("heard by the " + ("student" if args.augment_target == "student" else "teacher and the student"))
-        if distilling
-        else "training clips",
-        args.noise_prob,
-        ", ".join(augmenter.noise_kinds),
-        args.snr_range,
-        args.reverb_prob,
-        args.rir_dir or "simulated rooms",
-        args.speed_prob,
-        args.speed_factors,
-        args.pitch_prob,
-        args.bandlimit_prob,
-        args.bandlimit_cutoff_range,
-        args.telephone_prob,
-        ", ".join(args.telephone_codecs),
-        args.clip_prob,
-        file_skips.summary(),
-    )
+    heard_by = "student" if args.augment_target == "student" else "teacher and the student"
+    where = f"heard by the {heard_by}" if distilling else "training clips"
+    described = describe_augmentation(args, distilling=False, noise_kinds=augmenter.noise_kinds)
+    logger.info("augment (%s): %s; noise/RIR files: %s", where, described, file_skips.summary())
     return augmenter
 
 
-def describe_augmentation(args: AugmentArguments, distilling: bool) -> str:
-    """One line for the model card."""
+def describe_augmentation(args: AugmentArguments, distilling: bool, noise_kinds: list[str] | None = None) -> str:
+    """One line for the model card and the run's log (`noise_kinds`: the kinds in use, where some were unavailable)."""
     if not args.augment:
         return "none (clean audio only)"
     who = ""
@@ -399,7 +382,7 @@ def describe_augmentation(args: AugmentArguments, distilling: bool) -> str:
         )
     return (
         f"{who}noise p={args.noise_prob} (SNR {args.snr_range[0]:g}-{args.snr_range[1]:g} dB: "
-        f"{', '.join(args.noise_kinds)}), reverberation p={args.reverb_prob} "
+        f"{', '.join(noise_kinds or args.noise_kinds)}), reverberation p={args.reverb_prob} "
         f"({'measured RIRs' if args.rir_dir else 'simulated rooms'}), speed p={args.speed_prob}, pitch "
         f"p={args.pitch_prob}, low-pass p={args.bandlimit_prob} ({args.bandlimit_cutoff_range[0]:g}-"
         f"{args.bandlimit_cutoff_range[1]:g} Hz), telephone p={args.telephone_prob} "
