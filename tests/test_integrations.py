@@ -10,14 +10,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import SPEECH_FIXTURE, run_script, tiny_student_config
+from conftest import SPEECH_FIXTURE, distill, run_script, tiny_student_config
 from ctc_forced_aligner import generate_emissions, get_alignments, get_spans, postprocess_results, preprocess_text
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForCTC
 from modeling_distilxlsr.audio.decode import normalize
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
-from modeling_distilxlsr.export.ctranslate2_export import CTranslate2Unsupported, export_ctranslate2
+from modeling_distilxlsr.export.ctranslate2_export import (
+    CTranslate2Unsupported,
+    ctranslate2_problems,
+    export_ctranslate2,
+)
 from modeling_distilxlsr.export.onnx_export import export_onnx
 from modeling_distilxlsr.inference.onnx_runtime import onnx_session, run_onnx
 from modeling_distilxlsr.models.audio_format import default_feature_extractor
@@ -151,3 +155,36 @@ def test_ctranslate2_export_refuses_a_log_mel_student_in_one_line(tmp_path):
     save_for_hub(DistilXLSRForCTC(config).eval(), str(tmp_path / "model"), processor)
     with pytest.raises(CTranslate2Unsupported, match="a log_mel front-end"):
         export_ctranslate2(str(tmp_path / "model"), str(tmp_path / "ct2"))
+
+
+def test_a_student_of_a_smaller_teacher_gets_xlsr53s_positional_convolution_and_fits_ctranslate2(
+    tiny_teacher_dir, small_corpus, tmp_path
+):
+    """`--student_pos_conv 128 16`: the tiny teacher's 16-tap, 2-group convolution is not copied but built in
+    XLSR-53's shape and learnt; everything else is still copied; the distilled folder fits CTranslate2's layout. A
+    group count that does not divide the width is a one-line usage error."""
+    out = tmp_path / "out"
+    steps = ["--max_steps", 4, "--eval_steps", 4, "--save_steps", 4]
+    result = distill(tiny_teacher_dir, small_corpus / "train", out, *steps, "--student_pos_conv", 128, 16)
+    assert "positional convolution: 128 taps in 16 groups (the teacher's: 16 in 2): not copied, learnt" in result.stderr
+    config = DistilXLSRConfig.from_pretrained(out)
+    assert (config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups) == (128, 16)
+    assert not [p for p in ctranslate2_problems(config) if "conv_pos" in p]
+    bad = distill(tiny_teacher_dir, small_corpus / "train", tmp_path / "bad", *steps, "--student_pos_conv", 128, 5,
+                  check=False)  # fmt: skip
+    assert bad.returncode != 0 and "groups must divide the hidden size (32)" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_ct2_transcripts_benchmark_gives_ctranslate2s_text_against_torchs(small_corpus, tmp_path):
+    """benchmarks/ct2_transcripts.py on an XLSR-layout student: torch and both CTranslate2 precisions transcribe the
+    same files; float32 gives torch's text."""
+    model_dir, _ = xlsr_layout_ctc_folder(tmp_path / "model")
+    out = tmp_path / "ct2.json"
+    command = [sys.executable, "benchmarks/ct2_transcripts.py", model_dir, "--test", str(small_corpus / "test"),
+               "--files", "3", "--json", str(out)]  # fmt: skip
+    result = run_script(command)
+    rows = {row["engine"]: row for row in json.loads(out.read_text())["rows"]}
+    assert len(rows) == 3 and rows["torch fp32"]["cer_to_torch"] == 0
+    float32 = next(row for engine, row in rows.items() if engine.endswith("float32"))
+    assert float32["cer_to_torch"] < 0.02 and "| torch fp32 |" in result.stdout

@@ -55,6 +55,7 @@ def build_teacher_and_student(distill, device):
             cnn_width=distill.student_cnn_width,
             feature_frontend=distill.student_frontend,
             mel_band_mask_prob=distill.mel_band_mask_prob,
+            pos_conv=distill.student_pos_conv,
             # DistilHuBERT distils from unmasked input (and an unused mask embedding would break DDP); fine-tuning turns
             # SpecAugment on and learns its mask embedding.
             apply_spec_augment=False,

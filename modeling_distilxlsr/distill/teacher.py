@@ -210,6 +210,15 @@ def has_slim_cnn(student_config, teacher_config) -> bool:
     return has_log_mel_frontend(student_config) or list(student_config.conv_dim) != list(teacher_config.conv_dim)
 
 
+POS_CONV_FIELDS = ("num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
+
+
+def has_own_pos_conv(student_config, teacher_config) -> bool:
+    """True when the student's positional convolution has another shape than the teacher's (taps, groups): it cannot
+    be copied and starts from scratch, learnt through the layer targets (`--student_pos_conv`)."""
+    return any(getattr(student_config, name) != getattr(teacher_config, name) for name in POS_CONV_FIELDS)
+
+
 def _describe_mismatch(student_config, teacher_config) -> list[str]:
     differences = []
     student_dims, teacher_dims = list(student_config.conv_dim), list(teacher_config.conv_dim)
@@ -230,6 +239,8 @@ def _describe_mismatch(student_config, teacher_config) -> list[str]:
     for name in TEACHER_ARCHITECTURE_FIELDS:
         if log_mel and name in ("conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm"):
             continue
+        if name in POS_CONV_FIELDS:  # a positional convolution of its own is learnt (`has_own_pos_conv`)
+            continue
         student_value, teacher_value = getattr(student_config, name, None), getattr(teacher_config, name, None)
         if isinstance(student_value, (list, tuple)):
             student_value, teacher_value = list(student_value), list(teacher_value or [])
@@ -248,9 +259,10 @@ def _backbone(student: nn.Module) -> DistilXLSRModel:
 
 
 def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, layer_map: dict[int, int] | None = None):
-    """Copies the teacher's CNN, feature projection (with its LayerNorm), positional convolution and chosen layers
-    into the student, as DistilHuBERT does. `layer_map` maps student layer -> teacher layer (0-based); the default is
-    the first N teacher layers. Works on the backbone or any of our wrapper models; returns the student.
+    """Copies the teacher's CNN, feature projection (with its LayerNorm), positional convolution (unless the student
+    has one of its own shape) and chosen layers into the student, as DistilHuBERT does. `layer_map` maps student
+    layer -> teacher layer (0-based); the default is the first N teacher layers. Works on the backbone or any of our
+    wrapper models; returns the student.
 
     A WavLM teacher's layers share the wav2vec2 names except its relative-position bias, which the student lacks:
     those weights are skipped (and logged). A slim student's CNN is initialised by `init_slim_cnn_from_teacher`.
@@ -292,7 +304,13 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
         else:
             copy(backbone.feature_extractor, teacher.feature_extractor, "CNN feature encoder")
         copy(backbone.feature_projection, teacher.feature_projection, "feature projection")
-        copy(backbone.encoder.pos_conv_embed, teacher.encoder.pos_conv_embed, "positional convolution")
+        if has_own_pos_conv(backbone.config, teacher.config):
+            logger.info(
+                "positional convolution: %d taps in %d groups (the teacher's: %d in %d): not copied, learnt",
+                *(getattr(c, n) for c in (backbone.config, teacher.config) for n in POS_CONV_FIELDS),
+            )
+        else:
+            copy(backbone.encoder.pos_conv_embed, teacher.encoder.pos_conv_embed, "positional convolution")
         copy(backbone.encoder.layer_norm, teacher.encoder.layer_norm, "encoder LayerNorm")
         for student_layer, teacher_layer in layer_map.items():
             copy(

@@ -73,7 +73,8 @@ def export_ctranslate2(model_dir: str, out_dir: str, quantization: str | None = 
         raise CTranslate2Unsupported(
             f"{model_dir} does not fit CTranslate2's Wav2Vec2, which hard-codes XLSR-53's layout: "
             + "; ".join(problems)
-            + ". Students distilled from XLSR-53 have it; use the ONNX export (distilxlsr-onnx) for this one."
+            + ". Students distilled from XLSR-53 have it (a smaller teacher's student gets its positional convolution "
+            "with train_distill.py --student_pos_conv 128 16); use the ONNX export (distilxlsr-onnx) for this one."
         )
     with tempfile.TemporaryDirectory() as plain:
         export_as_wav2vec2(model_dir, plain)

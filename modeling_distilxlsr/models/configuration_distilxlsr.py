@@ -194,13 +194,16 @@ class DistilXLSRConfig(Wav2Vec2Config):
         teacher_name_or_path: str | None = None,
         cnn_width: int | None = None,
         feature_frontend: str = "cnn",
+        pos_conv: tuple[int, int] | None = None,
         **kwargs,
     ) -> "DistilXLSRConfig":
         """Builds the student that matches a Wav2Vec2 / HuBERT / WavLM teacher config (same CNN, width, layer
         layout), so that `init_student_from_teacher` can copy its weights. `pred_layer_ids` defaults to the thirds
         of the teacher's depth, as DistilHuBERT (4/8/12 of 12 layers). `cnn_width` makes a slim student: every CNN
         layer but the last gets that many channels (the last keeps the teacher's width). `feature_frontend="log_mel"`
-        replaces the CNN by log-mel frames over the teacher CNN's receptive field and stride, as wide as its output."""
+        replaces the CNN by log-mel frames over the teacher CNN's receptive field and stride, as wide as its output.
+        `pos_conv=(taps, groups)` gives the student a positional convolution of its own (learnt, not copied): a
+        cheaper one than XLSR-53's 128 taps, or XLSR-53's layout for a student of a smaller teacher."""
         teacher_layers = teacher_config.num_hidden_layers
         if pred_layer_ids is None:
             pred_layer_ids = tuple(teacher_layers * k // 3 for k in (1, 2, 3))
@@ -225,6 +228,14 @@ class DistilXLSRConfig(Wav2Vec2Config):
                 raise ValueError("cnn_width narrows the waveform CNN; a log-mel front-end has none: choose one.")
             conv_dim, conv_kernel = conv_dim[-1:], (cnn_receptive_field(teacher_config),)
             conv_stride = (math.prod(conv_stride),)
+        if pos_conv is not None:
+            taps, groups = (int(v) for v in pos_conv)
+            if taps < 2 or groups < 1 or teacher_config.hidden_size % groups:
+                raise ValueError(
+                    f"pos_conv {list(pos_conv)}: taps must be >= 2 and groups must divide the hidden size "
+                    f"({teacher_config.hidden_size})."
+                )
+            fields.update(num_conv_pos_embeddings=taps, num_conv_pos_embedding_groups=groups)
         fields.update(
             conv_dim=conv_dim,
             conv_stride=conv_stride,

@@ -133,6 +133,15 @@ class DistillArguments:
             "choices": ["cnn", "log_mel"],
         },
     )
+    student_pos_conv: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "TAPS GROUPS of the student's positional convolution (default: the teacher's, copied). Another "
+            "shape is learnt from scratch: fewer taps cost less (XLSR-53's 128 are a quarter of a log-mel student's "
+            "forward pass), `128 16` is XLSR-53's layout, which CTranslate2 needs, for a student of a smaller teacher.",
+            "nargs": 2,
+        },
+    )
     mel_band_mask_prob: float = field(
         default=0.0,
         metadata={
