@@ -20,11 +20,11 @@ from collections import defaultdict
 import numpy as np
 import torch
 from harness import ISA_CAPS, cap_isa, cpu_line, median_seconds, run_record
+from peers import STUDENTS
 from shapes import ctc_student_folder
 
 from modeling_distilxlsr.inference.backends import load_backend
 
-STUDENTS = {"default": (False, "cnn"), "slim": (True, "cnn"), "log-mel": (False, "log_mel")}
 PATHS = ("torch-fp32", "torch-bf16")
 
 

@@ -13,7 +13,6 @@ formatting), the project's normalisation; the CPU named.
 """
 
 import argparse
-import csv
 import json
 import os
 import tempfile
@@ -24,6 +23,7 @@ from harness import cpu_line, run_record
 from transformers import Wav2Vec2CTCTokenizer
 
 from modeling_distilxlsr.audio.decode import load_audio, normalize
+from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 from modeling_distilxlsr.export.ctranslate2_export import export_ctranslate2
 from modeling_distilxlsr.inference.backends import load_backend
@@ -50,16 +50,17 @@ def main():
     parser.add_argument("--json", help="Write the scores and transcripts here.")
     args = parser.parse_args()
     test = args.test or os.path.join(ensure_corpus(default_corpus_dir()), "test")
-    with open(os.path.join(test, "metadata.csv"), encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))[: args.files]
-    waves = [load_audio(os.path.join(test, row["file_name"])) for row in rows]
+    skips = SkipCounter()
+    rows = find_utterances(test, skips, need_text=True)[: args.files]  # unreadable or untranscribed: counted, said
+    if skips.reasons:
+        print(f"{test}: {skips.summary()}")
+    waves = [load_audio(row.source) for row in rows]
     normalizer = TextNormalizer()
-    references = [normalizer(row["transcription"]) for row in rows]
+    references = [normalizer(row.text) for row in rows]
 
     torch_backend = load_backend(args.model, "torch-fp32")
     torch_decoder = CTCDecoder(torch_backend.tokenizer, frame_seconds=torch_backend.frame_seconds)
-    transcripts = {"torch fp32": [torch_decoder(logits)["text"] for wave in waves
-                                  for logits in torch_backend.logits([wave])]}  # fmt: skip
+    transcripts = {"torch fp32": [torch_decoder(torch_backend.logits([wave])[0])["text"] for wave in waves]}
     with tempfile.TemporaryDirectory() as root:
         for quantization in ("int8", "float32"):
             folder = export_ctranslate2(args.model, os.path.join(root, quantization), quantization)

@@ -14,7 +14,6 @@ ignores them is seen. CER/WER after the project's text normalisation (`TextNorma
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from serve_load import free_port, start_server
 
 from modeling_distilxlsr.audio.decode import load_audio
+from modeling_distilxlsr.audio.sources import SkipCounter, find_utterances
 from modeling_distilxlsr.corpus.synthesis import default_corpus_dir, ensure_corpus
 from modeling_distilxlsr.corpus.teacher import shipped_teacher_dir
 from modeling_distilxlsr.models.audio_format import SAMPLING_RATE
@@ -38,39 +38,43 @@ from modeling_distilxlsr.text.error_rates import error_rates
 from modeling_distilxlsr.text.normalizer import TextNormalizer
 
 PROCESSING = ("echoCancellation", "noiseSuppression", "autoGainControl")
-# Before the page's own script: getUserMedia answered with the browser's processing on, and the track's settings kept.
-BROWSER_DEFAULTS = """
+
+
+def keeping_track_settings(constraints: str) -> str:
+    """A script run before the page's own: getUserMedia called with `constraints` (a JavaScript expression; the name
+    `constraints` is the page's own request) and the track's settings kept in `window.__trackSettings`."""
+    return f"""
 const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-navigator.mediaDevices.getUserMedia = async () => {
-  const stream = await original({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
+navigator.mediaDevices.getUserMedia = async (constraints) => {{
+  const stream = await original({constraints});
   window.__trackSettings = stream.getAudioTracks()[0].getSettings();
   return stream;
-};
+}};
 """
-# The page's own constraints, left as they are: only the track's settings are kept.
-PAGE_AS_IS = """
-const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-navigator.mediaDevices.getUserMedia = async (constraints) => {
-  const stream = await original(constraints);
-  window.__trackSettings = stream.getAudioTracks()[0].getSettings();
-  return stream;
-};
-"""
+
+
+CONDITIONS = {  # label: the script injected before the page loads
+    "off (the page's constraints)": keeping_track_settings("constraints"),
+    "on (browser defaults)": keeping_track_settings(json.dumps({"audio": dict.fromkeys(PROCESSING, True)})),
+}
 
 
 def microphone_file(split: str, sentences: int, pause: float, path: str) -> tuple[str, float]:
-    """The first `sentences` clips of `split` with `pause` s of silence between them (and 1 s before, 2 s after)
-    written as 16-bit PCM at 16 kHz; (the reference text, seconds)."""
-    with open(os.path.join(split, "metadata.csv"), encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))[:sentences]
+    """The first `sentences` usable clips of `split` (`find_utterances`: unreadable or untranscribed ones are counted
+    and said) with `pause` s of silence between them (and 1 s before, 2 s after) written as 16-bit PCM at 16 kHz;
+    (the reference text, seconds)."""
+    skips = SkipCounter()
+    utterances = find_utterances(split, skips, need_text=True)[:sentences]
+    if skips.reasons:
+        print(f"{split}: {skips.summary()}")
     gap = np.zeros(int(pause * SAMPLING_RATE), np.float32)
     parts = [np.zeros(SAMPLING_RATE, np.float32)]
-    for row in rows:
-        parts += [load_audio(os.path.join(split, row["file_name"])), gap]
+    for utterance in utterances:
+        parts += [load_audio(utterance.source), gap]
     parts.append(np.zeros(2 * SAMPLING_RATE, np.float32))
     audio = np.concatenate(parts)
     sf.write(path, audio / max(1e-9, float(np.abs(audio).max())) * 0.7, SAMPLING_RATE, subtype="PCM_16")
-    return " ".join(row["transcription"] for row in rows), len(audio) / SAMPLING_RATE
+    return " ".join(utterance.text for utterance in utterances), len(audio) / SAMPLING_RATE
 
 
 def chromium(microphone: str):
@@ -129,8 +133,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             microphone = os.path.join(tmp, "microphone.wav")
             reference, seconds = microphone_file(args.test, args.sentences, args.pause, microphone)
-            for condition, script in (("off (the page's constraints)", PAGE_AS_IS), ("on (browser defaults)",
-                                                                                       BROWSER_DEFAULTS)):  # fmt: skip
+            for condition, script in CONDITIONS.items():
                 started = time.perf_counter()
                 session = live_session(f"http://127.0.0.1:{port}", microphone, seconds, script)
                 row = {"condition": condition, "wall_s": time.perf_counter() - started, **session}
