@@ -40,10 +40,10 @@ def student_config(slim: bool = False, pred=(8, 16, 24), **overrides):
     return DistilXLSRConfig.from_teacher_config(teacher, pred_layer_ids=pred, cnn_width=width, **overrides)
 
 
-def ctc_student_folder(out_dir: str, slim: bool = False, feature_frontend: str = "cnn") -> str:
+def ctc_student_folder(out_dir: str, slim: bool = False, feature_frontend: str = "cnn", **overrides) -> str:
     """A saved random-weight CTC student of `student_config` (`feature_frontend="log_mel"`: the default student with
-    the log-mel front-end) with the BP character processor: what the speed benchmarks serve and transcribe (speed
-    does not depend on the weights)."""
+    the log-mel front-end; `overrides`: other config fields) with the BP character processor: what the speed
+    benchmarks serve and transcribe (speed does not depend on the weights)."""
     import torch
 
     from modeling_distilxlsr import DistilXLSRForCTC
@@ -54,7 +54,7 @@ def ctc_student_folder(out_dir: str, slim: bool = False, feature_frontend: str =
     torch.manual_seed(0)
     processor = build_processor(build_vocab(), default_feature_extractor())
     config = student_config(
-        slim, vocab_size=len(processor.tokenizer), pad_token_id=0, feature_frontend=feature_frontend
+        slim, vocab_size=len(processor.tokenizer), pad_token_id=0, feature_frontend=feature_frontend, **overrides
     )
     save_for_hub(DistilXLSRForCTC(config).eval(), out_dir, processor)
     return out_dir

@@ -125,6 +125,26 @@ def run_fresh_python(code: str, cwd, timeout=600, with_package: bool = False) ->
     return result.stdout
 
 
+def logits_of_a_hub_user(folder, wave, tmp_path, module_check: str) -> torch.Tensor:
+    """The CTC logits of `wave` from `folder` loaded as a Hub user loads it: a fresh process, AutoModelForCTC with
+    trust_remote_code, the folder's own code (our package cannot be imported there); `module_check` is a Python
+    expression on `model` that must hold (which module the folder's code built)."""
+    torch.save(wave, tmp_path / "wave.pt")
+    run_fresh_python(
+        f"""
+        import sys, torch
+        from transformers import AutoModelForCTC
+        model = AutoModelForCTC.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert sys.modules.get("modeling_distilxlsr") is None  # the folder's code, not our package
+        assert {module_check}
+        with torch.no_grad():
+            torch.save(model(torch.load({str(tmp_path / "wave.pt")!r})).logits, {str(tmp_path / "out.pt")!r})
+        """,
+        cwd=tmp_path,
+    )
+    return torch.load(tmp_path / "out.pt")
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory):
     """A saved tiny wav2vec2 teacher folder, as `--teacher` takes it."""

@@ -278,3 +278,18 @@ def test_formatting_benchmark_times_each_step_against_the_transcription_and_scor
     assert e2e["written"]["cer"] >= e2e["normalised"]["cer"]  # case and marks can only add errors
     assert "| the clips as one file, 1 s pauses (1 files" in result.stdout
     assert "Against the default student's shape" in result.stdout
+
+
+def test_encoder_levers_benchmark_times_a_student_for_each_convolution_length_and_stride(tmp_path):
+    """benchmarks/encoder_levers.py on tiny shapes: one row per clip, path, taps and stride, each student built as
+    asked (taps in the rows, the speed-up over the first row rendered)."""
+    import sys
+
+    out = tmp_path / "levers.json"
+    command = [sys.executable, "benchmarks/encoder_levers.py", "--taps", "32", "8", "--strides", "1", "2", "--groups",
+               "4", "--clips", "1", "--repeats", "1", "--no_peer", "--out", str(out)]  # fmt: skip
+    result = run_script(command, env_extra={"DISTILXLSR_BENCH_TINY": "1"})
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["taps"], r["stride"]) for r in rows if r["path"] == "torch-fp32"] == [(32, 1), (8, 1), (32, 2), (8, 2)]
+    assert all(r["wall_s"] > 0 and r["groups"] == 4 for r in rows)
+    assert "| 1 s | torch-fp32 | 8 | 2 |" in result.stdout and "1.00x" in result.stdout

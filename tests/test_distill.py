@@ -23,7 +23,7 @@ from conftest import (
     write_parquet_stream,
 )
 
-from modeling_distilxlsr import DistilXLSRForDistillation
+from modeling_distilxlsr import DistilXLSRConfig, DistilXLSRForDistillation
 from modeling_distilxlsr.distill.losses import distillation_loss
 from modeling_distilxlsr.distill.teacher import TeacherTargets, init_student_from_teacher
 
@@ -103,6 +103,29 @@ def test_shared_cnn_features_give_the_same_predictions(tiny_teacher):
 
 
 @pytest.mark.slow
+def test_a_shorter_positional_convolution_starts_as_the_teachers_central_taps(tiny_teacher):
+    """`--student_pos_conv 6 2` of the tiny teacher's 16 taps in 2 groups: the student's convolution computes what
+    the teacher's does with only the 6 taps around each frame (the others zeroed), so the cut is centred; another
+    group count cannot be cut and is learnt from scratch."""
+    cropped = DistilXLSRConfig.from_teacher_config(tiny_teacher.config, pos_conv=(6, 2))
+    student = init_student_from_teacher(DistilXLSRForDistillation(cropped), tiny_teacher).distilxlsr
+    teacher_conv = tiny_teacher.encoder.pos_conv_embed
+    weight = teacher_conv.conv.weight.detach().clone()  # (hidden, hidden / groups, 16), weight norm applied
+    kept = torch.zeros(weight.shape[-1], dtype=torch.bool)
+    kept[8 - 3 : 8 + 3] = True
+    weight[..., ~kept] = 0
+    hidden = torch.randn(1, 50, cropped.hidden_size)
+    x = hidden.transpose(1, 2)
+    expected = torch.nn.functional.conv1d(x, weight, teacher_conv.conv.bias, padding=8, groups=2)[..., :-1]
+    expected = torch.nn.functional.gelu(expected).transpose(1, 2)
+    with torch.no_grad():
+        assert torch.allclose(student.encoder.pos_conv_embed(hidden), expected, atol=1e-5)
+    regrouped = DistilXLSRConfig.from_teacher_config(tiny_teacher.config, pos_conv=(6, 4))
+    torch.manual_seed(1)
+    fresh = init_student_from_teacher(DistilXLSRForDistillation(regrouped), tiny_teacher).distilxlsr
+    assert fresh.encoder.pos_conv_embed.conv.weight.shape[1] == cropped.hidden_size // 4  # its own, not cut
+
+
 def test_a_run_lowers_held_out_loss_and_raises_cosine(tiny_teacher_dir, small_corpus, tmp_path):
     out = tmp_path / "out"
     distill(

@@ -3,6 +3,8 @@
 
 import logging
 
+from huggingface_hub.errors import StrictDataclassClassValidationError
+
 from ..corpus.teacher import shipped_teacher_dir
 from ..errors import OptionsError
 from ..models.configuration_distilxlsr import DistilXLSRConfig
@@ -56,6 +58,7 @@ def build_teacher_and_student(distill, device):
             feature_frontend=distill.student_frontend,
             mel_band_mask_prob=distill.mel_band_mask_prob,
             pos_conv=distill.student_pos_conv,
+            encoder_stride=distill.student_encoder_stride,
             # DistilHuBERT distils from unmasked input (and an unused mask embedding would break DDP); fine-tuning turns
             # SpecAugment on and learns its mask embedding.
             apply_spec_augment=False,
@@ -64,6 +67,8 @@ def build_teacher_and_student(distill, device):
         )
     except ValueError as err:  # the configuration's own checks (a layer the teacher lacks, ...): the user's options
         raise OptionsError(str(err)) from err
+    except StrictDataclassClassValidationError as err:  # `validate_architecture`'s, wrapped by the strict dataclass
+        raise OptionsError(str(err.__cause__ or err)) from err
     distill.pred_layer_ids = list(config.pred_layer_ids)  # unset: the thirds of this teacher's depth
     slim_cnn = has_slim_cnn(config, teacher.config)
     if slim_cnn and distill.freeze_cnn:

@@ -215,8 +215,34 @@ POS_CONV_FIELDS = ("num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
 
 def has_own_pos_conv(student_config, teacher_config) -> bool:
     """True when the student's positional convolution has another shape than the teacher's (taps, groups): it cannot
-    be copied and starts from scratch, learnt through the layer targets (`--student_pos_conv`)."""
+    be copied whole (`--student_pos_conv`); `crops_pos_conv` says whether it starts from the teacher's central taps."""
     return any(getattr(student_config, name) != getattr(teacher_config, name) for name in POS_CONV_FIELDS)
+
+
+def crops_pos_conv(student_config, teacher_config) -> bool:
+    """True when a student's positional convolution of its own is the teacher's with fewer taps in the same groups:
+    it starts from the teacher's central taps (`init_pos_conv_from_teacher`) instead of from scratch."""
+    taps, groups = (getattr(student_config, name) for name in POS_CONV_FIELDS)
+    teacher_taps, teacher_groups = (getattr(teacher_config, name) for name in POS_CONV_FIELDS)
+    return groups == teacher_groups and taps < teacher_taps
+
+
+@torch.no_grad()
+def init_pos_conv_from_teacher(student_pos_conv: nn.Module, teacher_pos_conv: nn.Module):
+    """A shorter positional convolution from the teacher's: its central taps, as they sit around the output frame
+    (same-padding: tap j of K looks K//2 - j frames back), the bias as is. Each tap's weight-norm gain is per tap
+    (`dim=2`), so the kept taps are exactly the teacher's; what the cut-off taps added is learnt from the layer
+    targets. A better start than random weights for the convolution every layer's input passes through."""
+    student_state = student_pos_conv.state_dict()
+    teacher_taps = teacher_pos_conv.conv.kernel_size[0]
+    taps = student_pos_conv.conv.kernel_size[0]
+    start = teacher_taps // 2 - taps // 2
+    cropped = {}
+    for name, value in teacher_pos_conv.state_dict().items():
+        if value.dim() >= 3 and value.shape[-1] == teacher_taps:  # the weight (or its weight-norm parts)
+            value = value[..., start : start + taps]
+        cropped[name] = value
+    student_pos_conv.load_state_dict({name: cropped[name] for name in student_state})
 
 
 def _describe_mismatch(student_config, teacher_config) -> list[str]:
@@ -305,9 +331,13 @@ def init_student_from_teacher(student: nn.Module, teacher: PreTrainedModel, laye
             copy(backbone.feature_extractor, teacher.feature_extractor, "CNN feature encoder")
         copy(backbone.feature_projection, teacher.feature_projection, "feature projection")
         if has_own_pos_conv(backbone.config, teacher.config):
+            cropped = crops_pos_conv(backbone.config, teacher.config)
+            if cropped:
+                init_pos_conv_from_teacher(backbone.encoder.pos_conv_embed, teacher.encoder.pos_conv_embed)
             logger.info(
-                "positional convolution: %d taps in %d groups (the teacher's: %d in %d): not copied, learnt",
+                "positional convolution: %d taps in %d groups (the teacher's: %d in %d): %s",
                 *(getattr(c, n) for c in (backbone.config, teacher.config) for n in POS_CONV_FIELDS),
+                "the teacher's central taps" if cropped else "not copied, learnt",
             )
         else:
             copy(backbone.encoder.pos_conv_embed, teacher.encoder.pos_conv_embed, "positional convolution")

@@ -43,6 +43,8 @@ def ctranslate2_problems(model_config: DistilXLSRConfig) -> list[str]:
         return [f"a {model_config.feature_frontend} front-end (CTranslate2 has only wav2vec2's CNN)"]
     config = wav2vec2_config(model_config)
     problems = []
+    if model_config.encoder_stride > 1:
+        problems.append(f"encoder_stride={model_config.encoder_stride} (CTranslate2 runs the layers at the CNN rate)")
     for name, fixed in CT2_POSITIONAL_CONV.items():
         if getattr(config, name) != fixed:
             problems.append(f"{name}={getattr(config, name)} (CTranslate2 builds the positional conv with {fixed})")

@@ -27,6 +27,7 @@ DISTILXLSR_ONLY_FIELDS = (
     "fast_feature_encoder",
     "feature_frontend",
     "num_mel_bins",
+    "encoder_stride",
 )
 
 
@@ -47,6 +48,12 @@ def export_as_wav2vec2(model_dir: str, out_dir: str) -> str:
             f"{model_dir} has a {config.feature_frontend} front-end, which wav2vec2 has no module for: it cannot be "
             "saved as a plain wav2vec2 folder. Publish it as a DistilXLSR folder (trust_remote_code), or export "
             "it to ONNX (distilxlsr-onnx)."
+        )
+    if config.encoder_stride > 1:
+        raise ValueError(
+            f"{model_dir} runs its layers at 1/{config.encoder_stride} of the frame rate (encoder_stride), which "
+            "wav2vec2 has no module for: it cannot be saved as a plain wav2vec2 folder. Publish it as a DistilXLSR "
+            "folder (trust_remote_code), or export it to ONNX (distilxlsr-onnx)."
         )
     architecture = (config.architectures or ["DistilXLSRModel"])[0]
     if architecture in ("DistilXLSRForCTC", "DistilXLSRForSequenceClassification"):

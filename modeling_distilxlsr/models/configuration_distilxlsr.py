@@ -23,6 +23,7 @@ HUB_CODE_FILES = (
     "modeling_distilxlsr.py",
     "modeling_distilxlsr_parts.py",
     "modeling_distilxlsr_log_mel.py",
+    "modeling_distilxlsr_stride.py",
     "modeling_distilxlsr_classification.py",
 )
 
@@ -113,6 +114,13 @@ class DistilXLSRConfig(Wav2Vec2Config):
         a cheap microphone acts: on the spectrum.
     mel_band_mask_length (`int`, defaults to 8):
         Bands per frequency mask (SpecAugment's F; 8 of 80 is a tenth of the mel axis).
+    encoder_stride (`int`, defaults to 1):
+        The transformer layers (and the positional convolution) run at 1/`encoder_stride` of the front-end's frame
+        rate: frames are averaged in groups before them, and the last layer's output is repeated back to the frame
+        rate with a learnt skip connection from the frames that went in (Squeezeformer's Temporal U-Net, Kim et
+        al., 2022), so heads, CTC timing and every frame-reading tool keep 50 frames a second. 2 halves what the
+        layers compute, which is most of a log-mel student; the layers are still copied from the teacher, which
+        ran at the full rate. `--student_encoder_stride` in train_distill.py.
 
     conv_dim (`tuple[int, ...]`, defaults to XLSR-53's `(512,) * 7`):
         CNN channels per layer. A *slim* student narrows the inner layers (e.g. `(256,) * 6 + (512,)`, built with
@@ -138,6 +146,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
     num_mel_bins: int = 80
     mel_band_mask_prob: float = 0.0
     mel_band_mask_length: int = 8
+    encoder_stride: int = 1
 
     hidden_size: int = 1024
     num_hidden_layers: int = 2
@@ -174,6 +183,8 @@ class DistilXLSRConfig(Wav2Vec2Config):
             raise ValueError(f"`mel_band_mask_prob` must be in [0, 1), got {self.mel_band_mask_prob}.")
         if self.mel_band_mask_prob > 0 and self.feature_frontend != "log_mel":
             raise ValueError("`mel_band_mask_prob` masks mel bands: it needs `feature_frontend='log_mel'`.")
+        if self.encoder_stride < 1:
+            raise ValueError(f"`encoder_stride` must be 1 (full frame rate) or more, got {self.encoder_stride}.")
         if not 1 <= self.mel_band_mask_length <= self.num_mel_bins:
             raise ValueError(
                 f"`mel_band_mask_length` must be 1..num_mel_bins ({self.num_mel_bins}), "

@@ -23,14 +23,17 @@ from .modeling_distilxlsr_parts import (
     spec_augment,
     validate_input_values,
 )
+from .modeling_distilxlsr_stride import DistilXLSREncoderStride
 
 
 @dataclass
 class DistilXLSRModelOutput(ModelOutput):
     """
-    last_hidden_state: output of the last student layer (after the final LayerNorm for pre-LN students).
+    last_hidden_state: output of the last student layer (after the final LayerNorm for pre-LN students), at the
+        front-end's frame rate (with `encoder_stride`, brought back to it).
     extract_features: CNN features after the feature-projection LayerNorm, `(batch, frames, conv_dim[-1])`.
-    hidden_states: input of the first layer and output of each layer, `num_hidden_layers + 1` tensors.
+    hidden_states: input of the first layer and output of each layer, `num_hidden_layers + 1` tensors (with
+        `encoder_stride`, at the layers' own, lower frame rate).
     attentions: attention weights, when requested.
     frame_attention_mask: `(batch, frames)` bool, True on real frames; None when no attention mask was given.
     """
@@ -75,6 +78,11 @@ class DistilXLSRPreTrainedModel(Wav2Vec2PreTrainedModel):
         if isinstance(module, DistilXLSRPredictionHeads):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             init.zeros_(module.bias)
+        if isinstance(module, DistilXLSREncoderStride):  # after its linear layer's default init (children first)
+            hidden = module.skip_scale.shape[0]
+            init.copy_(module.expand.weight, torch.eye(hidden).repeat(module.stride, 1))
+            init.zeros_(module.expand.bias)
+            init.zeros_(module.skip_scale)
 
     def use_return_dict(self, return_dict: bool | None) -> bool:
         """`return_dict` as every transformers model reads it: the argument, else the config's."""
@@ -101,6 +109,8 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
         if config.feature_frontend == "log_mel":
             self.feature_extractor = DistilXLSRLogMelFeatureEncoder(config)
             self.feature_extractor.apply(self._init_weights)
+        # the layers at a lower frame rate, back to the full rate after them (`encoder_stride`)
+        self.encoder_stride = DistilXLSREncoderStride(config) if config.encoder_stride > 1 else None
 
     def conv_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """CNN features `(batch, channels, frames)`: the time-major fast path when the config allows it (and no
@@ -152,9 +162,15 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel, Wav2Vec2Model):
         with record_encoder_outputs(self.encoder, output_hidden_states, output_attentions) as recorded:
             if output_attentions:
                 kwargs["output_attentions"] = True
-            encoder_outputs = self.encoder(hidden_states, attention_mask=frame_attention_mask, **kwargs)
+            skip, encoder_mask = hidden_states, frame_attention_mask
+            if self.encoder_stride is not None:
+                hidden_states, encoder_mask = self.encoder_stride.down(hidden_states, frame_attention_mask)
+            encoder_outputs = self.encoder(hidden_states, attention_mask=encoder_mask, **kwargs)
+        last_hidden_state = encoder_outputs[0]
+        if self.encoder_stride is not None:
+            last_hidden_state = self.encoder_stride.up(last_hidden_state, skip)
         output = DistilXLSRModelOutput(
-            last_hidden_state=encoder_outputs[0],
+            last_hidden_state=last_hidden_state,
             extract_features=extract_features,
             hidden_states=tuple(recorded["hidden_states"]) if output_hidden_states else None,
             attentions=tuple(recorded["attentions"]) if output_attentions else None,

@@ -136,10 +136,20 @@ class DistillArguments:
     student_pos_conv: list[int] | None = field(
         default=None,
         metadata={
-            "help": "TAPS GROUPS of the student's positional convolution (default: the teacher's, copied). Another "
-            "shape is learnt from scratch: fewer taps cost less (XLSR-53's 128 are a quarter of a log-mel student's "
-            "forward pass), `128 16` is XLSR-53's layout, which CTranslate2 needs, for a student of a smaller teacher.",
+            "help": "TAPS GROUPS of the student's positional convolution (default: the teacher's, copied). Fewer "
+            "taps in the teacher's groups start as its central taps, any other shape from scratch; both are learnt. "
+            "Fewer taps cost less (XLSR-53's 128 are a quarter of a log-mel student's forward pass); `128 16` is "
+            "XLSR-53's layout, which CTranslate2 needs, for a student of a smaller teacher.",
             "nargs": 2,
+        },
+    )
+    student_encoder_stride: int = field(
+        default=1,
+        metadata={
+            "help": "Run the student's layers at 1/N of the frame rate (frames averaged in groups of N, the output "
+            "repeated back with a learnt skip connection; the layers are still copied from the teacher): 2 halves "
+            "what they compute. The output keeps 50 frames a second. Not exportable as a plain wav2vec2 or to "
+            "CTranslate2; ONNX is.",
         },
     )
     mel_band_mask_prob: float = field(

@@ -151,6 +151,12 @@ def card_facts(groups, student, state, teacher_params: int, skips_summary: str) 
         backbone_params=format_params(sum(p.numel() for p in student.distilxlsr.parameters())),
         num_layers=config.num_hidden_layers,
         hidden_size=config.hidden_size,
+        layer_rate=(
+            f", at 1/{config.encoder_stride} of the frame rate (`encoder_stride`: frames averaged in groups of "
+            f"{config.encoder_stride}, the output repeated back with a learnt skip)"
+            if config.encoder_stride > 1
+            else ""
+        ),
         train_data=train_data_name(distill.train_data),
         hours_seen=f"{state.audio_seconds / 3600:.2f}",
         steps=state.step,
